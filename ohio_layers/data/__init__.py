@@ -1,0 +1,5 @@
+"""One dataset format, atomic deterministic storage and k-step windowing."""
+from .dataset import LOW_LEVEL_KEYS, Dataset, EpisodeRecorder, window_starts
+from .io import atomic_write_bytes, load_npz, save_npz
+
+__all__ = ["LOW_LEVEL_KEYS", "Dataset", "EpisodeRecorder", "window_starts", "atomic_write_bytes", "load_npz", "save_npz"]

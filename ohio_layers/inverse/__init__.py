@@ -1,0 +1,1 @@
+"""ohio_layers.inverse"""

@@ -1,0 +1,138 @@
+"""Approximate dynamics ``f(state, action, context) -> next_state`` used inside inverse problems.
+
+A *linearisation* is any callable ``state (B, n) -> (A (B, n, n), B (B, n, m))``: constant
+matrices, a learned state-dependent model, or finite differences of a simulator (those live in
+:mod:`ohio_layers.envs`, since this package never imports simulators).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .._validate import check_tensor
+from .base import Context
+
+Linearization = Callable[[Tensor], Tuple[Tensor, Tensor]]
+
+
+class Dynamics(nn.Module):
+    """Base class: ``forward(state (B, n), action (B, m), context) -> next_state (B, n)``."""
+
+    def forward(self, state: Tensor, action: Tensor, context: Context) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ConstantLinearization(nn.Module):
+    """The same ``(A (n, n), B (n, m))`` for every state; broadcast to the batch."""
+
+    def __init__(self, A: Tensor, B: Tensor) -> None:
+        super().__init__()
+        A, B = torch.as_tensor(A, dtype=torch.float64), torch.as_tensor(B, dtype=torch.float64)
+        check_tensor("A", A, (None, None))
+        check_tensor("B", B, (A.shape[0], None))
+        if A.shape[0] != A.shape[1]:
+            raise ValueError(f"A must be square, got {tuple(A.shape)}")
+        self.register_buffer("A", A)
+        self.register_buffer("B", B)
+
+    def forward(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        n = state.shape[0]
+        return self.A.to(state).expand(n, -1, -1), self.B.to(state).expand(n, -1, -1)
+
+
+class LinearizedDynamics(Dynamics):
+    """``x' = A x + B u``.
+
+    With ``linearization=None`` the matrices come from the context (``context["A"]``,
+    ``context["B"]``: one linearisation per high-level decision, as the LQR uses). With a
+    linearisation callable, they are re-evaluated at every predicted state; ``detach_jacobians``
+    then stops gradients through their state dependence (the reference's semi-gradient).
+    """
+
+    def __init__(self, linearization: Optional[Linearization] = None, detach_jacobians: bool = True) -> None:
+        super().__init__()
+        self.linearization = linearization
+        self.detach_jacobians = detach_jacobians
+
+    def forward(self, state: Tensor, action: Tensor, context: Context) -> Tensor:
+        if self.linearization is None:
+            A, B = context["A"], context["B"]
+        else:
+            A, B = self.linearization(state.detach() if self.detach_jacobians else state)
+        return (A @ state.unsqueeze(-1) + B @ action.unsqueeze(-1)).squeeze(-1)
+
+
+class LearnedLinearization(nn.Module):
+    """State-dependent ``A(s) (B, n, n)``, ``B(s) (B, n, m)`` from an MLP (two hidden layers).
+
+    Trained by :meth:`fit` so that ``A(s) s + B(s) u`` predicts the next state. The output is
+    parameterised as a correction of a prior linearisation (zero by default) so that training
+    starts from a sensible model.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: int = 128,
+                 prior: Optional[Tuple[Tensor, Tensor]] = None) -> None:
+        super().__init__()
+        self.n, self.m = state_dim, action_dim
+        self.net = nn.Sequential(
+            nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, state_dim * (state_dim + action_dim)),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        A0 = torch.zeros(state_dim, state_dim) if prior is None else torch.as_tensor(prior[0])
+        B0 = torch.zeros(state_dim, action_dim) if prior is None else torch.as_tensor(prior[1])
+        self.register_buffer("A0", A0.float())
+        self.register_buffer("B0", B0.float())
+
+    def forward(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        check_tensor("state", state, ("B", self.n))
+        out = self.net(state.to(self.A0.dtype)).to(state.dtype)
+        A = out[:, : self.n * self.n].reshape(-1, self.n, self.n) + self.A0.to(state)
+        B = out[:, self.n * self.n :].reshape(-1, self.n, self.m) + self.B0.to(state)
+        return A, B
+
+    def fit(self, states: Tensor, actions: Tensor, next_states: Tensor, epochs: int = 20,
+            batch_size: int = 256, lr: float = 1e-3, seed: int = 0, val_fraction: float = 0.1) -> dict:
+        """Fit on transitions ``(N, n), (N, m), (N, n)``; keeps the best validation epoch.
+
+        Returns ``{"train_loss": [...], "val_loss": [...]}`` per epoch.
+        """
+        check_tensor("states", states, ("N", self.n))
+        check_tensor("actions", actions, (states.shape[0], self.m))
+        check_tensor("next_states", next_states, (states.shape[0], self.n))
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(states.shape[0], generator=g)
+        n_val = max(1, int(val_fraction * states.shape[0]))
+        val, train = perm[:n_val], perm[n_val:]
+        s, u, s1 = (t.float() for t in (states, actions, next_states))
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+
+        def loss_of(idx: Tensor) -> Tensor:
+            A, B = self(s[idx])
+            pred = (A @ s[idx].unsqueeze(-1) + B @ u[idx].unsqueeze(-1)).squeeze(-1)
+            return ((pred - s1[idx]) ** 2).mean()
+
+        history: dict = {"train_loss": [], "val_loss": []}
+        best, best_state = float("inf"), None
+        for _ in range(epochs):
+            order = train[torch.randperm(train.shape[0], generator=g)]
+            total = 0.0
+            for i in range(0, order.shape[0], batch_size):
+                idx = order[i : i + batch_size]
+                loss = loss_of(idx)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss) * idx.shape[0]
+            with torch.no_grad():
+                v = float(loss_of(val))
+            history["train_loss"].append(total / max(1, train.shape[0]))
+            history["val_loss"].append(v)
+            if v < best:
+                best, best_state = v, {k: t.clone() for k, t in self.state_dict().items()}
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        return history
