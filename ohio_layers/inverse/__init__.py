@@ -1,1 +1,11 @@
-"""ohio_layers.inverse"""
+"""Recover high-level actions z by inverting the low-level controller, and relabel datasets."""
+from .problem import InverseProblem, WindowBatch
+from .relabel import Inverter, ProblemInverter, RelabelReport, high_level_rows, relabel
+from .result import InverseResult
+from .solvers import AdamSolver, AnalyticSolver, CEMSolver, LevenbergMarquardt, residual_jacobian
+
+__all__ = [
+    "InverseProblem", "WindowBatch", "InverseResult", "Inverter", "ProblemInverter", "RelabelReport",
+    "high_level_rows", "relabel", "AdamSolver", "AnalyticSolver", "CEMSolver", "LevenbergMarquardt",
+    "residual_jacobian",
+]

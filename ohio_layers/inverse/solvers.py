@@ -1,0 +1,257 @@
+"""Batched inverse solvers. Each has ``solve(problem, batch, z0=None) -> InverseResult``.
+
+* :class:`AnalyticSolver` -- exact least squares of the *unsaturated* closed loop, which is
+  affine in z for affine controllers and linear dynamics (pseudo-inverse or Tikhonov).
+* :class:`LevenbergMarquardt` -- projected LM (Gauss-Newton with ``lam=0``) through the
+  saturated closed loop, exact Jacobians by forward-mode AD.
+* :class:`AdamSolver` -- plain gradient descent (Adam) through the saturated closed loop.
+* :class:`CEMSolver` -- derivative-free cross-entropy method.
+
+All samples of a batch are solved together as one tensor; each sample stops on its own test.
+z is kept inside the controller's bounds (projection).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validate import check_tensor
+from .problem import InverseProblem, WindowBatch
+from .result import InverseResult
+
+
+def _initial_z(problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor]) -> Tensor:
+    c = problem.controller
+    if z0 is None:
+        z0 = torch.zeros(len(batch), c.z_dim, dtype=batch.state0.dtype, device=batch.state0.device)
+    check_tensor("z0", z0, (len(batch), c.z_dim))
+    return c.clamp_z(z0.to(batch.state0))
+
+
+def residual_jacobian(problem: InverseProblem, z: Tensor, batch: WindowBatch, saturate: bool = True) -> tuple:
+    """``(r (B, m), J (B, m, dz))`` of the residual at ``z (B, dz)``, exact by forward-mode AD.
+
+    Samples are independent, so one forward-mode pass over the batch tiled ``dz`` times with
+    unit tangents ``e_i`` gives every column of every sample's Jacobian.
+    """
+    n, dz = z.shape
+    eye = torch.eye(dz, dtype=z.dtype, device=z.device)
+    tangents = eye.repeat_interleave(n, dim=0)  # block i = e_i for every sample
+    tiled = batch.repeat(dz)
+    r_all, jv = torch.func.jvp(lambda zz: problem.residual(zz, tiled, saturate), (z.repeat(dz, 1),), (tangents,))
+    r = r_all[:n]
+    J = jv.reshape(dz, n, -1).permute(1, 2, 0)
+    return r, J
+
+
+@dataclass
+class AnalyticSolver:
+    """Closed-form z for controllers affine in z with linear(ised) dynamics.
+
+    The unsaturated residual is affine, ``r(z) = r0 + J z``; J is read off exactly from the
+    residuals at ``z = 0`` and ``z = e_i`` (one batched evaluation of ``dz + 1`` points).
+    ``z = -pinv(J) r0`` (``ridge = 0``, singular values below ``rcond * s_max`` dropped) or
+    ``z = -(J'J + ridge I)^{-1} J' r0``. The result is then projected onto the z bounds; the
+    reported residual is that of the saturated problem at the returned z.
+    """
+
+    ridge: float = 0.0
+    rcond: float = 1e-10
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        c = problem.controller
+        if not c.is_affine:
+            raise TypeError(f"AnalyticSolver needs a controller affine in z; {type(c).__name__} does not implement affine()")
+        n, dz = len(batch), c.z_dim
+        x = batch.state0
+        points = torch.cat([torch.zeros(1, dz, dtype=x.dtype, device=x.device),
+                            torch.eye(dz, dtype=x.dtype, device=x.device)]).repeat_interleave(n, dim=0)
+        with torch.no_grad():
+            r_all = problem.residual(points, batch.repeat(dz + 1), saturate=False).reshape(dz + 1, n, -1)
+            r0 = r_all[0]
+            J = (r_all[1:] - r0).permute(1, 2, 0)  # (B, m, dz)
+            if self.ridge > 0:
+                JtJ = J.transpose(1, 2) @ J + self.ridge * torch.eye(dz, dtype=x.dtype, device=x.device)
+                z = -torch.linalg.solve(JtJ, J.transpose(1, 2) @ r0.unsqueeze(-1)).squeeze(-1)
+            else:
+                z = -(torch.linalg.pinv(J, rtol=self.rcond) @ r0.unsqueeze(-1)).squeeze(-1)
+            z = c.clamp_z(z)
+            residual = problem.residual(z, batch).norm(dim=-1)
+        ones = torch.ones(n, dtype=torch.bool, device=x.device)
+        return InverseResult(z, residual, ones, torch.zeros(n, dtype=torch.int64, device=x.device))
+
+
+@dataclass
+class LevenbergMarquardt:
+    """Projected Levenberg-Marquardt through the saturated closed loop, batched.
+
+    Step: ``(J'J + lam diag(J'J) + lam*eps I) dz = -J'r``; a step is kept only if it lowers the
+    cost, then ``lam /= 3``, else ``lam *= 4``. A sample converges when its gradient
+    ``||J'r||_inf <= gtol``, its cost ``<= ftol_abs``, or an accepted step changes the cost by a
+    relative ``< ftol``, or the proposed step is shorter than ``xtol * (||z|| + xtol)``.
+    ``damping=0`` gives Gauss-Newton (every step accepted). Samples that reach ``max_iter``
+    are returned with ``converged=False``.
+    """
+
+    max_iter: int = 30
+    damping: float = 1e-3
+    gtol: float = 1e-10
+    ftol: float = 1e-14
+    ftol_abs: float = 1e-24
+    xtol: float = 1e-10
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        c = problem.controller
+        z = _initial_z(problem, batch, z0)
+        n, dz = z.shape
+        eye = torch.eye(dz, dtype=z.dtype, device=z.device)
+        lam = torch.full((n,), self.damping, dtype=z.dtype, device=z.device)
+        done = torch.zeros(n, dtype=torch.bool, device=z.device)
+        iters = torch.zeros(n, dtype=torch.int64, device=z.device)
+        with torch.no_grad():
+            cost = problem.residual(z, batch).pow(2).sum(-1)
+        for _ in range(self.max_iter):
+            act = (~done).nonzero().squeeze(-1)
+            if act.numel() == 0:
+                break
+            sub = _select(batch, act)
+            za = z[act]
+            with torch.no_grad():
+                r, J = residual_jacobian(problem, za, sub)
+                g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+                H = J.transpose(1, 2) @ J
+                small_grad = g.abs().amax(-1) <= self.gtol
+                la = lam[act, None, None]
+                A = H + la * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2)) + (la * 1e-9 + 1e-14) * eye
+                step = -torch.linalg.solve(A, g.unsqueeze(-1)).squeeze(-1)
+                z_new = c.clamp_z(za + step)
+                cost_new = problem.residual(z_new, sub).pow(2).sum(-1)
+                old = cost[act]
+                accept = (cost_new < old) | (self.damping == 0)
+                rel = (old - cost_new).abs() / old.clamp_min(1e-300)
+                z[act] = torch.where(accept[:, None], z_new, za)
+                cost[act] = torch.where(accept, cost_new, old)
+                lam[act] = torch.where(accept, lam[act] / 3, lam[act] * 4).clamp(1e-12, 1e12)
+                iters[act] += 1
+                tiny_step = step.norm(dim=-1) <= self.xtol * (za.norm(dim=-1) + self.xtol)
+                done[act] = small_grad | tiny_step | (cost[act] <= self.ftol_abs) | (accept & (rel < self.ftol))
+        return InverseResult(z, cost.sqrt(), done, iters)
+
+
+@dataclass
+class AdamSolver:
+    """Adam on ``||r(z)||^2`` through the saturated closed loop (the reference's numerical inverse).
+
+    The learning rate decays exponentially from ``lr`` to ``lr * final_lr_ratio`` over
+    ``max_iter`` iterations (``final_lr_ratio=1``, ``lr=0.01``, ``max_iter=1000`` are the
+    reference code's settings). Per-sample early stop when the cost changes by a relative
+    ``< ftol`` over ``patience`` iterations. Adam's moments are per coordinate, so summing the
+    independent per-sample costs does not couple the samples.
+    """
+
+    lr: float = 0.1
+    max_iter: int = 1000
+    final_lr_ratio: float = 1e-3
+    ftol: float = 1e-8
+    patience: int = 10
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        c = problem.controller
+        z = _initial_z(problem, batch, z0).clone().requires_grad_(True)
+        n = z.shape[0]
+        opt = torch.optim.Adam([z], lr=self.lr)
+        decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.final_lr_ratio ** (1.0 / max(1, self.max_iter)))
+        done = torch.zeros(n, dtype=torch.bool, device=z.device)
+        iters = torch.zeros(n, dtype=torch.int64, device=z.device)
+        last = torch.full((n,), float("inf"), dtype=z.dtype, device=z.device)
+        for it in range(self.max_iter):
+            cost = problem.residual(z, batch).pow(2).sum(-1)
+            opt.zero_grad()
+            (cost * (~done)).sum().backward()
+            frozen = z.detach().clone()
+            opt.step()
+            decay.step()
+            with torch.no_grad():
+                z.copy_(torch.where(done[:, None], frozen, c.clamp_z(z)))
+                iters += (~done).long()
+                if (it + 1) % self.patience == 0:
+                    c_now = cost.detach()
+                    done |= torch.isfinite(last) & ((last - c_now).abs() <= self.ftol * last.clamp_min(1e-30))
+                    last = c_now
+            if bool(done.all()):
+                break
+        z = z.detach()
+        with torch.no_grad():
+            residual = problem.residual(z, batch).norm(dim=-1)
+        return InverseResult(z, residual, done, iters)
+
+
+@dataclass
+class CEMSolver:
+    """Cross-entropy method: full-covariance Gaussian search over z, refit to the elites.
+
+    A full covariance (not a diagonal one) lets the search follow the correlated valleys of
+    ill-conditioned closed loops. Keeps the best sample seen (not the elite mean); the refit is
+    smoothed by ``alpha`` and floored at ``min_std``. Converged when every standard deviation
+    is below ``tol``. Seeded by ``seed``, so results are reproducible.
+    """
+
+    population: int = 128
+    elite_frac: float = 0.1
+    max_iter: int = 100
+    init_std: float = 1.0
+    min_std: float = 1e-9
+    alpha: float = 0.8
+    tol: float = 1e-7
+    seed: int = 0
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        c = problem.controller
+        mean = _initial_z(problem, batch, z0)
+        n, dz = mean.shape
+        P = self.population
+        E = max(dz + 1, int(P * self.elite_frac))
+        if E > P:
+            raise ValueError(f"population must be at least z_dim + 1 = {dz + 1}, got {P}")
+        gen = torch.Generator(device=mean.device).manual_seed(self.seed)
+        eye = torch.eye(dz, dtype=mean.dtype, device=mean.device)
+        cov = (self.init_std ** 2) * eye.expand(n, dz, dz).clone()
+        tiled = batch.repeat(P)
+        with torch.no_grad():
+            best_z = mean.clone()
+            best = problem.residual(best_z, batch).pow(2).sum(-1)
+            done = torch.zeros(n, dtype=torch.bool, device=mean.device)
+            iters = torch.zeros(n, dtype=torch.int64, device=mean.device)
+            for _ in range(self.max_iter):
+                L = torch.linalg.cholesky(cov + (self.min_std ** 2) * eye)
+                eps = torch.randn(P, n, dz, 1, generator=gen, dtype=mean.dtype, device=mean.device)
+                samples = c.clamp_z((mean[None] + (L[None] @ eps).squeeze(-1)).reshape(P * n, dz))
+                cost = problem.residual(samples, tiled).pow(2).sum(-1).reshape(P, n)
+                samples = samples.reshape(P, n, dz)
+                order = cost.argsort(0)[:E]  # (E, n)
+                elites = torch.gather(samples, 0, order[..., None].expand(-1, -1, dz))
+                top = torch.gather(cost, 0, order[:1]).squeeze(0)
+                better = (top < best) & ~done
+                best_z = torch.where(better[:, None], elites[0], best_z)
+                best = torch.where(better, top, best)
+                e_mean = elites.mean(0)
+                centred = (elites - e_mean).permute(1, 2, 0)  # (n, dz, E)
+                e_cov = centred @ centred.transpose(1, 2) / (E - 1)
+                new_mean = self.alpha * e_mean + (1 - self.alpha) * mean
+                new_cov = self.alpha * e_cov + (1 - self.alpha) * cov
+                mean = torch.where(done[:, None], mean, new_mean)
+                cov = torch.where(done[:, None, None], cov, new_cov)
+                iters += (~done).long()
+                done |= torch.diagonal(cov, dim1=1, dim2=2).sqrt().amax(-1) <= self.tol
+                if bool(done.all()):
+                    break
+        return InverseResult(best_z, best.sqrt(), done, iters)
+
+
+def _select(batch: WindowBatch, idx: Tensor) -> WindowBatch:
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    return WindowBatch(pick(batch.state0), pick(batch.target), pick(batch.states), pick(batch.actions),
+                       None if batch.context is None else {k: v[idx] for k, v in batch.context.items()})
