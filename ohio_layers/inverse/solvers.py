@@ -32,28 +32,60 @@ def _initial_z(problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor]
 
 
 def residual_jacobian(problem: InverseProblem, z: Tensor, batch: WindowBatch, saturate: bool = True) -> tuple:
-    """``(r (B, m), J (B, m, dz))`` of the residual at ``z (B, dz)``, exact by forward-mode AD.
+    """``(r (B, m), J (B, m, dz))`` of the residual at ``z (B, dz)``, exact by automatic differentiation.
 
-    Samples are independent, so one forward-mode pass over the batch tiled ``dz`` times with
-    unit tangents ``e_i`` gives every column of every sample's Jacobian.
+    Samples are independent, so forward mode with the unit tangent ``e_i`` given to every
+    sample yields column ``i`` of every sample's Jacobian; the ``dz`` tangents are vmapped.
+    Layers without forward-mode support (custom autograd functions with only a backward)
+    fall back to ``m`` reverse-mode passes.
     """
     n, dz = z.shape
-    eye = torch.eye(dz, dtype=z.dtype, device=z.device)
-    tangents = eye.repeat_interleave(n, dim=0)  # block i = e_i for every sample
-    tiled = batch.repeat(dz)
-    r_all, jv = torch.func.jvp(lambda zz: problem.residual(zz, tiled, saturate), (z.repeat(dz, 1),), (tangents,))
-    r = r_all[:n]
-    J = jv.reshape(dz, n, -1).permute(1, 2, 0)
-    return r, J
+    f = lambda zz: problem.residual(zz, batch, saturate)  # noqa: E731
+    tangents = torch.eye(dz, dtype=z.dtype, device=z.device)[:, None, :].expand(dz, n, dz)
+    try:
+        r, jv = torch.func.vmap(lambda t: torch.func.jvp(f, (z,), (t,)), out_dims=(None, 0))(tangents)
+        return r, jv.permute(1, 2, 0)
+    except (RuntimeError, NotImplementedError):
+        pass
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(True)
+        r = f(zz)
+        rows = [torch.autograd.grad(r[:, j].sum(), zz, retain_graph=j < r.shape[1] - 1)[0] for j in range(r.shape[1])]
+    return r.detach(), torch.stack(rows, 1)
+
+
+def _least_squares(J: Tensor, r0: Tensor, ridge: float, rcond: float) -> Tensor:
+    """``argmin_z ||r0 + J z||^2 + ridge ||z||^2`` for ``J (B, m, dz)``, ``r0 (B, m)``.
+
+    Square systems use an LU solve; members that are singular or ill-conditioned beyond
+    ``1 / rcond``, and non-square systems, use the SVD pseudo-inverse.
+    """
+    n, m, dz = J.shape
+    rhs = -r0.unsqueeze(-1)
+    if ridge > 0:
+        eye = torch.eye(dz, dtype=J.dtype, device=J.device)
+        Jt = J.transpose(1, 2)
+        return torch.linalg.solve(Jt @ J + ridge * eye, Jt @ rhs).squeeze(-1)
+    if m != dz:
+        return (torch.linalg.pinv(J, rtol=rcond) @ rhs).squeeze(-1)
+    z, info = torch.linalg.solve_ex(J, rhs)
+    z = z.squeeze(-1)
+    # solve_ex only flags exact singularity; also send ill-conditioned members (1-norm estimate) to the SVD
+    cond = torch.linalg.matrix_norm(J, ord=1) * torch.linalg.matrix_norm(torch.linalg.inv_ex(J)[0], ord=1)
+    bad = (info != 0) | ~torch.isfinite(z).all(-1) | ~(cond < 1.0 / rcond)
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(-1)
+        z[idx] = (torch.linalg.pinv(J[idx], rtol=rcond) @ rhs[idx]).squeeze(-1)
+    return z
 
 
 @dataclass
 class AnalyticSolver:
     """Closed-form z for controllers affine in z with linear(ised) dynamics.
 
-    The unsaturated residual is affine, ``r(z) = r0 + J z``; J is read off exactly from the
-    residuals at ``z = 0`` and ``z = e_i`` (one batched evaluation of ``dz + 1`` points).
-    ``z = -pinv(J) r0`` (``ridge = 0``, singular values below ``rcond * s_max`` dropped) or
+    The unsaturated residual is affine, ``r(z) = r0 + J z``, with ``r0`` and the exact J taken
+    at ``z = 0``. ``z = -pinv(J) r0`` (``ridge = 0``; an LU solve when J is square and
+    well-conditioned, singular values below ``rcond * s_max`` dropped otherwise) or
     ``z = -(J'J + ridge I)^{-1} J' r0``. The result is then projected onto the z bounds; the
     reported residual is that of the saturated problem at the returned z.
     """
@@ -65,19 +97,10 @@ class AnalyticSolver:
         c = problem.controller
         if not c.is_affine:
             raise TypeError(f"AnalyticSolver needs a controller affine in z; {type(c).__name__} does not implement affine()")
-        n, dz = len(batch), c.z_dim
-        x = batch.state0
-        points = torch.cat([torch.zeros(1, dz, dtype=x.dtype, device=x.device),
-                            torch.eye(dz, dtype=x.dtype, device=x.device)]).repeat_interleave(n, dim=0)
+        n, x = len(batch), batch.state0
         with torch.no_grad():
-            r_all = problem.residual(points, batch.repeat(dz + 1), saturate=False).reshape(dz + 1, n, -1)
-            r0 = r_all[0]
-            J = (r_all[1:] - r0).permute(1, 2, 0)  # (B, m, dz)
-            if self.ridge > 0:
-                JtJ = J.transpose(1, 2) @ J + self.ridge * torch.eye(dz, dtype=x.dtype, device=x.device)
-                z = -torch.linalg.solve(JtJ, J.transpose(1, 2) @ r0.unsqueeze(-1)).squeeze(-1)
-            else:
-                z = -(torch.linalg.pinv(J, rtol=self.rcond) @ r0.unsqueeze(-1)).squeeze(-1)
+            r0, J = residual_jacobian(problem, torch.zeros(n, c.z_dim, dtype=x.dtype, device=x.device), batch, saturate=False)
+            z = _least_squares(J, r0, self.ridge, self.rcond)
             z = c.clamp_z(z)
             residual = problem.residual(z, batch).norm(dim=-1)
         ones = torch.ones(n, dtype=torch.bool, device=x.device)
