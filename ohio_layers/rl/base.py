@@ -1,0 +1,493 @@
+"""Shared machinery of the RL agents: configs, seeding, batch sampling, the ``Agent`` base.
+
+Every algorithm (:class:`~ohio_layers.rl.iql.IQL`, :class:`~ohio_layers.rl.bc.BC`,
+:class:`~ohio_layers.rl.sac.SAC`, :class:`~ohio_layers.rl.cql.CQL`) is an :class:`Agent`:
+
+* built from ``(obs_dim, action_dim, action_low, action_high, config)`` or
+  :meth:`Agent.from_dataset`; ``config`` is its dataclass or a dict (unknown keys raise, naming them);
+* networks are initialised from ``config.seed`` and training draws randomness from the agent's
+  own RNG stream (the global torch RNG is left untouched), so the same seed gives identical
+  weights, and a saved agent resumes the same stream;
+* ``fit(dataset, steps)`` samples batches with :class:`TransitionSampler` and calls
+  ``update(batch) -> metrics``; a tqdm bar shows the running losses and ``agent.history`` keeps
+  the averaged metrics every ``log_every`` steps;
+* ``act(obs, deterministic=True)`` for numpy or torch observations, ``forward(obs)`` is the
+  differentiable deterministic action;
+* ``save(path)`` / ``Agent.load(path)``: weights, optimizers, step, RNG state, history and
+  config in one ``torch.save`` file written atomically, loaded with ``weights_only=True``.
+
+A batch is a ``dict`` of tensors: ``observations (B, do)``, ``actions (B, da)``,
+``rewards (B,)``, ``next_observations (B, do)``, ``terminals (B,)`` (float 0/1), ``discounts (B,)``
+and any extra columns requested (e.g. ``mc_returns (B,)``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import random
+import warnings
+from abc import abstractmethod
+from collections import defaultdict
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .._validate import check_config_keys, check_tensor
+from ..data.dataset import Dataset
+from ..data.io import PathLike, atomic_write_bytes
+from .networks import BoundLike, ObsNormalizer, bound_tensor
+
+Batch = Dict[str, Tensor]
+C = TypeVar("C", bound="AgentConfig")
+A = TypeVar("A", bound="Agent")
+
+__all__ = ["AgentConfig", "Agent", "Batch", "TransitionSampler", "ReplayBuffer", "concat_batches",
+           "seed_everything", "soft_update"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy and torch (for scripts; the agents themselves never touch global RNGs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging ``target <- (1 - tau) target + tau source`` (parameters only)."""
+    with torch.no_grad():
+        for pt, ps in zip(target.parameters(), source.parameters()):
+            pt.lerp_(ps, tau)
+
+
+# ---------------------------------------------------------------------------------- configs
+@dataclasses.dataclass
+class AgentConfig:
+    """Settings every agent shares.
+
+    Attributes:
+        seed: initialises the networks and the training RNG stream.
+        batch_size: transitions per gradient step.
+        hidden: hidden layer sizes of every MLP.
+        steps: default number of gradient steps of :meth:`Agent.fit`.
+        discount: ``gamma`` per row (per *high-level* step for k-step datasets), unless the
+            dataset provides a per-row discount column (``fit(..., discount_key=...)``).
+        grad_clip: max global grad norm per network (``None``: no clipping).
+        obs_norm: normalise observations with the dataset mean/std (stored as buffers).
+        device: torch device of the networks and batches.
+    """
+
+    seed: int = 0
+    batch_size: int = 256
+    hidden: Tuple[int, ...] = (256, 256)
+    steps: int = 100_000
+    discount: float = 0.99
+    grad_clip: Optional[float] = None
+    obs_norm: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {self.hidden}")
+        for name in ("batch_size", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {self.discount}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+
+    @classmethod
+    def from_dict(cls: Type[C], values: Mapping[str, Any]) -> C:
+        """Build from a dict; unknown keys raise ``TypeError`` naming them."""
+        check_config_keys(cls, dict(values))
+        return cls(**values)
+
+    @classmethod
+    def coerce(cls: Type[C], config: Union[C, Mapping[str, Any], None]) -> C:
+        """``None`` -> defaults, dict -> :meth:`from_dict`, instance -> itself."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, Mapping):
+            return cls.from_dict(config)
+        raise TypeError(f"config must be a {cls.__name__}, a dict or None, got {type(config).__name__}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain dict (tuples as lists), JSON friendly."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# ---------------------------------------------------------------------------------- sampling
+class TransitionSampler:
+    """Uniform minibatches from a :class:`~ohio_layers.data.Dataset` (columns copied to tensors once).
+
+    Args:
+        dataset: needs ``observations, <action_key>, rewards, next_observations, terminals``.
+        action_key: the action column (``"actions"`` for low-level data, ``"z"`` for relabelled).
+        discount: constant ``gamma`` used when ``discount_key`` is ``None``.
+        discount_key: optional per-row discount column ``(N,)``.
+        extra_keys: further per-row columns to include in batches (e.g. ``"mc_returns"``).
+        obs_dim, action_dim: expected sizes (checked when given).
+    """
+
+    def __init__(self, dataset: Dataset, action_key: str = "actions", discount: float = 0.99,
+                 discount_key: Optional[str] = None, extra_keys: Sequence[str] = (), *,
+                 obs_dim: Optional[int] = None, action_dim: Optional[int] = None,
+                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"dataset must be an ohio_layers.data.Dataset, got {type(dataset).__name__}")
+        keys = ["observations", action_key, "rewards", "next_observations", "terminals", *extra_keys]
+        if discount_key is not None:
+            keys.append(discount_key)
+        dataset.require(keys)
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("dataset is empty")
+
+        def col(key: str, width: Optional[int]) -> Tensor:
+            arr = np.asarray(dataset[key])
+            if width is None:  # per-row scalar
+                if arr.ndim == 2 and arr.shape[1] == 1:
+                    arr = arr[:, 0]
+                if arr.ndim != 1:
+                    raise ValueError(f"dataset[{key!r}] must have shape (N,), got {arr.shape}")
+            else:
+                if arr.ndim != 2 or (width > 0 and arr.shape[1] != width):
+                    raise ValueError(f"dataset[{key!r}] must have shape (N, {width if width > 0 else 'd'}), got {arr.shape}")
+            t = torch.as_tensor(arr.astype(np.float64), dtype=dtype, device=device)
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"dataset[{key!r}] contains NaN or inf")
+            return t
+
+        do = obs_dim if obs_dim is not None else -1
+        da = action_dim if action_dim is not None else -1
+        self.columns: Dict[str, Tensor] = {
+            "observations": col("observations", do),
+            "actions": col(action_key, da),
+            "rewards": col("rewards", None),
+            "next_observations": col("next_observations", do if do > 0 else np.asarray(dataset["observations"]).shape[1]),
+            "terminals": col("terminals", None),
+        }
+        self.columns["discounts"] = (col(discount_key, None) if discount_key is not None
+                                     else torch.full((n,), float(discount), dtype=dtype, device=device))
+        for key in extra_keys:
+            arr = np.asarray(dataset[key])
+            self.columns[key] = col(key, None if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1) else arr.shape[1])
+        self.size = n
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Batch:
+        """A batch of ``batch_size`` rows drawn uniformly with replacement (torch RNG)."""
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
+        return {k: v[idx] for k, v in self.columns.items()}
+
+
+class ReplayBuffer:
+    """Circular buffer of transitions with the same batch layout as :class:`TransitionSampler`.
+
+    ``add(observations=..., actions=..., ...)`` takes rows ``(n, ...)`` (or single rows) of the
+    columns given at the first call; ``sample(B)`` draws uniformly.
+    """
+
+    def __init__(self, capacity: int, device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.device, self.dtype = int(capacity), torch.device(device), dtype
+        self.columns: Dict[str, Tensor] = {}
+        self.size = 0
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **rows: Any) -> None:
+        """Append ``n`` rows; every column is batch-first ``(n, ...)`` (scalars per row: ``(n,)``)."""
+        ts = {k: torch.as_tensor(np.asarray(v, dtype=np.float64), dtype=self.dtype, device=self.device) for k, v in rows.items()}
+        for k, v in ts.items():
+            if v.dim() == 0:
+                raise ValueError(f"column {k!r} must be batch-first (n, ...), got a scalar")
+        if not self.columns:
+            self.columns = {k: torch.zeros((self.capacity, *v.shape[1:]), dtype=self.dtype, device=self.device)
+                            for k, v in ts.items()}
+        if set(ts) != set(self.columns):
+            raise KeyError(f"add() needs exactly the columns {sorted(self.columns)}, got {sorted(ts)}")
+        for k, v in ts.items():
+            if v.shape[1:] != self.columns[k].shape[1:]:
+                raise ValueError(f"column {k!r} rows must have shape {tuple(self.columns[k].shape[1:])}, got {tuple(v.shape[1:])}")
+        sizes = {k: v.shape[0] for k, v in ts.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"columns have different numbers of rows: {sizes}")
+        n_rows = next(iter(sizes.values()))
+        if n_rows > self.capacity:  # only the newest rows fit
+            ts = {k: v[n_rows - self.capacity:] for k, v in ts.items()}
+            n_rows = self.capacity
+        idx = (self._pos + torch.arange(n_rows, device=self.device)) % self.capacity
+        for k, v in ts.items():
+            self.columns[k][idx] = v
+        self._pos = int((self._pos + n_rows) % self.capacity)
+        self.size = min(self.size + n_rows, self.capacity)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Batch:
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty ReplayBuffer")
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
+        return {k: v[idx] for k, v in self.columns.items()}
+
+
+def concat_batches(*batches: Batch) -> Batch:
+    """Row-concatenate batches over their common keys."""
+    keys = set(batches[0]).intersection(*batches[1:])
+    return {k: torch.cat([b[k] for b in batches]) for k in sorted(keys)}
+
+
+# ---------------------------------------------------------------------------------- agent
+class Agent(nn.Module):
+    """Base of all agents: construction, seeding, ``fit``, ``act``, ``save``/``load``.
+
+    Subclasses set ``config_class``, implement :meth:`_build` (create ``self.actor`` -- a
+    :class:`~ohio_layers.rl.networks.TanhGaussianActor` -- the other networks and
+    ``self.optimizers``) and :meth:`update`.
+
+    Args:
+        obs_dim: ``do``.
+        action_dim: ``da``.
+        action_low, action_high: per-dimension action bounds (scalars or ``(da,)``); the actor's
+            outputs lie in this box.
+        config: the agent's config dataclass, or a dict of its fields.
+    """
+
+    config_class: ClassVar[Type[AgentConfig]] = AgentConfig
+    _registry: ClassVar[Dict[str, Type["Agent"]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Agent._registry[cls.__name__] = cls
+
+    def __init__(self, obs_dim: int, action_dim: int, action_low: BoundLike = -1.0, action_high: BoundLike = 1.0,
+                 config: Union[AgentConfig, Mapping[str, Any], None] = None) -> None:
+        super().__init__()
+        for name, v in (("obs_dim", obs_dim), ("action_dim", action_dim)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.config = self.config_class.coerce(config)
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        low, high = bound_tensor(action_low, self.action_dim, "action_low"), bound_tensor(action_high, self.action_dim, "action_high")
+        if bool((low >= high).any()):
+            raise ValueError(f"action_low must be < action_high in every dimension, got {low.tolist()} / {high.tolist()}")
+        self.register_buffer("action_low", low)
+        self.register_buffer("action_high", high)
+        self.register_buffer("obs_stats_set", torch.zeros((), dtype=torch.bool))
+        self.step = 0
+        self.history: List[Dict[str, float]] = []
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self._build()
+            self._rng_state = torch.get_rng_state()
+        self.to(self.config.device)
+
+    # -- to implement -------------------------------------------------------------------
+    @abstractmethod
+    def _build(self) -> None:
+        """Create the networks (``self.actor`` at least) and ``self.optimizers``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _build()")
+
+    @abstractmethod
+    def update(self, batch: Batch) -> Dict[str, float]:
+        """One gradient step on ``batch``; increments ``self.step``; returns scalar metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+
+    def required_extra_keys(self) -> Tuple[str, ...]:
+        """Per-row dataset columns besides the standard ones that batches must carry."""
+        return ()
+
+    # -- construction helpers -----------------------------------------------------------
+    @classmethod
+    def from_dataset(cls: Type[A], dataset: Dataset, config: Union[AgentConfig, Mapping[str, Any], None] = None, *,
+                     action_key: str = "actions", action_low: Optional[BoundLike] = None,
+                     action_high: Optional[BoundLike] = None) -> A:
+        """Agent sized for ``dataset``; observation statistics are set when ``config.obs_norm``.
+
+        Bounds default to ``dataset.metadata[f"{action_key}_low"/"_high"]`` if present, else to
+        the data range widened by 1 % of its width on each side (pass the controller's z bounds
+        for high-level data).
+        """
+        dataset.require(["observations", action_key])
+        obs, act = np.asarray(dataset["observations"]), np.asarray(dataset[action_key])
+        if obs.ndim != 2 or act.ndim != 2:
+            raise ValueError(f"observations and {action_key!r} must be 2-D, got {obs.shape} / {act.shape}")
+        meta = dataset.metadata
+        if action_low is None:
+            action_low = meta.get(f"{action_key}_low")
+        if action_high is None:
+            action_high = meta.get(f"{action_key}_high")
+        if action_low is None or action_high is None:
+            lo, hi = act.min(0).astype(np.float64), act.max(0).astype(np.float64)
+            pad = np.maximum(0.01 * (hi - lo), 1e-3)
+            action_low = lo - pad if action_low is None else action_low
+            action_high = hi + pad if action_high is None else action_high
+        agent = cls(obs.shape[1], act.shape[1], action_low, action_high, config)
+        if agent.config.obs_norm:
+            agent.set_obs_stats_from(dataset)
+        return agent
+
+    def set_obs_stats(self, mean: Union[np.ndarray, Tensor], std: Union[np.ndarray, Tensor]) -> None:
+        """Set the observation normalisation ``mean, std (do,)`` of every network of the agent."""
+        for m in self.modules():
+            if isinstance(m, ObsNormalizer):
+                m.set_stats(torch.as_tensor(np.asarray(mean, dtype=np.float64)), torch.as_tensor(np.asarray(std, dtype=np.float64)))
+        self.obs_stats_set.fill_(True)
+
+    def set_obs_stats_from(self, dataset: Dataset) -> None:
+        """Observation mean/std of ``dataset["observations"]``."""
+        obs = np.asarray(dataset["observations"], dtype=np.float64)
+        self.set_obs_stats(obs.mean(0), obs.std(0))
+
+    # -- training -----------------------------------------------------------------------
+    def make_sampler(self, dataset: Dataset, action_key: str = "actions", discount_key: Optional[str] = None) -> TransitionSampler:
+        """A :class:`TransitionSampler` checked against the agent's dims and bounds."""
+        sampler = TransitionSampler(dataset, action_key, self.config.discount, discount_key, self.required_extra_keys(),
+                                    obs_dim=self.obs_dim, action_dim=self.action_dim, device=self.config.device)
+        self._warn_out_of_bounds(sampler.columns["actions"], action_key)
+        return sampler
+
+    def _warn_out_of_bounds(self, act: Tensor, action_key: str) -> None:
+        tol = 1e-4 * (self.action_high - self.action_low)
+        outside = ((act < self.action_low - tol) | (act > self.action_high + tol)).any(0)
+        if bool(outside.any()):
+            warnings.warn(f"dataset[{action_key!r}] lies outside [action_low, action_high] in dimensions "
+                          f"{outside.nonzero().flatten().tolist()}; it is clamped to the bounds for the likelihood",
+                          stacklevel=4)
+
+    def fit(self, dataset: Dataset, steps: Optional[int] = None, *, action_key: str = "actions",
+            discount_key: Optional[str] = None, show_progress: bool = True, log_every: int = 100,
+            callback: Optional[Callable[["Agent", int, Dict[str, float]], None]] = None,
+            logger: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:
+        """Train for ``steps`` gradient steps (default ``config.steps``) on ``dataset``.
+
+        Args:
+            dataset: transitions (see :class:`TransitionSampler`).
+            action_key: column holding the actions (``"z"`` for relabelled high-level data).
+            discount_key: optional per-row discount column; else ``config.discount``.
+            show_progress: tqdm bar with the running losses.
+            log_every: average the metrics over this many steps into ``self.history``.
+            callback: ``callback(agent, step, metrics)`` after every step.
+            logger: receives each averaged history row (e.g. a CSV or TensorBoard writer).
+        Returns:
+            ``self.history`` (list of ``{"step": ..., metric: mean}``).
+        """
+        steps = self.config.steps if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {log_every}")
+        sampler = self.make_sampler(dataset, action_key, discount_key)
+        if self.config.obs_norm and not bool(self.obs_stats_set):
+            self.set_obs_stats_from(dataset)
+        self.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng_state)
+            sums: Dict[str, float] = defaultdict(float)
+            count = 0
+            bar = tqdm(range(steps), desc=type(self).__name__, disable=not show_progress, leave=False)
+            for i in bar:
+                metrics = self.update(sampler.sample(self.config.batch_size))
+                for k, v in metrics.items():
+                    sums[k] += v
+                count += 1
+                if callback is not None:
+                    callback(self, self.step, metrics)
+                if count == log_every or i == steps - 1:
+                    row = {"step": float(self.step), **{k: v / count for k, v in sums.items()}}
+                    self.history.append(row)
+                    if logger is not None:
+                        logger(row)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
+                    sums, count = defaultdict(float), 0
+            self._rng_state = torch.get_rng_state()
+        self.eval()
+        return self.history
+
+    def _optimize(self, name: str, loss: Tensor, module: Optional[nn.Module]) -> None:
+        """``zero_grad -> backward -> clip module's grads (config.grad_clip) -> step`` for optimizer ``name``."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None and module is not None:
+            nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+        opt.step()
+
+    # -- acting -------------------------------------------------------------------------
+    def forward(self, obs: Tensor) -> Tensor:
+        """Deterministic, differentiable action ``(B, da)`` for ``obs (B, do)``."""
+        return self.actor(obs, deterministic=True)
+
+    @torch.no_grad()
+    def act(self, obs: Union[np.ndarray, Tensor, Sequence[float]], deterministic: bool = True) -> Union[np.ndarray, Tensor]:
+        """Action for ``obs (do,)`` or ``(B, do)``; numpy in -> numpy out, tensor in -> tensor out.
+
+        Stochastic actions (``deterministic=False``) draw from the global torch RNG.
+        """
+        as_numpy = not isinstance(obs, Tensor)
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32) if as_numpy else obs)
+        single = x.dim() == 1
+        x = x[None] if single else x
+        check_tensor("obs", x, ("B", self.obs_dim))
+        dev = self.action_low.device
+        a = self.actor(x.to(device=dev, dtype=torch.float32), deterministic=deterministic)
+        a = a[0] if single else a
+        return a.cpu().numpy() if as_numpy else a.to(obs.device)
+
+    # -- persistence --------------------------------------------------------------------
+    def save(self, path: PathLike) -> None:
+        """Weights, optimizers, step, RNG state, history and config, written atomically."""
+        payload = {
+            "format": "ohio_layers.rl.agent/1",
+            "class": type(self).__name__,
+            "config": self.config.to_dict(),
+            "spec": {"obs_dim": self.obs_dim, "action_dim": self.action_dim,
+                     "action_low": self.action_low.tolist(), "action_high": self.action_high.tolist()},
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "step": self.step,
+            "rng_state": self._rng_state,
+            "history": list(self.history),
+        }
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls: Type[A], path: PathLike, map_location: Union[str, torch.device, None] = None) -> A:
+        """Rebuild a saved agent (``Agent.load`` dispatches on the stored class)."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != "ohio_layers.rl.agent/1":
+            raise ValueError(f"{path} is not an ohio_layers.rl agent checkpoint")
+        klass = Agent._registry.get(payload["class"])
+        if klass is None:
+            raise ValueError(f"{path} holds an unknown agent class {payload['class']!r}; import its module first")
+        if not issubclass(klass, cls):
+            raise TypeError(f"{path} holds a {klass.__name__}, not a {cls.__name__}")
+        config = dict(payload["config"])
+        if map_location is not None:
+            config["device"] = str(map_location)
+        spec = payload["spec"]
+        agent = klass(spec["obs_dim"], spec["action_dim"], spec["action_low"], spec["action_high"], config)
+        agent.load_state_dict(payload["state_dict"])
+        for k, sd in payload["optimizers"].items():
+            agent.optimizers[k].load_state_dict(sd)
+        agent.step = int(payload["step"])
+        agent._rng_state = payload["rng_state"]
+        agent.history = list(payload["history"])
+        return agent  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, step={self.step}"

@@ -1,0 +1,95 @@
+"""Behaviour cloning: maximum likelihood of the dataset actions under the squashed Gaussian actor.
+
+``L(phi) = -E_{(s,a)~D} [log pi_phi(a|s)]`` with the exact tanh-squashed log-density, so the
+trained distribution is the one deployed (``scale(tanh(mu(s)))`` deterministically).
+Only ``observations`` and the action column are needed; rewards are ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Dict, Optional, Type
+
+import torch
+from torch import Tensor
+
+from ..data.dataset import Dataset
+from .base import Agent, AgentConfig, Batch, TransitionSampler
+from .networks import TanhGaussianActor
+
+__all__ = ["BCConfig", "BC", "bc_loss"]
+
+
+@dataclasses.dataclass
+class BCConfig(AgentConfig):
+    """BC settings (plus :class:`~ohio_layers.rl.base.AgentConfig`).
+
+    Attributes:
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        log_std_min, log_std_max: clamp of the pre-tanh log-std.
+        state_dependent_std: std from the network (else a learned vector).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    state_dependent_std: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def bc_loss(actor: TanhGaussianActor, batch: Batch) -> Tensor:
+    """Negative mean log-likelihood of ``batch["actions"]`` at ``batch["observations"]``."""
+    return -actor.log_prob(batch["observations"], batch["actions"]).mean()
+
+
+class _ObsActionSampler(TransitionSampler):
+    """Sampler for BC: only observations and actions are required."""
+
+    def __init__(self, dataset: Dataset, action_key: str, obs_dim: int, action_dim: int, device: str) -> None:
+        dataset.require(["observations", action_key])
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("dataset is empty")
+        cols = {}
+        for key, out, width in (("observations", "observations", obs_dim), (action_key, "actions", action_dim)):
+            arr = torch.as_tensor(dataset[key], dtype=torch.float32, device=device)
+            if arr.dim() != 2 or arr.shape[1] != width:
+                raise ValueError(f"dataset[{key!r}] must have shape (N, {width}), got {tuple(arr.shape)}")
+            if not bool(torch.isfinite(arr).all()):
+                raise ValueError(f"dataset[{key!r}] contains NaN or inf")
+            cols[out] = arr
+        self.columns, self.size, self.device = cols, n, torch.device(device)
+
+
+class BC(Agent):
+    """Behaviour cloning with the tanh-squashed Gaussian actor."""
+
+    config_class: ClassVar[Type[BCConfig]] = BCConfig
+    config: BCConfig
+
+    def _build(self) -> None:
+        c = self.config
+        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
+                                       c.log_std_min, c.log_std_max, c.state_dependent_std)
+        self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+
+    def make_sampler(self, dataset: Dataset, action_key: str = "actions", discount_key: Optional[str] = None) -> TransitionSampler:
+        sampler = _ObsActionSampler(dataset, action_key, self.obs_dim, self.action_dim, self.config.device)
+        self._warn_out_of_bounds(sampler.columns["actions"], action_key)
+        return sampler
+
+    def losses(self, batch: Batch) -> Dict[str, Tensor]:
+        return {"loss_actor": bc_loss(self.actor, batch)}
+
+    def update(self, batch: Batch) -> Dict[str, float]:
+        loss = bc_loss(self.actor, batch)
+        self._optimize("actor", loss, self.actor)
+        self.step += 1
+        return {"loss_actor": loss.item()}

@@ -1,0 +1,129 @@
+"""Conservative Q-Learning (CQL) on top of SAC, with the Cal-QL calibration option.
+
+References:
+    Kumar, Zhou, Tucker, Levine. "Conservative Q-Learning for Offline Reinforcement Learning", NeurIPS 2020.
+    Nakamoto et al. "Cal-QL: Calibrated Offline RL Pre-Training for Efficient Online Fine-Tuning", NeurIPS 2023.
+
+Critic loss = SAC's TD loss + ``cql_alpha * sum_i (T logsumexp_j (Q_i(s, a_j) - log mu(a_j)) / T - Q_i(s, a_data))``
+over ``num_samples`` actions per state from each of: uniform on the action box, ``pi(.|s)`` and
+``pi(.|s')`` (importance-weighted by their densities in the unit box; the policy samples carry no
+gradient). With ``calql=True`` the Q-values of the policy samples are lower-bounded by the
+Monte-Carlo return-to-go of the row, ``max(Q_i(s, a_pi), mc_returns)``, so the push-down never goes
+below the behaviour policy's value (the dataset needs ``mc_returns``; see :func:`add_mc_returns`).
+Actor and temperature losses are SAC's; :meth:`~ohio_layers.rl.sac.SAC.fit_online` fine-tunes
+online (Cal-QL keeps the regulariser online and computes ``mc_returns`` of online episodes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Dict, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..data.dataset import Dataset
+from .base import Batch
+from .sac import SAC, SACConfig
+
+__all__ = ["CQLConfig", "CQL", "compute_mc_returns", "add_mc_returns"]
+
+
+@dataclasses.dataclass
+class CQLConfig(SACConfig):
+    """CQL / Cal-QL settings (plus :class:`~ohio_layers.rl.sac.SACConfig`).
+
+    Attributes:
+        cql_alpha: weight of the conservative term.
+        num_samples: sampled actions per state per proposal (uniform, pi(s), pi(s')).
+        cql_temperature: temperature ``T`` of the logsumexp.
+        calql: lower-bound the policy-sample Q-values by ``mc_returns`` (Cal-QL).
+    """
+
+    cql_alpha: float = 5.0
+    num_samples: int = 10
+    cql_temperature: float = 1.0
+    calql: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cql_alpha < 0:
+            raise ValueError(f"cql_alpha must be >= 0, got {self.cql_alpha}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.cql_temperature <= 0:
+            raise ValueError(f"cql_temperature must be > 0, got {self.cql_temperature}")
+
+
+class CQL(SAC):
+    """CQL(H) with importance sampling; ``config.calql`` switches on the Cal-QL lower bound."""
+
+    config_class: ClassVar[Type[CQLConfig]] = CQLConfig
+    config: CQLConfig
+
+    def required_extra_keys(self) -> Tuple[str, ...]:
+        return ("mc_returns",) if self.config.calql else ()
+
+    def conservative_penalty(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``."""
+        c = self.config
+        obs, next_obs = batch["observations"], batch["next_observations"]
+        b, n = obs.shape[0], c.num_samples
+        obs_rep = obs.repeat_interleave(n, 0)
+        with torch.no_grad():
+            u = torch.rand(b * n, self.action_dim, device=obs.device, dtype=obs.dtype) * 2.0 - 1.0
+            rand_a = self.actor.scaler.to_env(u)
+            rand_logp = torch.full((b * n,), -self.action_dim * math.log(2.0), device=obs.device, dtype=obs.dtype)
+            pi_a, pi_logp = self.sample_unit(obs_rep)
+            next_a, next_logp = self.sample_unit(next_obs.repeat_interleave(n, 0))
+        qs = self.q(obs_rep.repeat(3, 1), torch.cat([rand_a, pi_a, next_a]))  # one pass over all proposals
+        logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
+        q_data = self.q(obs, batch["actions"])
+        lower: Optional[Tensor] = batch["mc_returns"].view(1, b, 1) if c.calql else None
+        penalty = obs.new_zeros(())
+        lses = []
+        for i in range(2):
+            q = qs[i].view(3, b, n)
+            if lower is not None:  # Cal-QL: policy proposals (rows 1, 2) bounded below by the MC return
+                q = torch.cat([q[:1], torch.maximum(q[1:], lower)])
+            cat = (q - logps).permute(1, 0, 2).reshape(b, 3 * n)
+            lse = c.cql_temperature * torch.logsumexp(cat / c.cql_temperature, dim=1)
+            penalty = penalty + (lse - q_data[i]).mean()
+            lses.append(lse.detach().mean())
+        return {"penalty": penalty, "lse": torch.stack(lses).mean(), "q_data": 0.5 * (q_data[0] + q_data[1]).detach().mean()}
+
+    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
+        out = super().critic_loss(batch)
+        cons = self.conservative_penalty(batch)
+        out["loss"] = out["loss"] + self.config.cql_alpha * cons["penalty"]
+        out["cql_penalty"] = cons["penalty"].detach()
+        return out
+
+
+def compute_mc_returns(dataset: Dataset, discount: float = 0.99, discount_key: Optional[str] = None) -> np.ndarray:
+    """Discounted returns-to-go ``(N,)`` per episode: ``G_t = r_t + gamma_t (1 - d_t) G_{t+1}``.
+
+    Episodes are the contiguous runs of ``episode_ids`` (rows in time order, e.g. the relabelled
+    k-step rows with ``gamma`` per high-level step). Returns after a truncated episode's last row
+    are taken as 0 (a lower bound for non-negative rewards).
+    """
+    dataset.require(["rewards", "terminals", "episode_ids"])
+    r = np.asarray(dataset["rewards"], dtype=np.float64).reshape(-1)
+    d = np.asarray(dataset["terminals"], dtype=np.float64).reshape(-1)
+    g_t = np.asarray(dataset[discount_key], dtype=np.float64).reshape(-1) if discount_key else np.full(r.shape, discount)
+    out = np.zeros_like(r)
+    for rows in dataset.episodes():
+        g = 0.0
+        for i in rows[::-1]:
+            g = r[i] + g_t[i] * (1.0 - d[i]) * g
+            out[i] = g
+    return out
+
+
+def add_mc_returns(dataset: Dataset, discount: float = 0.99, key: str = "mc_returns",
+                   discount_key: Optional[str] = None) -> Dataset:
+    """A copy of ``dataset`` with :func:`compute_mc_returns` under ``key`` (needed by Cal-QL)."""
+    arrays = dict(dataset.arrays)
+    arrays[key] = compute_mc_returns(dataset, discount, discount_key)
+    return Dataset(arrays, dict(dataset.metadata))

@@ -1,0 +1,160 @@
+"""Implicit Q-Learning (IQL).
+
+References:
+    Kostrikov, Nair, Levine. "Offline Reinforcement Learning with Implicit Q-Learning", ICLR 2022.
+
+Losses (each a separate function; each reaches only its own network)::
+
+    L_V(psi)   = E_{(s,a)~D} [ L2_tau( min_i Qbar_i(s, a) - V_psi(s) ) ]          # at s, NOT s'
+    L_Q(theta) = E_{(s,a,r,s',d)~D} [ sum_i (r + gamma (1 - d) V_psi(s') - Q_theta_i(s, a))^2 ]
+    L_pi(phi)  = -E_{(s,a)~D} [ min(exp(beta (min_i Qbar_i(s, a) - V_psi(s))), w_max) log pi_phi(a|s) ]
+
+with ``L2_tau(u) = |tau - 1(u < 0)| u^2``, ``Qbar`` the Polyak-averaged target critics and
+``log pi`` the exact log-likelihood of the tanh-squashed Gaussian actor that is also deployed.
+(The OHIO reference code evaluated the value target and advantage at ``s'``; a test in
+``tests/test_rl.py`` guards against that.)
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import ClassVar, Dict, Type
+
+import torch
+from torch import Tensor
+
+from .base import Agent, AgentConfig, Batch, soft_update
+from .networks import TanhGaussianActor, TwinQ, ValueNetwork
+
+__all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
+
+
+@dataclasses.dataclass
+class IQLConfig(AgentConfig):
+    """IQL settings (plus those of :class:`~ohio_layers.rl.base.AgentConfig`).
+
+    Attributes:
+        expectile: ``tau`` of the expectile regression of ``V`` (0.5 = mean, -> 1 = max).
+        temperature: inverse temperature ``beta`` of the advantage weights.
+        max_weight: clamp of ``exp(beta * adv)``.
+        tau: Polyak rate of the target critics.
+        actor_lr, critic_lr, value_lr: Adam learning rates.
+        log_std_min, log_std_max: clamp of the actor's pre-tanh log-std.
+        state_dependent_std: actor std from the network (else a learned vector, as in the paper).
+    """
+
+    expectile: float = 0.7
+    temperature: float = 3.0
+    max_weight: float = 100.0
+    tau: float = 0.005
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    state_dependent_std: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_weight <= 0:
+            raise ValueError(f"max_weight must be > 0, got {self.max_weight}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        for name in ("actor_lr", "critic_lr", "value_lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """Mean asymmetric squared loss ``|tau - 1(diff < 0)| diff^2`` of ``diff = target - prediction (B,)``."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def iql_value_loss(value: ValueNetwork, target_q: TwinQ, batch: Batch, expectile: float) -> Tensor:
+    """Expectile regression of ``V(s)`` towards ``min_i Qbar_i(s, a)`` -- both at the *current* state ``s``."""
+    obs = batch["observations"]
+    with torch.no_grad():
+        q = target_q.min(obs, batch["actions"])
+    return expectile_loss(q - value(obs), expectile)
+
+
+def iql_critic_loss(q: TwinQ, value: ValueNetwork, batch: Batch) -> Tensor:
+    """Squared TD error of both critics towards ``r + gamma_row (1 - d) V(s')`` (``V`` not trained here)."""
+    with torch.no_grad():
+        target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * value(batch["next_observations"])
+    q1, q2 = q(batch["observations"], batch["actions"])
+    return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+
+
+def iql_actor_loss(actor: TanhGaussianActor, target_q: TwinQ, value: ValueNetwork, batch: Batch,
+                   temperature: float, max_weight: float) -> Dict[str, Tensor]:
+    """Advantage-weighted regression; returns ``{"loss": ..., "weights": (B,), "advantages": (B,)}``.
+
+    The advantage ``min_i Qbar_i(s, a) - V(s)`` is evaluated at the current state ``s``.
+    """
+    obs, act = batch["observations"], batch["actions"]
+    with torch.no_grad():
+        adv = target_q.min(obs, act) - value(obs)
+        weights = torch.exp(temperature * adv).clamp(max=max_weight)
+    loss = -(weights * actor.log_prob(obs, act)).mean()
+    return {"loss": loss, "weights": weights, "advantages": adv}
+
+
+class IQL(Agent):
+    """Implicit Q-Learning agent (see the module docstring for the losses).
+
+    Example:
+        >>> agent = IQL.from_dataset(high_level_data, {"steps": 10_000}, action_key="z",
+        ...                          action_low=controller.z_low, action_high=controller.z_high)  # doctest: +SKIP
+        >>> agent.fit(high_level_data, action_key="z")  # doctest: +SKIP
+        >>> z = agent.act(obs)  # doctest: +SKIP
+    """
+
+    config_class: ClassVar[Type[IQLConfig]] = IQLConfig
+    config: IQLConfig
+
+    def _build(self) -> None:
+        c = self.config
+        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
+                                       c.log_std_min, c.log_std_max, c.state_dependent_std)
+        self.q = TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden)
+        self.value = ValueNetwork(self.obs_dim, c.hidden)
+        self.target_q = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
+            "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
+            "value": torch.optim.Adam(self.value.parameters(), lr=c.value_lr),
+        }
+
+    def losses(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss_value", "loss_q", "loss_actor"}`` on one batch (no optimizer step)."""
+        c = self.config
+        return {
+            "loss_value": iql_value_loss(self.value, self.target_q, batch, c.expectile),
+            "loss_q": iql_critic_loss(self.q, self.value, batch),
+            "loss_actor": iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight)["loss"],
+        }
+
+    def update(self, batch: Batch) -> Dict[str, float]:
+        """Value step, actor step (with the updated V), critic step, Polyak update of the targets."""
+        c = self.config
+        loss_v = iql_value_loss(self.value, self.target_q, batch, c.expectile)
+        self._optimize("value", loss_v, self.value)
+        actor_out = iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight)
+        self._optimize("actor", actor_out["loss"], self.actor)
+        loss_q = iql_critic_loss(self.q, self.value, batch)
+        self._optimize("q", loss_q, self.q)
+        soft_update(self.target_q, self.q, c.tau)
+        self.step += 1
+        return {"loss_value": loss_v.item(), "loss_q": loss_q.item(), "loss_actor": actor_out["loss"].item(),
+                "advantage": actor_out["advantages"].mean().item(), "weight": actor_out["weights"].mean().item()}
+
+    @torch.no_grad()
+    def q_value(self, obs: Tensor, action: Tensor) -> Tensor:
+        """``min_i Qbar_i(s, a)`` ``(B,)`` of the target critics."""
+        return self.target_q.min(obs, action)

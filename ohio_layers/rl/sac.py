@@ -1,0 +1,319 @@
+"""Soft Actor-Critic, used for online fine-tuning of offline-pretrained (CQL / Cal-QL) agents.
+
+References:
+    Haarnoja et al. "Soft Actor-Critic Algorithms and Applications", 2018.
+
+Losses (entropies are measured in the unit action box ``[-1, 1]^da`` so that the default
+target entropy ``-da`` does not depend on the action scale, e.g. ``±8π`` for a goal ``z``)::
+
+    L_Q     = sum_i E[(Q_i(s,a) - (r + gamma (1-d) (min_i Qbar_i(s',a') - alpha log pi(a'|s'))))^2],  a' ~ pi(s')
+    L_pi    = E[alpha log pi(a~|s) - min_i Q_i(s, a~)],  a~ ~ pi(s) (reparameterised; Q frozen)
+    L_alpha = -E[alpha (log pi(a~|s) + H_target)]
+
+:meth:`SAC.fit_online` interacts with a gymnasium env, optionally mixing an offline
+:class:`~ohio_layers.data.Dataset` into every batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+from collections import defaultdict
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..data.dataset import Dataset
+from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, concat_batches, soft_update
+from .networks import TanhGaussianActor, TwinQ
+
+__all__ = ["SACConfig", "SAC", "frozen"]
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily ``requires_grad_(False)`` on ``module`` (losses through it do not reach its weights)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+@dataclasses.dataclass
+class SACConfig(AgentConfig):
+    """SAC settings (plus :class:`~ohio_layers.rl.base.AgentConfig`).
+
+    Attributes:
+        actor_lr, critic_lr, alpha_lr: Adam learning rates.
+        tau: Polyak rate of the target critics.
+        init_alpha: initial entropy temperature.
+        auto_alpha: tune alpha towards ``target_entropy`` (default ``-da``, unit action scale).
+        log_std_min, log_std_max: clamp of the actor's pre-tanh log-std.
+        state_dependent_std: actor std from the network (else a learned vector; inherited by
+            :meth:`SAC.from_agent` so an IQL/BC actor can be fine-tuned).
+        layer_norm: LayerNorm in the critics (helps fine-tuning stability).
+        buffer_size: online replay capacity.
+        offline_ratio: share of each online batch drawn from the offline dataset (if given).
+        start_steps: initial online steps with uniformly random actions.
+        update_after: online steps before the first gradient update.
+        updates_per_step: gradient updates per online env step.
+    """
+
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    tau: float = 0.005
+    init_alpha: float = 1.0
+    auto_alpha: bool = True
+    target_entropy: Optional[float] = None
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    state_dependent_std: bool = True
+    layer_norm: bool = False
+    buffer_size: int = 1_000_000
+    offline_ratio: float = 0.5
+    start_steps: int = 0
+    update_after: int = 256
+    updates_per_step: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha", "buffer_size", "updates_per_step"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if not 0.0 <= self.offline_ratio <= 1.0:
+            raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
+        for name in ("start_steps", "update_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class SAC(Agent):
+    """Soft Actor-Critic with twin critics, target critics and automatic entropy tuning."""
+
+    config_class: ClassVar[Type[SACConfig]] = SACConfig
+    config: SACConfig
+
+    def _build(self) -> None:
+        c = self.config
+        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
+                                       c.log_std_min, c.log_std_max, c.state_dependent_std)
+        self.q = TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden, c.layer_norm)
+        self.target_q = copy.deepcopy(self.q).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_alpha)))
+        self.target_entropy = float(-self.action_dim if c.target_entropy is None else c.target_entropy)
+        self.replay: Optional[ReplayBuffer] = None  # online data of fit_online (not saved by save())
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
+            "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
+            "alpha": torch.optim.Adam([self.log_alpha], lr=c.alpha_lr),
+        }
+
+    # -- pieces -----------------------------------------------------------------------------
+    @property
+    def alpha(self) -> Tensor:
+        """Current entropy temperature (detached scalar)."""
+        return self.log_alpha.detach().exp()
+
+    def sample_unit(self, obs: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(action (B, da) env scale, log-density (B,) in the unit box)``, reparameterised."""
+        a, logp = self.actor.sample(obs)
+        return a, logp + self.actor.scaler.log_abs_det()
+
+    def td_target(self, batch: Batch) -> Tensor:
+        """Soft Bellman target ``(B,)`` (no gradient)."""
+        with torch.no_grad():
+            next_a, next_logp = self.sample_unit(batch["next_observations"])
+            next_v = self.target_q.min(batch["next_observations"], next_a) - self.alpha * next_logp
+            return batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * next_v
+
+    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss": L_Q, "q": mean Q(s,a)}``; reaches only ``self.q``."""
+        target = self.td_target(batch)
+        q1, q2 = self.q(batch["observations"], batch["actions"])
+        loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+        return {"loss": loss, "q": 0.5 * (q1 + q2).detach().mean()}
+
+    def actor_loss(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss": L_pi, "log_prob": (B,) detached}``; reaches only ``self.actor``."""
+        obs = batch["observations"]
+        a, logp = self.sample_unit(obs)
+        with frozen(self.q):
+            q = self.q.min(obs, a)
+        return {"loss": (self.alpha * logp - q).mean(), "log_prob": logp.detach()}
+
+    def alpha_loss(self, log_prob: Tensor) -> Tensor:
+        """``L_alpha`` from detached policy log-probs ``(B,)``; reaches only ``log_alpha``."""
+        return -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()
+
+    def losses(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss_q", "loss_actor", "loss_alpha"}`` on one batch (no optimizer step)."""
+        actor = self.actor_loss(batch)
+        return {"loss_q": self.critic_loss(batch)["loss"], "loss_actor": actor["loss"],
+                "loss_alpha": self.alpha_loss(actor["log_prob"])}
+
+    def update(self, batch: Batch) -> Dict[str, float]:
+        """Critic step, actor step, temperature step, Polyak update."""
+        critic = self.critic_loss(batch)
+        self._optimize("q", critic["loss"], self.q)
+        actor = self.actor_loss(batch)
+        self._optimize("actor", actor["loss"], self.actor)
+        metrics = {"loss_q": critic["loss"].item(), **{k: v.item() for k, v in critic.items() if k != "loss"}}
+        if self.config.auto_alpha:
+            loss_alpha = self.alpha_loss(actor["log_prob"])
+            self._optimize("alpha", loss_alpha, None)
+            metrics["loss_alpha"] = loss_alpha.item()
+        soft_update(self.target_q, self.q, self.config.tau)
+        self.step += 1
+        metrics.update(loss_actor=actor["loss"].item(), alpha=self.alpha.item(), entropy=-actor["log_prob"].mean().item())
+        return metrics
+
+    # -- construction from a pretrained agent -------------------------------------------------
+    @classmethod
+    def from_agent(cls, agent: Agent, config: Union[SACConfig, Mapping[str, Any], None] = None) -> "SAC":
+        """SAC initialised from a pretrained agent's actor (and critics / temperature if it has them).
+
+        Fields of ``agent.config`` that SAC also has are inherited unless ``config`` overrides them.
+        """
+        known = {f.name for f in dataclasses.fields(SACConfig)}
+        base = {k: v for k, v in agent.config.to_dict().items() if k in known}
+        if isinstance(config, SACConfig):
+            base.update(config.to_dict())
+        elif config is not None:
+            SACConfig.from_dict(dict(config))  # validates the keys, naming unknown ones
+            base.update(dict(config))
+        sac = cls(agent.obs_dim, agent.action_dim, agent.action_low.cpu(), agent.action_high.cpu(), base)
+        sac.actor.load_state_dict(agent.actor.state_dict())
+        for name in ("q", "target_q"):
+            src = getattr(agent, name, None)
+            if isinstance(src, TwinQ):
+                getattr(sac, name).load_state_dict(src.state_dict())
+        if isinstance(getattr(agent, "log_alpha", None), torch.Tensor):
+            with torch.no_grad():
+                sac.log_alpha.copy_(agent.log_alpha)
+        sac.obs_stats_set.copy_(agent.obs_stats_set)
+        return sac
+
+    # -- online training ------------------------------------------------------------------------
+    def fit_online(self, env: gym.Env, steps: int, *, offline: Optional[Dataset] = None, action_key: str = "actions",
+                   seed: Optional[int] = None, show_progress: bool = True, log_every: int = 1000,
+                   logger: Optional[Any] = None) -> List[Dict[str, float]]:
+        """Interact with ``env`` for ``steps`` env steps, updating after each (see the config).
+
+        Args:
+            env: gymnasium env with a flat Box observation of size ``obs_dim`` and a Box action
+                space of size ``action_dim`` (actions are clipped to it).
+            steps: environment steps.
+            offline: optional dataset mixed into every batch with share ``config.offline_ratio``.
+            action_key: action column of ``offline``.
+            seed: seed of the first ``env.reset`` (default ``config.seed``).
+            log_every: env steps per history row (mean losses and finished episode returns).
+        Online rows enter the replay buffer at once, or -- when the agent needs ``mc_returns``
+        (Cal-QL) -- at the end of their episode (returns-to-go need the whole episode; a
+        truncated tail counts as 0). The buffer persists in ``self.replay`` across calls.
+
+        Returns:
+            ``self.history``; rows carry ``"env_step"`` and ``"episode_return"`` (when episodes ended).
+        """
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        c = self.config
+        box = env.action_space
+        if not isinstance(box, gym.spaces.Box) or box.shape != (self.action_dim,):
+            raise ValueError(f"env.action_space must be a Box of shape ({self.action_dim},), got {box}")
+        offline_sampler: Optional[TransitionSampler] = None
+        if offline is not None:
+            offline_sampler = self.make_sampler(offline, action_key)
+            if c.obs_norm and not bool(self.obs_stats_set):
+                self.set_obs_stats_from(offline)
+        extra = self.required_extra_keys()
+        if extra and extra != ("mc_returns",):
+            raise NotImplementedError(f"online data cannot provide the columns {extra}")
+        if self.replay is None:
+            self.replay = ReplayBuffer(c.buffer_size, c.device)
+        buffer = self.replay
+        episode: List[Dict[str, np.ndarray]] = []
+        returns: List[float] = []
+        sums: Dict[str, float] = defaultdict(float)
+        n_updates = 0
+        low, high = box.low.astype(np.float64), box.high.astype(np.float64)
+        self.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng_state)
+            obs, _ = env.reset(seed=c.seed if seed is None else seed)
+            env.action_space.seed(c.seed if seed is None else seed)
+            ep_return = 0.0
+            bar = tqdm(range(steps), desc=f"{type(self).__name__} online", disable=not show_progress, leave=False)
+            for t in bar:
+                if t < c.start_steps:
+                    action = env.action_space.sample().astype(np.float64)
+                else:
+                    action = np.asarray(self.act(np.asarray(obs, dtype=np.float32), deterministic=False), dtype=np.float64)
+                action = np.clip(action, low, high)
+                next_obs, reward, terminated, truncated, _ = env.step(action.astype(box.dtype))
+                ep_return += float(reward)
+                row = {"observations": np.asarray(obs, np.float64)[None], "actions": action[None],
+                       "rewards": np.array([float(reward)]), "next_observations": np.asarray(next_obs, np.float64)[None],
+                       "terminals": np.array([float(terminated)]), "discounts": np.array([c.discount])}
+                if extra:
+                    episode.append(row)
+                else:
+                    buffer.add(**row)
+                obs = next_obs
+                if terminated or truncated:
+                    if extra:
+                        self._flush_episode(buffer, episode)
+                    returns.append(ep_return)
+                    ep_return = 0.0
+                    obs, _ = env.reset()
+                can_sample = len(buffer) > 0 or (offline_sampler is not None and c.offline_ratio > 0)
+                if can_sample and t + 1 >= c.update_after:
+                    for _ in range(c.updates_per_step):
+                        metrics = self.update(self._mixed_batch(buffer, offline_sampler))
+                        for k, v in metrics.items():
+                            sums[k] += v
+                        n_updates += 1
+                if (t + 1) % log_every == 0 or t == steps - 1:
+                    hist = {"step": float(self.step), "env_step": float(t + 1),
+                            **{k: v / max(n_updates, 1) for k, v in sums.items()}}
+                    if returns:
+                        hist["episode_return"] = float(np.mean(returns))
+                    self.history.append(hist)
+                    if logger is not None:
+                        logger(hist)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in hist.items() if k not in ("step", "env_step")})
+                    sums, n_updates, returns = defaultdict(float), 0, []
+            self._rng_state = torch.get_rng_state()
+        self.eval()
+        return self.history
+
+    def _flush_episode(self, buffer: ReplayBuffer, episode: List[Dict[str, np.ndarray]]) -> None:
+        """Add a finished episode with its discounted returns-to-go under ``mc_returns``."""
+        if not episode:
+            return
+        cols = {k: np.concatenate([r[k] for r in episode]) for k in episode[0]}
+        g, mc = 0.0, np.zeros(len(episode))
+        for i in range(len(episode) - 1, -1, -1):
+            g = cols["rewards"][i] + cols["discounts"][i] * (1.0 - cols["terminals"][i]) * g
+            mc[i] = g
+        buffer.add(**cols, mc_returns=mc)
+        episode.clear()
+
+    def _mixed_batch(self, buffer: ReplayBuffer, offline: Optional[TransitionSampler]) -> Batch:
+        b = self.config.batch_size
+        if offline is None or self.config.offline_ratio == 0.0:
+            return buffer.sample(b)
+        n_off = int(round(b * self.config.offline_ratio))
+        if n_off >= b or len(buffer) == 0:
+            return offline.sample(b)
+        return concat_batches(offline.sample(n_off), buffer.sample(b - n_off))
