@@ -1,9 +1,12 @@
 """Gymnasium environments and behaviour policies.
 
-The MuJoCo reacher needs the ``mujoco`` extra; importing this package without it still works,
+The vehicle-rebalancing env (``amod``) needs only the core dependencies (plus the ``highs``
+extra for its default LP backend). The MuJoCo reacher needs the ``mujoco`` extra; importing this package without it still works,
 and using the reacher then raises an error naming the extra.
 """
 from __future__ import annotations
+
+from . import amod  # vehicle rebalancing; registers ohio_layers/AMoD-v0
 
 try:
     import mujoco  # noqa: F401

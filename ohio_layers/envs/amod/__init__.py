@@ -1,0 +1,23 @@
+"""Autonomous mobility-on-demand (vehicle rebalancing) environment, scenarios and behaviour policies.
+
+Importing this package registers ``ohio_layers/AMoD-v0`` with gymnasium.
+"""
+import gymnasium as _gym
+
+from .env import AMoDEnv, match_requests
+from .heuristics import (
+    POLICIES, BehaviourPolicy, DemandProportional, DispatchToDemand, EqualDistribution, NoRebalancing,
+    RandomDistribution, collect, make_policy,
+)
+from .scenario import Scenario, builtin_scenario_path, load_scenario_json, synthetic_city, synthetic_reference_json
+
+ENV_ID = "ohio_layers/AMoD-v0"
+
+if ENV_ID not in _gym.registry:
+    _gym.register(id=ENV_ID, entry_point="ohio_layers.envs.amod.env:AMoDEnv")
+
+__all__ = [
+    "AMoDEnv", "ENV_ID", "Scenario", "builtin_scenario_path", "load_scenario_json", "match_requests", "synthetic_city",
+    "synthetic_reference_json", "POLICIES", "BehaviourPolicy", "DemandProportional", "DispatchToDemand",
+    "EqualDistribution", "NoRebalancing", "RandomDistribution", "collect", "make_policy",
+]
