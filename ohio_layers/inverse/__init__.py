@@ -1,4 +1,7 @@
 """Recover high-level actions z by inverting the low-level controller, and relabel datasets."""
+from .flow_inverse import (FlowInverter, FlowReplay, counts_after_flows, flows_to_distribution, invert_flows,
+                           replay_flows)
+from .osc_inverse import OSCInverse
 from .problem import InverseProblem, WindowBatch
 from .relabel import Inverter, ProblemInverter, RelabelReport, high_level_rows, relabel
 from .result import InverseResult
@@ -7,5 +10,6 @@ from .solvers import AdamSolver, AnalyticSolver, CEMSolver, LevenbergMarquardt, 
 __all__ = [
     "InverseProblem", "WindowBatch", "InverseResult", "Inverter", "ProblemInverter", "RelabelReport",
     "high_level_rows", "relabel", "AdamSolver", "AnalyticSolver", "CEMSolver", "LevenbergMarquardt",
-    "residual_jacobian",
+    "residual_jacobian", "FlowInverter", "FlowReplay", "counts_after_flows", "flows_to_distribution", "invert_flows",
+    "replay_flows", "OSCInverse",
 ]

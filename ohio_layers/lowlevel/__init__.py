@@ -3,9 +3,15 @@ from .base import Context, LowLevelController, index_context, repeat_context
 from .closed_loop import rollout
 from .dynamics import ConstantLinearization, Dynamics, LearnedLinearization, LinearizedDynamics
 from .lqr import LQRGoalController, riccati_gains
+from .osc import PANDA_TORQUE_LIMIT, OperationalSpaceController, OSCStateLayout, OSCTerms, osc_terms, osc_torques, task_space_inverse
+from .qp import QPSolution, QPStatus, solve_qp
+from .min_cost_flow import (FlowSolution, FlowStatus, MinCostFlowController, largest_remainder, metric_closure,
+                            regularized_transport)
 
 __all__ = [
     "Context", "LowLevelController", "index_context", "repeat_context", "rollout",
     "ConstantLinearization", "Dynamics", "LearnedLinearization", "LinearizedDynamics",
-    "LQRGoalController", "riccati_gains",
+    "LQRGoalController", "riccati_gains", "FlowSolution", "FlowStatus", "MinCostFlowController",
+    "largest_remainder", "metric_closure", "regularized_transport", "PANDA_TORQUE_LIMIT", "OperationalSpaceController",
+    "OSCStateLayout", "OSCTerms", "osc_terms", "osc_torques", "task_space_inverse", "QPSolution", "QPStatus", "solve_qp",
 ]
