@@ -109,6 +109,7 @@ def relabel(
     out_path: PathLike,
     *,
     chunk_size: int = 4096,
+    stride: Optional[int] = None,
     tolerance: float = 1e-6,
     resume: bool = True,
     progress: bool = True,
@@ -122,6 +123,9 @@ def relabel(
         k: window length (low-level steps per high-level decision).
         out_path: final ``.npz``; chunks go to ``<out_path>.parts/`` and are removed at the end.
         chunk_size: windows per chunk (one solver call each).
+        stride: rows between window starts (default k). For data from a flat policy every start
+            is a valid decision point, so ``stride < k`` yields more high-level transitions;
+            data from a hierarchical policy should keep its own decision grid (``stride = k``).
         tolerance: residual below which a window counts as reproduced.
         resume: reuse finished chunks of an interrupted run with the same inputs.
         extra_keys: per-step arrays copied from the window start (e.g. ``"z_true"``).
@@ -129,7 +133,7 @@ def relabel(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_path = Path(out_path)
-    starts = window_starts(dataset, k)
+    starts = window_starts(dataset, k, stride)
     desc = description or (inverter.describe() if hasattr(inverter, "describe") else repr(inverter))
     fingerprint = hashlib.sha256(starts.tobytes() + f"|{k}|{chunk_size}|{len(dataset)}|{desc}".encode()).hexdigest()
     parts = out_path.with_name(out_path.name + ".parts")
@@ -163,7 +167,7 @@ def relabel(
         report = RelabelReport.from_arrays(merged["residual"], merged["converged"], tolerance)
     else:
         raise ValueError(f"dataset has no complete window of k={k} steps")
-    merged.metadata = {"k": k, "inverter": desc, "tolerance": tolerance, "source": dict(dataset.metadata),
+    merged.metadata = {"k": k, "stride": stride or k, "inverter": desc, "tolerance": tolerance, "source": dict(dataset.metadata),
                        "report": {k_: v for k_, v in asdict(report).items() if k_ != "seconds"}}
     merged.save(out_path)
     shutil.rmtree(parts)
