@@ -1,0 +1,126 @@
+"""Build the tutorial notebooks from their cell sources (the .ipynb files are then executed).
+
+    python tutorials/make_notebooks.py && python tutorials/run_notebooks.py
+"""
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+
+def notebook(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(c[3:]) if c.startswith("md:") else nbformat.v4.new_code_cell(c) for c in cells]
+    return nb
+
+
+REACHER = [
+    """md:# 1. Inverting a low-level controller: OHIO on the reacher
+
+A hierarchical agent = a learned high level that picks `z` + a known low-level controller
+`pi_lo(state, z) -> action`. Offline data holds states and low-level actions, never `z`.
+This tutorial recovers `z` by inverting an LQR goal-reaching controller, relabels a dataset
+collected by a *flat* expert, trains a high-level policy on it and deploys it through the
+controller. Everything runs on a CPU in about a minute.""",
+    """import torch, numpy as np
+torch.set_num_threads(1)          # one thread: measured 4-9x faster than two on 2-core machines
+torch.manual_seed(0)""",
+    """md:## A custom controller is one short class
+
+Subclass `LowLevelController`, give its dimensions and bounds, and write the unsaturated
+`law`; `saturate` clips to the action bounds. Inputs are batch-first `(B, ds)`, `(B, dz)`.""",
+    """from ohio_layers.lowlevel import LowLevelController
+
+class PD(LowLevelController):
+    def __init__(self, kp=2.0, kd=0.5):
+        super().__init__(state_dim=2, z_dim=1, action_dim=1, action_low=-1, action_high=1)
+        self.kp, self.kd = kp, kd
+
+    def law(self, state, z, context, step):
+        return self.kp * (z - state[:, :1]) - self.kd * state[:, 1:]
+
+pd = PD()
+print(pd(torch.tensor([[0.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.25], [5.0]])))   # second is clipped""",
+    """md:## The reacher's low level: a 5-step LQR towards z
+
+`make_reacher_lqr()` builds `LQRGoalController` on finite differences of the *true* MuJoCo
+step (RK4; an Euler copy gets B wrong by 1.49x). z = target joint angles (relative to the
+current ones) and velocities. The gains are computed once per decision from the state at its
+start (the *context*), then applied for k = 5 steps.""",
+    """from ohio_layers.envs import make_env, make_reacher_lqr, ExpertPolicy, collect
+env = make_env()
+obs, info = env.reset(seed=0)
+controller = make_reacher_lqr()
+x0 = torch.as_tensor(info["state"])[None]              # (1, 4): q1, q2, qdot1, qdot2
+ctx = controller.context(x0)
+print("gains K_l:", tuple(ctx["K"].shape))                # (B, k, m, n)
+z = torch.tensor([[0.5, -0.3, 0.0, 0.0]], dtype=torch.float64)
+print("first action:", controller.act(x0, z, ctx, step=0))""",
+    """md:## Roundtrip: z -> controller -> inverse -> z'
+
+An `InverseProblem` rolls controller + dynamics k steps and compares with the observed state
+after k steps. Without clipping the closed loop is affine in z, so `AnalyticSolver` is exact;
+with clipping, `LevenbergMarquardt` works through the clipped loop.""",
+    """from ohio_layers.inverse import InverseProblem, AnalyticSolver, LevenbergMarquardt
+from ohio_layers.lowlevel import LinearizedDynamics, rollout
+
+B = 1000
+x0 = torch.randn(B, 4, dtype=torch.float64)
+z_true = 6 * torch.randn(B, 4, dtype=torch.float64)
+ctx = controller.context(x0)                                    # FD linearisation at each x0
+traj, actions = rollout(controller, LinearizedDynamics(), x0, z_true, ctx)
+clipped = (actions.abs() >= 1).any(-1).any(-1)
+problem = InverseProblem(controller, LinearizedDynamics())
+batch = problem.batch(x0, target=traj[:, -1], context=ctx)
+ana = AnalyticSolver().solve(problem, batch)
+lm = LevenbergMarquardt().solve(problem, batch, z0=ana.z)
+for name, r in (("analytic", ana), ("LM", lm)):
+    err = (r.z - z_true).abs().amax(-1)
+    print(f"{name:9s} z error median {err.median():.1e}; on clipped windows {err[clipped].median():.1e}; "
+          f"converged {r.converged.float().mean():.0%}")
+print(f"{clipped.float().mean():.0%} of windows hit the torque limit")""",
+    """md:## Relabel a flat expert's dataset
+
+The expert (IK + PD on torques, noise 0.1) never used z. `relabel` turns every 5-step window
+into `(s_t, z*, sum of 5 rewards, s_{t+5})`, in chunks written atomically (an interrupted run
+resumes), and reports how many windows the controller reproduces.""",
+    """import tempfile, pathlib
+from ohio_layers.inverse import ProblemInverter, relabel
+low = collect(ExpertPolicy(0.1), episodes=40, seed=1000, progress=False)
+out = pathlib.Path(tempfile.mkdtemp()) / "expert_ohio.npz"
+high, report = relabel(low, ProblemInverter(problem, LevenbergMarquardt(), init=AnalyticSolver()), 5, out,
+                       progress=False)
+print(len(low), "low-level steps ->", len(high), "high-level transitions")
+print(report)""",
+    """md:## Train a high level and deploy it through the controller
+
+`HighLevelActionWrapper` turns the low-level env into one whose action is z: each step runs the
+controller for k low-level steps. Here BC on the relabelled z (the experiment `ohio reacher`
+compares this with IQL, flat policies and the observed-next-state baseline at full size).""",
+    """import math
+from ohio_layers.rl import BC, HighLevelActionWrapper
+from ohio_layers.experiments.reacher import z_bounds
+lo, hi = z_bounds(high["z"], 8 * math.pi)
+agent = BC.from_dataset(high, {"steps": 3000, "seed": 0, "obs_norm": True}, action_key="z", action_low=lo, action_high=hi)
+agent.fit(high, action_key="z", show_progress=False)
+henv = HighLevelActionWrapper(make_env(), controller, get_state=lambda e: e.unwrapped.controller_state())
+returns = []
+for i in range(5):
+    obs, _ = henv.reset(seed=10_000 + i)
+    done, total = False, 0.0
+    while not done:
+        obs, r, term, trunc, _ = henv.step(agent.act(obs))
+        total, done = total + r, term or trunc
+    returns.append(total)
+print("hierarchical agent return:", np.mean(returns), "(expert about 450, random about 2)")""",
+]
+
+
+def main() -> None:
+    nbformat.write(notebook(REACHER), HERE / "01_reacher_inverse_lqr.ipynb")
+
+
+if __name__ == "__main__":
+    main()
