@@ -432,3 +432,22 @@ def test_hierarchical_agent_follows_the_contract():
     # a plain callable works as the actor; z is clamped to the controller bounds
     plain = HierarchicalAgent(lambda o: torch.full((o.shape[0], 1), 9.0, dtype=o.dtype), ctrl)
     assert float(plain.high_level(torch.zeros(1, 2))[0, 0]) == 2.0
+
+
+def test_bc_mse_recovers_conditional_mean_of_noisy_labels():
+    """With label noise far larger than the signal, the MSE loss still finds the mean a(s) = 0.5 s."""
+    import numpy as _np
+
+    from ohio_layers.data import Dataset as _Dataset
+    from ohio_layers.rl import BC as _BC
+
+    rng = _np.random.default_rng(0)
+    s = rng.uniform(-1, 1, size=(4000, 1))
+    a = 0.5 * s + rng.normal(0, 1.0, size=s.shape)
+    data = _Dataset({"observations": s, "actions": a})
+    agent = _BC(1, 1, -6.0, 6.0, {"loss": "mse", "steps": 1500, "hidden": (32, 32), "seed": 0})
+    agent.fit(data, show_progress=False)
+    grid = _np.linspace(-0.8, 0.8, 9)[:, None].astype(_np.float32)
+    assert _np.abs(agent.act(grid)[:, 0] - 0.5 * grid[:, 0]).max() < 0.12
+    with pytest.raises(ValueError, match="loss must be 'nll' or 'mse'"):
+        _BC(1, 1, -1.0, 1.0, {"loss": "l1"})

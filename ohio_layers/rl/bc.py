@@ -1,7 +1,15 @@
-"""Behaviour cloning: maximum likelihood of the dataset actions under the squashed Gaussian actor.
+"""Behaviour cloning of the dataset actions with the squashed Gaussian actor.
 
-``L(phi) = -E_{(s,a)~D} [log pi_phi(a|s)]`` with the exact tanh-squashed log-density, so the
-trained distribution is the one deployed (``scale(tanh(mu(s)))`` deterministically).
+Two losses (``BCConfig.loss``):
+
+* ``"nll"``: ``L(phi) = -E_{(s,a)~D} [log pi_phi(a|s)]`` with the exact tanh-squashed log-density,
+  so the trained distribution is the one deployed (``scale(tanh(mu(s)))`` deterministically).
+* ``"mse"``: ``L(phi) = E ||tanh(mu(s)) - unit(a)||^2``, the squared error of the deployed
+  deterministic action in the unit box. Its minimiser is the conditional *mean* of the labels,
+  which is what noisy labels (e.g. z recovered through an ill-conditioned inverse) call for;
+  the likelihood instead works in pre-tanh space, where labels near the bounds become large
+  ``atanh`` values that dominate the fit.
+
 Only ``observations`` and the action column are needed; rewards are ignored.
 """
 from __future__ import annotations
@@ -24,12 +32,14 @@ class BCConfig(AgentConfig):
     """BC settings (plus :class:`~ohio_layers.rl.base.AgentConfig`).
 
     Attributes:
+        loss: ``"nll"`` (likelihood) or ``"mse"`` (squared error of the deterministic action).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         log_std_min, log_std_max: clamp of the pre-tanh log-std.
         state_dependent_std: std from the network (else a learned vector).
     """
 
+    loss: str = "nll"
     lr: float = 1e-3
     weight_decay: float = 0.0
     log_std_min: float = -5.0
@@ -38,14 +48,21 @@ class BCConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.loss not in ("nll", "mse"):
+            raise ValueError(f"loss must be 'nll' or 'mse', got {self.loss!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
-def bc_loss(actor: TanhGaussianActor, batch: Batch) -> Tensor:
-    """Negative mean log-likelihood of ``batch["actions"]`` at ``batch["observations"]``."""
+def bc_loss(actor: TanhGaussianActor, batch: Batch, kind: str = "nll") -> Tensor:
+    """``"nll"``: negative mean log-likelihood of ``batch["actions"]``; ``"mse"``: mean squared
+    error of the deterministic action, in the unit box (each dimension scaled to [-1, 1])."""
+    if kind == "mse":
+        mean, _ = actor.dist_params(batch["observations"])
+        target = actor.scaler.to_unit(batch["actions"]).clamp(-1.0, 1.0)
+        return (torch.tanh(mean) - target).pow(2).sum(-1).mean()
     return -actor.log_prob(batch["observations"], batch["actions"]).mean()
 
 
@@ -86,10 +103,10 @@ class BC(Agent):
         return sampler
 
     def losses(self, batch: Batch) -> Dict[str, Tensor]:
-        return {"loss_actor": bc_loss(self.actor, batch)}
+        return {"loss_actor": bc_loss(self.actor, batch, self.config.loss)}
 
     def update(self, batch: Batch) -> Dict[str, float]:
-        loss = bc_loss(self.actor, batch)
+        loss = bc_loss(self.actor, batch, self.config.loss)
         self._optimize("actor", loss, self.actor)
         self.step += 1
         return {"loss_actor": loss.item()}
