@@ -223,3 +223,96 @@ def test_unknown_backend_is_rejected():
     Q, p, lo, hi = osc_like(1)
     with pytest.raises(ValueError, match="backend"):
         solve_qp(Q, p, lo, hi, backend="gurobi")
+
+
+# ------------------------------------------------------------------ small-batch CPU path
+def _batched_path(Q, p, lo, hi, B):
+    """Solve ``B`` problems inside a batch large enough for the batched (torch) search."""
+    from ohio_layers.lowlevel import qp as qp_module
+
+    reps = qp_module.SMALL_BATCH_LOOP // B + 1
+    big = [t.repeat(reps, *([1] * (t.dim() - 1))) if t.dim() == 2 or (t is Q and t.dim() == 3) else t
+           for t in (Q, p, lo, hi)]
+    sol = solve_qp(*big)
+    return sol, reps
+
+
+@pytest.mark.parametrize("B", [1, 3, 8])
+def test_small_batch_path_matches_the_batched_path(B):
+    """Values and gradients of every argument agree with the batched search."""
+    Q, p, lo, hi = osc_like(B, seed=20 + B)
+    lo, hi = lo.expand(B, -1).clone(), hi.expand(B, -1).clone()
+    small = [t.clone().requires_grad_(True) for t in (Q, p, lo, hi)]
+    sol = solve_qp(*small)
+    assert bool(sol.ok.all()) and sol.x.shape == (B, 7)
+    big = [t.clone().requires_grad_(True) for t in (Q, p, lo, hi)]
+    ref, reps = _batched_path(*big, B)
+    assert ref.x.shape[0] > 24
+    torch.testing.assert_close(sol.x, ref.x[:B], atol=1e-12, rtol=0)
+    assert bool((sol.iterations <= ref.iterations[:B]).all())  # the batched search may count a repeat late
+    w = torch.randn(B, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
+    g_small = torch.autograd.grad((sol.x * w).sum(), small)
+    g_big = torch.autograd.grad((ref.x * w.repeat(reps, 1)).sum(), big)
+    for a, b in zip(g_small, g_big):
+        torch.testing.assert_close(a * reps, b, atol=1e-10, rtol=1e-9)
+
+
+def test_small_batch_gradcheck_shared_scalar_and_absent_bounds():
+    Q, p, lo, hi = osc_like(2, n=4, bound=0.8, seed=21)
+    Q0 = Q[0].clone().requires_grad_(True)               # shared Q
+    p = p.clone().requires_grad_(True)                    # batched p
+    lo0 = torch.tensor(-0.8, dtype=torch.float64, requires_grad=True)  # 0-dim bound
+    hi0 = hi.clone().requires_grad_(True)                 # shared (n,) bound
+    x = solve_qp(Q0, p, lo0, hi0).x
+    assert bool(((x - hi0).abs() < 1e-12).any() or ((x - lo0).abs() < 1e-12).any())
+    assert torch.autograd.gradcheck(lambda *a: solve_qp(*a).x, (Q0, p, lo0, hi0), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda q, pp: solve_qp(q, pp, -0.8, None).x, (Q0, p), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda q, pp: solve_qp(q, pp, None, 0.8).x, (Q0, p), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda u: solve_qp(Q0.detach(), p.detach(), None, u).x, (hi0,), eps=1e-6, atol=1e-6)
+
+
+def test_small_batch_float32_and_returned_tensor_is_independent():
+    Q, p, lo, hi = osc_like(1, seed=22)
+    x64 = solve_qp(Q, p, lo, hi).x
+    Q32, p32 = Q.float().requires_grad_(True), p.float().requires_grad_(True)
+    sol = solve_qp(Q32, p32, lo.float(), hi.float())
+    assert sol.x.dtype == torch.float32 and bool(sol.ok.all())
+    torch.testing.assert_close(sol.x.double(), x64, atol=1e-5, rtol=0)
+    gQ, gp = torch.autograd.grad(sol.x.sum(), (Q32, p32))
+    assert gQ.dtype == gp.dtype == torch.float32
+    # editing the returned x in place must not change the saved solution the backward pass uses
+    p64 = p.clone().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(solve_qp(Q, p64, lo, hi).x.sum(), p64)
+    x = solve_qp(Q, p64, lo, hi).x
+    x.add_(1.0)
+    (g_edit,) = torch.autograd.grad(x.sum(), p64)
+    torch.testing.assert_close(g_edit, g_ref, atol=0, rtol=0)
+
+
+def test_small_batch_semidefinite_q_takes_the_general_route():
+    """A singular (PSD) Q fails the Cholesky test of the fast path but is still solved."""
+    Q = torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64))
+    p = torch.tensor([[-4.0, 0.5, -1.0]], dtype=torch.float64)
+    sol = solve_qp(Q, p, -1.0, 1.0)
+    assert bool(sol.ok.all())
+    torch.testing.assert_close(sol.x, torch.tensor([[1.0, -0.5, 1.0]], dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (lambda a: {**a, "Q": a["Q"].clone().fill_diagonal_(float("nan"))}, "Q contains NaN"),
+        (lambda a: {**a, "p": a["p"].clone().fill_(float("inf"))}, "p contains NaN or inf"),
+        (lambda a: {**a, "lower": torch.full((7,), float("nan"), dtype=torch.float64)}, "lower contains NaN"),
+        (lambda a: {**a, "lower": 2.0}, "lower must be <= upper"),
+        (lambda a: {**a, "Q": a["Q"] - 5.0 * torch.eye(7, dtype=torch.float64)}, "positive semidefinite"),
+        (lambda a: {**a, "upper": a["upper"].float()}, "upper must have the dtype"),
+        (lambda a: {**a, "Q": a["Q"][:6, :6]}, "Q must have shape"),
+        (lambda a: {**a, "lower": torch.zeros(2, 7, dtype=torch.float64), "p": a["p"].expand(3, -1)}, "batch size"),
+    ],
+)
+def test_single_problem_errors_are_unchanged(change, name):
+    Q, p, lo, hi = osc_like(1, seed=23)
+    args = change({"Q": Q[0], "p": p[0], "lower": lo, "upper": hi})
+    with pytest.raises((ValueError, TypeError), match=name):
+        solve_qp(**args)
