@@ -3,6 +3,7 @@
     ohio reacher                      # defaults: about 15 min on 2 cores
     ohio reacher --quick              # a 2-minute smoke run
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
+    ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
 """
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ def _reacher(args: argparse.Namespace) -> None:
     run(cfg)
 
 
+def _manipulation(args: argparse.Namespace) -> None:
+    from .experiments.manipulation import FULL, QUICK, ManipulationExperimentConfig, run
+
+    values: Dict[str, Any] = dict(QUICK if args.quick else FULL if args.full else {})
+    values["task"] = args.task
+    values["out_dir"] = args.out or f"runs/manipulation-{args.task}" + ("-quick" if args.quick else "-full" if args.full else "")
+    values.update(_parse_sets(args.set))
+    try:
+        cfg = ManipulationExperimentConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"ohio manipulation: {err}") from None
+    run(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ohio", description="Offline hierarchical RL by inverse optimisation: experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a ReacherExperimentConfig field (JSON value), repeatable")
     p.set_defaults(func=_reacher)
+
+    p = sub.add_parser("manipulation", help="robosuite Lift/Door: offline RL that survives a changed OSC controller")
+    p.add_argument("--task", choices=("lift", "door"), default="lift")
+    p.add_argument("--out", help="output directory (default runs/manipulation-<task>)")
+    profile = p.add_mutually_exclusive_group()
+    profile.add_argument("--quick", action="store_true", help="a small smoke run (a few minutes)")
+    profile.add_argument("--full", action="store_true", help="the large profile, for a bigger machine (hours)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a ManipulationExperimentConfig field (JSON value), repeatable")
+    p.set_defaults(func=_manipulation)
     return parser
 
 

@@ -7,6 +7,9 @@ and using the reacher then raises an error naming the extra.
 from __future__ import annotations
 
 from . import amod  # vehicle rebalancing; registers ohio_layers/AMoD-v0
+from .manipulation import ControllerSetting, ManipulationEnv, controller_setting, register_manipulation_envs
+
+register_manipulation_envs()  # robosuite itself is imported only when such an env is built
 
 try:
     import mujoco  # noqa: F401

@@ -71,3 +71,17 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 def cpu_workers(requested: int) -> int:
     return max(1, min(requested, os.cpu_count() or 1))
+
+
+def actor_bounds(labels: np.ndarray, limit, quantile: float = 0.005, widen: float = 0.25,
+                 floor: float = 1e-4) -> "tuple[list, list]":
+    """Per-dimension actor range for labels ``(N, d)``: the central ``1 - 2 quantile`` of the data
+    widened by ``widen`` of its width, within ``[-limit, limit]`` (scalar or ``(d,)``).
+
+    A tanh actor resolves small actions only if its range fits the data; the few extreme labels
+    (badly determined windows) are clamped for the likelihood rather than stretching the range.
+    """
+    lim = np.broadcast_to(np.asarray(limit, dtype=np.float64), (labels.shape[1],))
+    lo, hi = np.quantile(labels, quantile, axis=0), np.quantile(labels, 1 - quantile, axis=0)
+    pad = widen * (hi - lo) + floor
+    return np.maximum(lo - pad, -lim).tolist(), np.minimum(hi + pad, lim).tolist()

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import cpu_workers, format_table, run_jobs, write_json
+from .common import actor_bounds, cpu_workers, format_table, run_jobs, write_json
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -197,14 +197,8 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
 
 
 def z_bounds(z: np.ndarray, z_bound: float) -> Tuple[List[float], List[float]]:
-    """Per-dimension actor range: the central 99 % of the data widened by 25 %, within +-z_bound.
-
-    A tanh actor resolves small z only if its range fits the data; the few extreme labels
-    (windows near the joint limit) are clamped for the likelihood rather than stretching it.
-    """
-    lo, hi = np.quantile(z, 0.005, axis=0), np.quantile(z, 0.995, axis=0)
-    pad = 0.25 * (hi - lo) + 1e-3
-    return np.maximum(lo - pad, -z_bound).tolist(), np.minimum(hi + pad, z_bound).tolist()
+    """Actor range for reacher z labels ``(N, 4)``, within the controller's +-z_bound."""
+    return actor_bounds(z, z_bound, floor=1e-3)
 
 
 # ------------------------------------------------------------------------------ one training run

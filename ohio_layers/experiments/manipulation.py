@@ -1,0 +1,358 @@
+"""``ohio manipulation --task lift|door``: offline hierarchical RL that survives a changed controller.
+
+Pipeline (every stage is cached under ``out_dir`` and resumes after an interruption):
+
+1. behaviour data: the scripted policy (noise levels cycled over episodes) under the *original*
+   OSC_POSE controller, logging the 5 sub-step states and torques of every step;
+2. relabelling for each controller setting (original, changed stiffness, changed damping) with
+   the OSC inverse, plus the dynamics-free verification (z* replayed through the controller on
+   the recorded sub-step states against the recorded torques) and the observed-next-state labels;
+3. IQL (paper settings per task) on (a) the recorded actions -- the standard offline-RL baseline --,
+   (b) the OHIO z of each setting, (c) the observed next state as z; several seeds;
+4. evaluation: (a) and (c) are deployed under every setting, (b) under the setting it was
+   relabelled for; normalised score = 100 x return / behaviour-policy return (the mean return of
+   the behaviour data, original controller); a table, ``results.json`` and a plot.
+
+Actions are physical pose deltas (see :mod:`ohio_layers.envs.manipulation`): the recorded-action
+agent outputs the normalised action of the original config (1 = 5 cm / 0.5 rad), which is
+converted with the original scaling whatever the controller -- "same actions, changed
+controller". OHIO agents output z in metres / radians within the setting's (wider) range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .._validate import check_config_keys
+from ..data import Dataset
+from .common import actor_bounds, cpu_workers, format_table, run_jobs, write_json
+
+TASKS = ("lift", "door")
+SETTINGS = ("original", "stiffness", "damping")
+METHODS = ("iql_actions", "ohio", "next_state")
+METHOD_LABEL = {"iql_actions": "IQL (recorded actions)", "ohio": "OHIO (relabelled z)", "next_state": "observed next state as z"}
+# paper settings (reference section 4.1): expectile / inverse temperature
+IQL_PAPER = {"lift": (0.7, 3.0), "door": (0.9, 0.1)}
+# episode lengths: Lift succeeds by step ~130-200 with noise <= 0.3, Door by ~390-420 (measured)
+HORIZON = {"lift": 250, "door": 500}
+
+
+@dataclasses.dataclass
+class ManipulationExperimentConfig:
+    """Settings of ``ohio manipulation`` (defaults sized for 2 cores; see the cost note below).
+
+    Attributes:
+        task: ``"lift"`` or ``"door"``.
+        out_dir: datasets, per-run results, ``results.json`` and plot (default ``runs/manipulation-<task>``).
+        episodes: behaviour episodes (scripted, original controller).
+        horizon: steps per episode (``None``: 250 for Lift, 500 for Door -- the scripts finish
+            by then; Lift is shortened from the paper's 500 to fit the budget).
+        noise_levels: action-noise std of the scripted policy, cycled over episodes.
+        settings: controller settings to evaluate (subset of ``SETTINGS``).
+        methods: subset of ``METHODS``.
+        seeds: training seeds per (method, setting).
+        train_steps, hidden, batch_size, actor_lr, state_dependent_std: IQL settings.
+        expectile, temperature: ``None`` = the paper's (Lift 0.7 / 3, Door 0.9 / 0.1).
+        eval_episodes: evaluation episodes per agent and setting (seeds ``eval_seed + i``).
+        workers: parallel processes (one torch thread each).
+
+    Cost measured on the shared 2-core machine (Lift defaults): collection 79 s (60 x 250 steps,
+    2 processes), relabelling 3 settings 46 s, then 10 train+evaluate jobs of 4.5-6 min each
+    under CPU contention from other users (an 8000-step IQL fit took 270-306 s, i.e. 3x the
+    idle-machine figure). On an idle machine expect about 15 min for Lift and about 25 min for Door.
+    """
+
+    task: str = "lift"
+    out_dir: Optional[str] = None
+    episodes: int = 60
+    horizon: Optional[int] = None
+    noise_levels: Tuple[float, ...] = (0.1, 0.2, 0.3)
+    settings: Tuple[str, ...] = SETTINGS
+    methods: Tuple[str, ...] = METHODS
+    seeds: Tuple[int, ...] = (0, 1)
+    train_steps: int = 8_000
+    hidden: Tuple[int, ...] = (256, 256)
+    batch_size: int = 256
+    actor_lr: float = 1e-3
+    state_dependent_std: bool = True
+    expectile: Optional[float] = None
+    temperature: Optional[float] = None
+    eval_episodes: int = 30
+    eval_seed: int = 10_000
+    data_seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name, allowed in (("settings", SETTINGS), ("methods", METHODS)):
+            unknown = sorted(set(getattr(self, name)) - set(allowed))
+            if unknown:
+                raise ValueError(f"{name} has unknown entries {unknown}; choose from {allowed}")
+        for name in ("episodes", "train_steps", "eval_episodes", "batch_size", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.horizon is not None and int(self.horizon) < 1:
+            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if "original" not in self.settings:
+            raise ValueError("settings must include 'original' (the behaviour data's controller)")
+        self.settings, self.methods = tuple(self.settings), tuple(self.methods)
+        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
+        self.noise_levels = tuple(float(x) for x in self.noise_levels)
+        if self.out_dir is None:
+            self.out_dir = f"runs/manipulation-{self.task}"
+        if self.horizon is None:
+            self.horizon = HORIZON[self.task]
+        if self.expectile is None:
+            self.expectile = IQL_PAPER[self.task][0]
+        if self.temperature is None:
+            self.temperature = IQL_PAPER[self.task][1]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ManipulationExperimentConfig":
+        """Build from a dict; unknown keys raise ``TypeError`` naming them."""
+        check_config_keys(cls, values)
+        return cls(**values)
+
+
+QUICK: Dict[str, Any] = {"episodes": 6, "train_steps": 300, "seeds": [0], "eval_episodes": 2, "hidden": [64, 64],
+                         "horizon": 120}
+"""A smoke run (a few minutes): tiny data, short training, 2 evaluation episodes (scores meaningless)."""
+FULL: Dict[str, Any] = {"episodes": 300, "train_steps": 100_000, "seeds": [0, 1, 2], "eval_episodes": 50}
+"""For a larger machine: 5x the data, the paper-scale-ish training (hours on 2 cores)."""
+
+
+# ------------------------------------------------------------------------------ helpers
+def z_bounds(z: np.ndarray, output_max: Sequence[float]) -> Tuple[List[float], List[float]]:
+    """Actor range per pose dimension: the central 99 % of the labels widened by 25 %, within the setting's range.
+
+    The gripper (last column) keeps [-1, 1].
+    """
+    lo, hi = actor_bounds(z[:, :6], output_max)
+    return lo + [-1.0], hi + [1.0]
+
+
+def _data_dir(cfg: ManipulationExperimentConfig) -> Path:
+    return Path(str(cfg.out_dir)) / "data"
+
+
+def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
+    """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached)."""
+    from ..envs.manipulation import controller_setting
+    from ..envs.manipulation_data import (SUBSTEP_KEYS, collect_manipulation, load_episodes, next_state_labels,
+                                          relabel_manipulation, verify_relabelling)
+
+    data_dir = _data_dir(cfg)
+    summary_path = data_dir / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    t0 = time.perf_counter()
+    print(f"[1/4] behaviour data: {cfg.episodes} scripted {cfg.task} episodes x {cfg.horizon} steps, noise {cfg.noise_levels}")
+    low = collect_manipulation(cfg.task, cfg.episodes, data_dir / "episodes", noise_levels=cfg.noise_levels, seed=cfg.data_seed,
+                               horizon=int(cfg.horizon), workers=cpu_workers(cfg.workers))
+    collect_seconds = time.perf_counter() - t0
+    meta = dict(low.metadata)
+    flat_cols = {k: v for k, v in low.arrays.items() if k not in SUBSTEP_KEYS}
+    Dataset(flat_cols, {"behaviour_return": meta["mean_return"]}).save(data_dir / "actions.npz")
+    ns = dict(flat_cols)
+    ns["z"] = next_state_labels(low)
+    Dataset(ns, {"behaviour_return": meta["mean_return"]}).save(data_dir / "next_state.npz")
+    relabel_info: Dict[str, Any] = {}
+    for name in cfg.settings:
+        setting = controller_setting(cfg.task, name)
+        print(f"[2/4] relabel for the {name} controller (kp {setting.kp}, damping ratio {setting.damping_ratio})")
+        t1 = time.perf_counter()
+        high, report = relabel_manipulation(low, setting, data_dir / f"ohio_{name}.npz")
+        seconds = time.perf_counter() - t1
+        check = verify_relabelling(low, high["z"], setting)
+        tau_norm = np.linalg.norm(low["substep_torques"].reshape(len(low), -1), axis=1)
+        check["relative_residual_median"] = float(np.median(high["residual"] / np.maximum(tau_norm, 1e-9)))
+        check["z_at_range_limit"] = float((np.abs(high["z"][:, :6]) >= np.asarray(setting.output_max) - 1e-9).any(1).mean())
+        relabel_info[name] = {"report": str(report), "seconds": seconds, "residual_median": report.residual_median,
+                              "residual_p90": report.residual_p90, "reproduced_share": report.reproduced_share,
+                              "verification": check}
+        print(f"      {report}  ({seconds:.1f} s)")
+        print(f"      verification: torque error per window median {check['torque_error_median']:.2e} N m, "
+              f"p99 {check['torque_error_p99']:.2e}, relative residual median {check['relative_residual_median']:.2e}; "
+              f"z beyond the original range {100 * check['z_beyond_original_range']:.1f}% of steps")
+    summary = {"behaviour": {k: meta[k] for k in ("mean_return", "success_rate", "episodes", "returns", "noise")},
+               "transitions": len(low), "collect_seconds": collect_seconds, "relabel": relabel_info,
+               "prepare_seconds": time.perf_counter() - t0}
+    write_json(summary_path, summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------ one training run
+def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
+    """Train IQL for one (method, setting, seed) and evaluate it under ``job["deploy"]``; runs in a worker."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    from ..envs.manipulation import ORIGINAL_SCALE, ManipulationEnv, controller_setting
+    from ..rl.iql import IQL
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    data = Dataset.load(job["data_path"])
+    flat = job["method"] == "iql_actions"
+    config = {"seed": job["seed"], "steps": job["train_steps"], "hidden": job["hidden"], "batch_size": job["batch_size"],
+              "expectile": job["expectile"], "temperature": job["temperature"], "obs_norm": True, "discount": 0.99,
+              "actor_lr": job["actor_lr"], "state_dependent_std": job["state_dependent_std"]}
+    if flat:
+        agent = IQL.from_dataset(data, config, action_low=-1.0, action_high=1.0)
+        key = "actions"
+    else:
+        out_max = controller_setting(job["task"], job["setting"]).output_max
+        lo, hi = z_bounds(data["z"], out_max)
+        agent = IQL.from_dataset(data, config, action_key="z", action_low=lo, action_high=hi)
+        key = "z"
+    agent.fit(data, action_key=key, show_progress=False)
+    train_seconds = time.perf_counter() - t0
+    evals: Dict[str, Any] = {}
+    for name in job["deploy"]:
+        t1 = time.perf_counter()
+        env = ManipulationEnv(job["task"], controller_setting(job["task"], name), horizon=job["horizon"])
+        returns, successes = [], []
+        for i in range(job["eval_episodes"]):
+            obs, _ = env.reset(seed=job["eval_seed"] + i)
+            total, done, ok = 0.0, False, False
+            while not done:
+                a = np.asarray(agent.act(obs), dtype=np.float64)
+                if flat:
+                    a = np.r_[a[:6] * ORIGINAL_SCALE, a[6]]
+                obs, r, term, trunc, info = env.step(a)
+                total += r
+                ok = ok or info["success"]
+                done = term or trunc
+            returns.append(total)
+            successes.append(ok)
+        env.close()
+        evals[name] = {"returns": returns, "mean_return": float(np.mean(returns)), "success_rate": float(np.mean(successes)),
+                       "seconds": time.perf_counter() - t1}
+    return {"method": job["method"], "setting": job["setting"], "seed": job["seed"], "evals": evals,
+            "train_seconds": train_seconds, "final_losses": dict(agent.history[-1]) if agent.history else {}}
+
+
+# ------------------------------------------------------------------------------ the experiment
+def build_jobs(cfg: ManipulationExperimentConfig) -> List[Dict[str, Any]]:
+    data_dir = _data_dir(cfg)
+    common = {"task": cfg.task, "train_steps": cfg.train_steps, "hidden": list(cfg.hidden), "batch_size": cfg.batch_size,
+              "expectile": cfg.expectile, "temperature": cfg.temperature, "actor_lr": cfg.actor_lr,
+              "state_dependent_std": cfg.state_dependent_std, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed,
+              "horizon": cfg.horizon}
+    jobs = []
+    for seed in cfg.seeds:
+        for method in cfg.methods:
+            if method == "ohio":
+                for name in cfg.settings:
+                    jobs.append({**common, "name": f"ohio_{name}_seed{seed}", "method": method, "setting": name, "seed": seed,
+                                 "data_path": str(data_dir / f"ohio_{name}.npz"), "deploy": [name]})
+            else:
+                path = data_dir / ("actions.npz" if method == "iql_actions" else "next_state.npz")
+                jobs.append({**common, "name": f"{method}_seed{seed}", "method": method, "setting": "original", "seed": seed,
+                             "data_path": str(path), "deploy": list(cfg.settings)})
+    return jobs
+
+
+def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
+    """Run (or resume) the whole experiment; prints the table and returns the results dict."""
+    import torch
+
+    cfg = cfg or ManipulationExperimentConfig()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    out = Path(str(cfg.out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    data_keys = ("task", "episodes", "horizon", "noise_levels", "data_seed", "settings")
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        changed = [k for k in data_keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(cfg)[k])]
+        if changed:
+            raise RuntimeError(f"{out} holds a run with different {changed}; use another out_dir or delete it")
+    write_json(config_path, dataclasses.asdict(cfg))
+    t0 = time.perf_counter()
+    prep = prepare_data(cfg)
+    jobs = build_jobs(cfg)
+    print(f"[3/4] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes, "
+          f"{cfg.train_steps} IQL steps, {cfg.eval_episodes} evaluation episodes per setting)")
+    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval")
+
+    print("[4/4] results")
+    behaviour = float(prep["behaviour"]["mean_return"])
+    summary: Dict[str, Any] = {}
+    for method in cfg.methods:
+        for name in cfg.settings:
+            mine = [r["evals"][name] for r in runs if r["method"] == method and name in r["evals"]
+                    and (method != "ohio" or r["setting"] == name)]
+            scores = [100.0 * e["mean_return"] / behaviour for e in mine]
+            summary[f"{method}/{name}"] = {"scores": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
+                                           "returns": [e["mean_return"] for e in mine],
+                                           "success_rate": float(np.mean([e["success_rate"] for e in mine]))}
+    rows = []
+    for name in cfg.settings:
+        rel = prep["relabel"][name]
+        row: List[Any] = [name]
+        for method in cfg.methods:
+            s = summary[f"{method}/{name}"]
+            row.append(f"{s['mean']:.1f} +- {s['std']:.1f} ({100 * s['success_rate']:.0f}%)")
+        row += [f"{rel['residual_median']:.1e}", f"{rel['verification']['relative_residual_median']:.1e}"]
+        rows.append(row)
+    header = ["controller"] + [METHOD_LABEL[m] for m in cfg.methods] + ["relabel residual (N m, median)", "relative"]
+    text = format_table(rows, header)
+    wall = time.perf_counter() - t0
+    head = (f"{cfg.task}: normalised score = 100 x return / behaviour return ({behaviour:.1f}, scripted policy, "
+            f"{100 * prep['behaviour']['success_rate']:.0f}% success, {prep['transitions']} transitions); "
+            f"mean +- std over {len(cfg.seeds)} seeds x {cfg.eval_episodes} episodes (success rate)")
+    print(head)
+    print(text)
+    print(f"wall time {wall:.0f} s (this invocation; data preparation {prep['prepare_seconds']:.0f} s when it ran)")
+    results = {"config": dataclasses.asdict(cfg), "behaviour": prep["behaviour"], "relabel": prep["relabel"],
+               "summary": summary, "table": head + "\n" + text, "wall_seconds": wall,
+               "train_seconds": [r["train_seconds"] for r in runs]}
+    write_json(out / "results.json", results)
+    plot(results, out / "scores.png")
+    print(f"wrote {out / 'results.json'} and {out / 'scores.png'}")
+    return results
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    """Grouped bars: normalised score per controller setting and method, one dot per seed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are an extra; the JSON and table carry the numbers
+        return
+    cfg = results["config"]
+    settings, methods = cfg["settings"], cfg["methods"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    width = 0.8 / len(methods)
+    colors = {"iql_actions": "#888888", "ohio": "#4c72b0", "next_state": "#c44e52"}
+    for j, m in enumerate(methods):
+        xs = np.arange(len(settings)) + (j - (len(methods) - 1) / 2) * width
+        means = [results["summary"][f"{m}/{s}"]["mean"] for s in settings]
+        ax.bar(xs, means, width, color=colors[m], alpha=0.85, label=METHOD_LABEL[m])
+        for x, s in zip(xs, settings):
+            pts = results["summary"][f"{m}/{s}"]["scores"]
+            ax.scatter([x] * len(pts), pts, color="black", s=10, zorder=3)
+    ax.axhline(100, ls="--", color="k", lw=0.8)
+    ax.axhline(80, ls=":", color="k", lw=0.8)
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels([f"{s} controller" for s in settings])
+    ax.set_ylabel("normalised score (100 = behaviour policy)")
+    ax.set_title(f"robosuite {cfg['task']}: offline RL under a changed low-level controller")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
