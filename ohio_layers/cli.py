@@ -4,6 +4,7 @@
     ohio reacher --quick              # a 2-minute smoke run
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
+    ohio amod                         # vehicle rebalancing with a min-cost-flow low level
 """
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ def _manipulation(args: argparse.Namespace) -> None:
     run(cfg)
 
 
+def _amod(args: argparse.Namespace) -> None:
+    from .experiments.amod import QUICK, AMoDExperimentConfig, run
+
+    values: Dict[str, Any] = dict(QUICK) if args.quick else {}
+    values["out_dir"] = args.out or ("runs/amod-quick" if args.quick else "runs/amod")
+    values.update(_parse_sets(args.set))
+    try:
+        cfg = AMoDExperimentConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"ohio amod: {err}") from None
+    run(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ohio", description="Offline hierarchical RL by inverse optimisation: experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a ManipulationExperimentConfig field (JSON value), repeatable")
     p.set_defaults(func=_manipulation)
+
+    p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
+    p.add_argument("--out", help="output directory (default runs/amod)")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an AMoDExperimentConfig field (JSON value), repeatable")
+    p.set_defaults(func=_amod)
     return parser
 
 

@@ -3,6 +3,8 @@ from .agent import Decision, HierarchicalAgent, HighLevelActionWrapper
 from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, concat_batches, seed_everything, soft_update
 from .bc import BC, BCConfig, bc_loss
 from .cql import CQL, CQLConfig, add_mc_returns, compute_mc_returns
+from .gnn import (DirichletActor, EdgeGaussianActor, GCNEncoder, GraphCQL, GraphCQLConfig, GraphIQL, GraphIQLConfig,
+                  GraphNetworks, GraphSAC, GraphSACConfig, GraphSpec, GraphTwinQ, GraphValue, graph_fields)
 from .iql import IQL, IQLConfig, expectile_loss, iql_actor_loss, iql_critic_loss, iql_value_loss
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor, TwinQ, ValueNetwork
 from .sac import SAC, SACConfig, frozen
@@ -12,5 +14,7 @@ __all__ = [
     "TransitionSampler", "concat_batches", "seed_everything", "soft_update", "BC", "BCConfig", "bc_loss", "CQL",
     "CQLConfig", "add_mc_returns", "compute_mc_returns", "IQL", "IQLConfig", "expectile_loss", "iql_actor_loss",
     "iql_critic_loss", "iql_value_loss", "MLP", "ActionScaler", "ObsNormalizer", "TanhGaussianActor", "TwinQ",
-    "ValueNetwork", "SAC", "SACConfig", "frozen",
+    "ValueNetwork", "SAC", "SACConfig", "frozen", "DirichletActor", "EdgeGaussianActor", "GCNEncoder", "GraphCQL",
+    "GraphCQLConfig", "GraphIQL", "GraphIQLConfig", "GraphNetworks", "GraphSAC", "GraphSACConfig", "GraphSpec", "GraphTwinQ",
+    "GraphValue", "graph_fields",
 ]

@@ -65,6 +65,16 @@ class CQL(SAC):
     def required_extra_keys(self) -> Tuple[str, ...]:
         return ("mc_returns",) if self.config.calql else ()
 
+    def random_actions(self, count: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+        """Uniform proposals ``(count, da)`` (env scale) and their log-density ``(count,)`` in the unit box.
+
+        Default: uniform on the action box; subclasses with other action sets (e.g. the simplex)
+        override it, with densities measured like :meth:`sample_unit`'s.
+        """
+        u = torch.rand(count, self.action_dim, device=like.device, dtype=like.dtype) * 2.0 - 1.0
+        logp = torch.full((count,), -self.action_dim * math.log(2.0), device=like.device, dtype=like.dtype)
+        return self.actor.scaler.to_env(u), logp
+
     def conservative_penalty(self, batch: Batch) -> Dict[str, Tensor]:
         """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``."""
         c = self.config
@@ -72,9 +82,7 @@ class CQL(SAC):
         b, n = obs.shape[0], c.num_samples
         obs_rep = obs.repeat_interleave(n, 0)
         with torch.no_grad():
-            u = torch.rand(b * n, self.action_dim, device=obs.device, dtype=obs.dtype) * 2.0 - 1.0
-            rand_a = self.actor.scaler.to_env(u)
-            rand_logp = torch.full((b * n,), -self.action_dim * math.log(2.0), device=obs.device, dtype=obs.dtype)
+            rand_a, rand_logp = self.random_actions(b * n, obs)
             pi_a, pi_logp = self.sample_unit(obs_rep)
             next_a, next_logp = self.sample_unit(next_obs.repeat_interleave(n, 0))
         qs = self.q(obs_rep.repeat(3, 1), torch.cat([rand_a, pi_a, next_a]))  # one pass over all proposals

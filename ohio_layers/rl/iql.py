@@ -21,7 +21,7 @@ import dataclasses
 from typing import ClassVar, Dict, Type
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Agent, AgentConfig, Batch, soft_update
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
@@ -120,16 +120,30 @@ class IQL(Agent):
 
     def _build(self) -> None:
         c = self.config
-        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
-                                       c.log_std_min, c.log_std_max, c.state_dependent_std)
-        self.q = TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden)
-        self.value = ValueNetwork(self.obs_dim, c.hidden)
+        self.actor = self._make_actor()
+        self.q = self._make_q()
+        self.value = self._make_value()
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizers = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
             "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
             "value": torch.optim.Adam(self.value.parameters(), lr=c.value_lr),
         }
+
+    # network factories: subclasses (e.g. graph networks in ``ohio_layers.rl.gnn``) override these
+    def _make_actor(self) -> nn.Module:
+        """The policy: ``forward(obs, deterministic)``, ``log_prob(obs, action)``, ``sample(obs)``."""
+        c = self.config
+        return TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
+                                 c.log_std_min, c.log_std_max, c.state_dependent_std)
+
+    def _make_q(self) -> nn.Module:
+        """Twin critics: ``forward(obs, action) -> (q1, q2)`` and ``min(obs, action)``."""
+        return TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, self.config.hidden)
+
+    def _make_value(self) -> nn.Module:
+        """State value ``(B, do) -> (B,)``."""
+        return ValueNetwork(self.obs_dim, self.config.hidden)
 
     def losses(self, batch: Batch) -> Dict[str, Tensor]:
         """``{"loss_value", "loss_q", "loss_actor"}`` on one batch (no optimizer step)."""

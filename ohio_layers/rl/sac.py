@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
+from .._validate import check_config_keys
 from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, concat_batches, soft_update
 from .networks import TanhGaussianActor, TwinQ
 
@@ -106,9 +107,8 @@ class SAC(Agent):
 
     def _build(self) -> None:
         c = self.config
-        self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
-                                       c.log_std_min, c.log_std_max, c.state_dependent_std)
-        self.q = TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden, c.layer_norm)
+        self.actor = self._make_actor()
+        self.q = self._make_q()
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_alpha)))
         self.target_entropy = float(-self.action_dim if c.target_entropy is None else c.target_entropy)
@@ -118,6 +118,18 @@ class SAC(Agent):
             "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
             "alpha": torch.optim.Adam([self.log_alpha], lr=c.alpha_lr),
         }
+
+    # network factories: subclasses (e.g. graph networks in ``ohio_layers.rl.gnn``) override these
+    def _make_actor(self) -> nn.Module:
+        """The policy: ``forward(obs, deterministic)``, ``log_prob``, ``sample`` and a ``scaler``."""
+        c = self.config
+        return TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
+                                 c.log_std_min, c.log_std_max, c.state_dependent_std)
+
+    def _make_q(self) -> nn.Module:
+        """Twin critics: ``forward(obs, action) -> (q1, q2)`` and ``min(obs, action)``."""
+        c = self.config
+        return TwinQ(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden, c.layer_norm)
 
     # -- pieces -----------------------------------------------------------------------------
     @property
@@ -185,18 +197,19 @@ class SAC(Agent):
 
         Fields of ``agent.config`` that SAC also has are inherited unless ``config`` overrides them.
         """
-        known = {f.name for f in dataclasses.fields(SACConfig)}
+        config_class = cls.config_class
+        known = {f.name for f in dataclasses.fields(config_class)}
         base = {k: v for k, v in agent.config.to_dict().items() if k in known}
         if isinstance(config, SACConfig):
             base.update(config.to_dict())
         elif config is not None:
-            SACConfig.from_dict(dict(config))  # validates the keys, naming unknown ones
+            check_config_keys(config_class, dict(config))  # names unknown keys; values are checked below
             base.update(dict(config))
         sac = cls(agent.obs_dim, agent.action_dim, agent.action_low.cpu(), agent.action_high.cpu(), base)
         sac.actor.load_state_dict(agent.actor.state_dict())
         for name in ("q", "target_q"):
             src = getattr(agent, name, None)
-            if isinstance(src, TwinQ):
+            if isinstance(src, nn.Module) and type(src) is type(getattr(sac, name)):  # same critic architecture
                 getattr(sac, name).load_state_dict(src.state_dict())
         if isinstance(getattr(agent, "log_alpha", None), torch.Tensor):
             with torch.no_grad():

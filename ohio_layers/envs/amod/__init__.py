@@ -9,6 +9,7 @@ from .heuristics import (
     POLICIES, BehaviourPolicy, DemandProportional, DispatchToDemand, EqualDistribution, NoRebalancing,
     RandomDistribution, collect, make_policy,
 )
+from .oracle import OracleResult, oracle_plan, oracle_returns
 from .scenario import Scenario, builtin_scenario_path, load_scenario_json, synthetic_city, synthetic_reference_json
 
 ENV_ID = "ohio_layers/AMoD-v0"
@@ -19,5 +20,6 @@ if ENV_ID not in _gym.registry:
 __all__ = [
     "AMoDEnv", "ENV_ID", "Scenario", "builtin_scenario_path", "load_scenario_json", "match_requests", "synthetic_city",
     "synthetic_reference_json", "POLICIES", "BehaviourPolicy", "DemandProportional", "DispatchToDemand",
-    "EqualDistribution", "NoRebalancing", "RandomDistribution", "collect", "make_policy",
+    "EqualDistribution", "NoRebalancing", "RandomDistribution", "collect", "make_policy", "OracleResult", "oracle_plan",
+    "oracle_returns",
 ]

@@ -1,0 +1,520 @@
+"""``ohio amod``: OHIO versus end-to-end agents on AMoD vehicle rebalancing.
+
+Pipeline (every stage is cached under ``out_dir`` and resumes after an interruption):
+
+1. oracle upper bound: the episode LP with the realised demand known
+   (:mod:`ohio_layers.envs.amod.oracle`) on every evaluation episode; the behaviour heuristics
+   evaluated on the same episodes;
+2. behaviour datasets, one per heuristic (:func:`~ohio_layers.envs.amod.collect`; rows =
+   rebalancing flows per edge);
+3. relabelling with the analytic flow inverse (:class:`~ohio_layers.inverse.FlowInverter`, k = 1):
+   ``z* = distribution after rebalancing``, verified by replaying it through the LP;
+4. training on the *same* transitions: OHIO agents (Dirichlet GNN actor over regions, actions
+   ``z*``, deployed through the min-cost-flow LP) and end-to-end agents (per-edge GNN actor,
+   actions = raw flows, executed after the env floors and clips them), with IQL and Cal-QL
+   (CQL with the Monte-Carlo lower bound), several seeds;
+5. online fine-tuning: the Cal-QL agents of the first dataset continue as SAC online (a share
+   of every batch from the offline data), with a deterministic evaluation every
+   ``eval_every`` env steps (fine-tuning curves);
+6. a table (return as % of the oracle, served trips, rebalancing cost, constraint violations of
+   the flows each agent hands to the vehicles), ``results.json`` and ``amod.png``.
+
+A *constraint violation* is one edge entry of a decision's flows that is negative, fractional
+or leaves a region that has fewer idle vehicles than the decision sends out of it; ``excess``
+counts the vehicles requested beyond the idle ones (the env drops them). OHIO's flows come from
+the LP, so they are counted the same way (and are 0 by construction).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .._validate import check_config_keys
+from ..data import Dataset
+from .common import cpu_workers, format_table, run_jobs, write_json
+
+ALGOS = ("iql", "cql", "calql")
+ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
+KINDS = ("ohio", "e2e")
+KIND_LABEL = {"ohio": "OHIO", "e2e": "end-to-end"}
+BEHAVIOURS = ("dispatch", "proportional", "equal", "random", "none")
+
+#: overrides for a ~2-minute smoke run (``ohio amod --quick``)
+QUICK: Dict[str, Any] = {"behaviours": ["dispatch", "random"], "episodes": 40, "seeds": [0], "iql_steps": 300,
+                         "cql_steps": 150, "online_steps": 200, "eval_every": 100, "eval_episodes": 4,
+                         "finetune_eval_episodes": 2}
+
+
+@dataclasses.dataclass
+class AMoDExperimentConfig:
+    """Settings of ``ohio amod`` (defaults: about 15-20 min on 2 cores).
+
+    Attributes:
+        out_dir: where datasets, per-run results, ``results.json`` and the plot go.
+        city: keyword arguments of :func:`~ohio_layers.envs.amod.synthetic_city` (default 3x3 grid).
+        behaviours: heuristics that collect one dataset each (see ``BEHAVIOURS``).
+        episodes: episodes per dataset (20 decisions each).
+        algos: offline algorithms (``"iql"``, ``"cql"``, ``"calql"``), each trained for OHIO and end-to-end.
+        finetune: fine-tune the Cal-QL agents of the first dataset online with SAC.
+        seeds: training seeds per (dataset, kind, algorithm).
+        hidden, batch_size: network widths and batch size (both kinds).
+        reward_scale, discount: rewards are multiplied by ``reward_scale`` for training.
+        z_eps: smoothing of the relabelled ``z*`` (no exact zeros for the Dirichlet density).
+        iql_steps, expectile, temperature: IQL.
+        cql_steps, cql_alpha, calql_alpha, cql_samples, alpha: CQL / Cal-QL (fixed entropy weight ``alpha``).
+        online_steps, offline_ratio, online_lr, eval_every, finetune_eval_episodes: SAC fine-tuning.
+        eval_episodes, eval_seed: evaluation episodes ``env.reset(seed=eval_seed + i)`` for every
+            agent, heuristic and the oracle.
+        data_seed: seed of the behaviour datasets.
+        workers: parallel training processes (one torch thread each).
+    """
+
+    out_dir: str = "runs/amod"
+    city: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    behaviours: Tuple[str, ...] = ("dispatch", "random")
+    episodes: int = 250
+    algos: Tuple[str, ...] = ("iql", "calql")
+    finetune: bool = True
+    seeds: Tuple[int, ...] = (0, 1)
+    hidden: Tuple[int, ...] = (64, 64)
+    batch_size: int = 64
+    reward_scale: float = 0.01
+    discount: float = 0.97
+    z_eps: float = 1e-4
+    iql_steps: int = 3000
+    expectile: float = 0.8
+    temperature: float = 3.0
+    cql_steps: int = 1500
+    cql_alpha: float = 1.0
+    calql_alpha: float = 1.0
+    cql_samples: int = 2
+    alpha: float = 0.01
+    online_steps: int = 1000
+    offline_ratio: float = 0.25
+    online_lr: float = 3e-4
+    eval_every: int = 200
+    finetune_eval_episodes: int = 5
+    eval_episodes: int = 10
+    eval_seed: int = 10_000
+    data_seed: int = 1_000
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.behaviours, self.algos = tuple(self.behaviours), tuple(self.algos)
+        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
+        self.city = dict(self.city)
+        for name, given, allowed in (("behaviours", self.behaviours, BEHAVIOURS), ("algos", self.algos, ALGOS)):
+            unknown = sorted(set(given) - set(allowed))
+            if unknown or not given:
+                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(given)}")
+        if self.finetune and "calql" not in self.algos:
+            raise ValueError("finetune needs 'calql' in algos (fine-tuning starts from the Cal-QL agents)")
+        for name in ("episodes", "iql_steps", "cql_steps", "eval_episodes", "batch_size", "cql_samples", "eval_every",
+                     "finetune_eval_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.online_steps < 0:
+            raise ValueError(f"online_steps must be >= 0, got {self.online_steps}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        if self.reward_scale <= 0 or not 0 < self.discount <= 1:
+            raise ValueError(f"need reward_scale > 0 and discount in (0, 1], got {self.reward_scale} / {self.discount}")
+        if not 0 <= self.offline_ratio <= 1:
+            raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "AMoDExperimentConfig":
+        check_config_keys(cls, values)
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------------ environment helpers
+def make_env(cfg_city: Dict[str, Any], action_mode: str):
+    from ..envs.amod import AMoDEnv
+
+    return AMoDEnv(scenario_kwargs=dict(cfg_city), action_mode=action_mode)
+
+
+def flow_violations(idle: np.ndarray, flows: np.ndarray, src: np.ndarray, tol: float = 1e-6) -> Dict[str, float]:
+    """Constraint violations of requested flows ``(E,)`` given idle vehicles ``(n,)`` and edge origins ``src (E,)``.
+
+    Returns ``{"violations": edge entries that are negative, fractional or leave an over-committed
+    region, "negative", "fractional", "over_regions": regions asked for more than their idle
+    vehicles, "excess": vehicles requested beyond the idle ones}``.
+    """
+    a = np.asarray(flows, dtype=np.float64)
+    neg = a < -tol
+    frac = np.abs(a - np.round(a)) > tol
+    out = np.bincount(src, np.clip(a, 0.0, None), minlength=len(idle))
+    over = out > idle + tol
+    bad = neg | frac | ((a > tol) & over[src])
+    return {"violations": float(bad.sum()), "negative": float(neg.sum()), "fractional": float(frac.sum()),
+            "over_regions": float(over.sum()), "excess": float(np.clip(out - idle, 0.0, None).sum())}
+
+
+def run_episode(env: Any, decide: Any, seed: int) -> Dict[str, float]:
+    """One episode with ``decide(obs, env) -> action``; return, served, rebalancing cost and violations.
+
+    In ``action_mode="flows"`` the requested action is checked; in ``"distribution"`` the LP's flows.
+    """
+    u = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    stats = {"return": 0.0, "served": 0.0, "requests": 0.0, "rebalancing_cost": 0.0, "violations": 0.0,
+             "negative": 0.0, "fractional": 0.0, "over_regions": 0.0, "excess": 0.0}
+    done = False
+    while not done:
+        idle = u.idle.astype(np.float64)
+        action = np.asarray(decide(obs, env), dtype=np.float64)
+        obs, r, term, trunc, info = env.step(action)
+        requested = action if u.action_mode == "flows" else info["flows"]
+        for k, v in flow_violations(idle, requested, u.edge_index[0]).items():
+            stats[k] += v
+        stats["return"] += float(r)
+        stats["served"] += float(info["served"])
+        stats["requests"] += float(info["requests"])
+        stats["rebalancing_cost"] += float(info["rebalancing_cost"])
+        done = term or trunc
+    return stats
+
+
+def evaluate(env: Any, decide: Any, seeds: Sequence[int]) -> Dict[str, Any]:
+    """:func:`run_episode` on each seed; per-episode lists plus means."""
+    eps = [run_episode(env, decide, int(s)) for s in seeds]
+    out: Dict[str, Any] = {k: [e[k] for e in eps] for k in eps[0]}
+    out.update({f"mean_{k}": float(np.mean(v)) for k, v in list(out.items())})
+    return out
+
+
+def heuristic_decider(name: str, seed: int):
+    from ..envs.amod import make_policy
+
+    policy = make_policy(name)
+    rng = np.random.default_rng([seed, 7])
+    return lambda obs, env: policy(env.unwrapped, rng)[0].astype(np.float64)
+
+
+# ------------------------------------------------------------------------------ stages
+def reference(cfg: AMoDExperimentConfig, out: Path) -> Dict[str, Any]:
+    """Oracle and behaviour heuristics on the evaluation episodes (cached)."""
+    from ..envs.amod.oracle import oracle_returns
+
+    path = out / "reference.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    env = make_env(cfg.city, "flows")
+    oracle = [r.to_dict() for r in oracle_returns(seeds, env=env)]
+    ref: Dict[str, Any] = {"seeds": seeds, "oracle": {"returns": [o["value"] for o in oracle],
+                                                      "served": [o["served"] for o in oracle],
+                                                      "rebalancing_cost": [o["rebalancing_cost"] for o in oracle]},
+                           "heuristics": {}}
+    ref["oracle"]["mean_return"] = float(np.mean(ref["oracle"]["returns"]))
+    for name in cfg.behaviours:
+        ref["heuristics"][name] = evaluate(env, heuristic_decider(name, cfg.eval_seed), seeds)
+    write_json(path, ref)
+    return ref
+
+
+def collect_dataset(name: str, cfg: AMoDExperimentConfig, out: Path) -> Dataset:
+    from ..envs.amod import collect
+
+    path = out / "data" / f"{name}.npz"
+    if path.exists():
+        return Dataset.load(path)
+    seed = cfg.data_seed + 100_000 * BEHAVIOURS.index(name)
+    data = collect(name, cfg.episodes, seed, env=make_env(cfg.city, "flows"), progress=True)
+    data.save(path)
+    return data
+
+
+def relabel_dataset(name: str, low: Dataset, cfg: AMoDExperimentConfig, out: Path) -> Dict[str, Any]:
+    """OHIO relabelling of one dataset with the analytic flow inverse; returns its statistics (cached)."""
+    import torch
+
+    from ..inverse import FlowInverter, relabel
+    from ..inverse.flow_inverse import replay_flows
+
+    path, stats_path = out / "data" / f"{name}_ohio.npz", out / "data" / f"{name}_ohio.json"
+    if path.exists() and stats_path.exists():
+        return json.loads(stats_path.read_text())
+    env = make_env(cfg.city, "flows")
+    controller = env.controller
+    n_vehicles = float(env.scenario.fleet_size)
+    eps = min(cfg.z_eps, 0.4 / (n_vehicles * env.n_regions))  # replay stays exact (flow_inverse docstring)
+    t0 = time.perf_counter()
+    extra = ("z_true",) if "z_true" in low else ()
+    high, report = relabel(low, FlowInverter(controller, eps=eps), 1, path, extra_keys=extra, progress=False)
+    replay = replay_flows(controller, torch.as_tensor(np.asarray(high["states"], dtype=np.float64)),
+                          torch.as_tensor(np.asarray(low["actions"], dtype=np.float64)),
+                          torch.as_tensor(np.asarray(high["z"], dtype=np.float64)))
+    stats: Dict[str, Any] = {"rows": len(high), "seconds": time.perf_counter() - t0, "z_eps": eps,
+                             "counts_reproduced": float(replay.counts_reproduced.double().mean()),
+                             "flows_reproduced": float(replay.flows_reproduced.double().mean()),
+                             "replay_over_observed_cost": float(replay.replay_cost.sum() / max(float(replay.observed_cost.sum()), 1e-9)),
+                             "residual_median": report.residual_median, "converged": report.converged_share}
+    if "z_true" in high:
+        stats["z_error_median"] = float(np.median(np.abs(high["z"] - high["z_true"]).max(1)))
+    write_json(stats_path, stats)
+    return stats
+
+
+# ------------------------------------------------------------------------------ training jobs
+def _scaled(data: Dataset, scale: float) -> Dataset:
+    arrays = dict(data.arrays)
+    arrays["rewards"] = np.asarray(data["rewards"], dtype=np.float64) * scale
+    return Dataset(arrays, dict(data.metadata))
+
+
+def _agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], float, float, Any]:
+    """Training data (scaled), action key, graph config fields, action bounds and the eval env."""
+    from ..rl.gnn import graph_fields
+
+    env = make_env(job["city"], "distribution" if job["kind"] == "ohio" else "flows")
+    u = env.unwrapped
+    data = _scaled(Dataset.load(job["data_path"]), job["reward_scale"])
+    if job["kind"] == "ohio":
+        return data, "z", graph_fields(u.n_regions, u.topology), 0.0, 1.0, env
+    high = float(max(1.25 * np.asarray(data["actions"]).max() + 1.0, 2.0))
+    return data, "actions", graph_fields(u.n_regions, u.topology, u.edge_index), 0.0, high, env
+
+
+def _base_config(job: Dict[str, Any], graph: Dict[str, Any]) -> Dict[str, Any]:
+    return {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"],
+            "discount": job["discount"], "grad_clip": 10.0}
+
+
+def _build_offline(job: Dict[str, Any]):
+    """The configured offline agent (not trained) and its training data."""
+    from ..rl.cql import add_mc_returns
+    from ..rl.gnn import GraphCQL, GraphIQL
+
+    data, key, graph, low, high, env = _agent_setup(job)
+    cfg = _base_config(job, graph)
+    obs_dim, da = int(np.asarray(data["observations"]).shape[1]), int(np.asarray(data[key]).shape[1])
+    if job["algo"] == "iql":
+        cfg.update(steps=job["iql_steps"], expectile=job["expectile"], temperature=job["temperature"],
+                   actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, state_dependent_std=True)
+        agent = GraphIQL(obs_dim, da, low, high, cfg)
+    else:
+        calql = job["algo"] == "calql"
+        cfg.update(steps=job["cql_steps"], cql_alpha=job["calql_alpha"] if calql else job["cql_alpha"], calql=calql,
+                   num_samples=job["cql_samples"], init_alpha=job["alpha"], auto_alpha=False,
+                   actor_lr=1e-3, critic_lr=1e-3)
+        agent = GraphCQL(obs_dim, da, low, high, cfg)
+        if calql:
+            data = add_mc_returns(data, job["discount"])
+    return agent, data, key, env
+
+
+def _decider(agent: Any):
+    return lambda obs, env: agent.act(np.asarray(obs, dtype=np.float32), deterministic=True)
+
+
+def train_offline(job: Dict[str, Any]) -> Dict[str, Any]:
+    """Train one offline agent, evaluate it, save it (for fine-tuning); runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    agent, data, key, env = _build_offline(job)
+    agent.fit(data, action_key=key, show_progress=False, log_every=max(1, agent.config.steps // 10))
+    train_seconds = time.perf_counter() - t0
+    agent.save(job["agent_path"])
+    ev = evaluate(env, _decider(agent), job["eval_seeds"])
+    return {**{k: job[k] for k in ("behaviour", "kind", "algo", "seed")}, **ev, "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - t0 - train_seconds, "history": agent.history}
+
+
+def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
+    """SAC online fine-tuning from a saved Cal-QL agent, with periodic deterministic evaluations."""
+    import gymnasium as gym
+    import torch
+
+    from ..rl.base import Agent
+    from ..rl.gnn import GraphSAC
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    data, key, _, _, _, eval_env = _agent_setup(job)
+    pre = Agent.load(job["agent_path"])
+    sac = GraphSAC.from_agent(pre, {"offline_ratio": job["offline_ratio"], "update_after": 100, "start_steps": 0,
+                                    "actor_lr": job["online_lr"], "critic_lr": job["online_lr"],
+                                    "auto_alpha": False, "buffer_size": max(job["online_steps"], 1)})
+    seeds = job["eval_seeds"][: job["finetune_eval_episodes"]]
+    curve = [{"env_step": 0, **{k: v for k, v in evaluate(eval_env, _decider(sac), seeds).items() if k.startswith("mean_")}}]
+
+    def log(row: Dict[str, float]) -> None:
+        ev = evaluate(eval_env, _decider(sac), seeds)
+        curve.append({"env_step": int(row["env_step"]), **{k: v for k, v in ev.items() if k.startswith("mean_")},
+                      "train_episode_return": row.get("episode_return", float("nan")) / job["reward_scale"]})
+
+    train_env = gym.wrappers.TransformReward(make_env(job["city"], eval_env.unwrapped.action_mode),
+                                             lambda r: r * job["reward_scale"])
+    if job["online_steps"] > 0:
+        sac.fit_online(train_env, job["online_steps"], offline=data, action_key=key, seed=job["seed"] + 50_000,
+                       show_progress=False, log_every=job["eval_every"], logger=log)
+    final = evaluate(eval_env, _decider(sac), job["eval_seeds"])
+    return {**{k: job[k] for k in ("behaviour", "kind", "algo", "seed")}, "curve": curve, **final,
+            "seconds": time.perf_counter() - t0}
+
+
+# ------------------------------------------------------------------------------ the experiment
+def _job(cfg: AMoDExperimentConfig, out: Path, behaviour: str, kind: str, algo: str, seed: int) -> Dict[str, Any]:
+    name = f"{behaviour}_{kind}_{algo}_seed{seed}"
+    data = out / "data" / (f"{behaviour}_ohio.npz" if kind == "ohio" else f"{behaviour}.npz")
+    return {"name": name, "behaviour": behaviour, "kind": kind, "algo": algo, "seed": seed, "data_path": str(data),
+            "agent_path": str(out / "agents" / f"{name}.pt"), "city": cfg.city, "hidden": list(cfg.hidden),
+            "batch_size": cfg.batch_size, "discount": cfg.discount, "reward_scale": cfg.reward_scale,
+            "iql_steps": cfg.iql_steps, "expectile": cfg.expectile, "temperature": cfg.temperature,
+            "cql_steps": cfg.cql_steps, "cql_alpha": cfg.cql_alpha, "calql_alpha": cfg.calql_alpha,
+            "cql_samples": cfg.cql_samples, "alpha": cfg.alpha, "online_steps": cfg.online_steps,
+            "offline_ratio": cfg.offline_ratio, "online_lr": cfg.online_lr, "eval_every": cfg.eval_every,
+            "finetune_eval_episodes": cfg.finetune_eval_episodes,
+            "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)]}
+
+
+def _cost(job: Dict[str, Any]) -> float:
+    """Rough relative cost, to start the longest jobs first."""
+    steps = job["iql_steps"] if job["algo"] == "iql" else 4 * job["cql_steps"]
+    return steps * (4.0 if job["kind"] == "e2e" else 1.0)
+
+
+def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
+    """Run (or resume) the whole experiment; prints the table and returns the results dict."""
+    cfg = cfg or AMoDExperimentConfig()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agents").mkdir(exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(cfg))
+    t0 = time.perf_counter()
+    workers = cpu_workers(cfg.workers)
+    print(f"[1/6] oracle LP and heuristics on {cfg.eval_episodes} evaluation episodes")
+    ref = reference(cfg, out)
+    oracle = ref["oracle"]["mean_return"]
+    relabel_stats: Dict[str, Any] = {}
+    for name in cfg.behaviours:
+        print(f"[2/6] behaviour data: {name} ({cfg.episodes} episodes)")
+        low = collect_dataset(name, cfg, out)
+        print(f"[3/6] relabel {name} (analytic flow inverse)")
+        relabel_stats[name] = relabel_dataset(name, low, cfg, out)
+    jobs = [_job(cfg, out, b, kind, algo, s) for b in cfg.behaviours for kind in KINDS for algo in cfg.algos for s in cfg.seeds]
+    jobs.sort(key=_cost, reverse=True)
+    print(f"[4/6] train and evaluate {len(jobs)} offline agents ({workers} processes)")
+    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline")
+    ft_runs: List[Dict[str, Any]] = []
+    if cfg.finetune:
+        ft_jobs = [dict(_job(cfg, out, cfg.behaviours[0], kind, "calql", s), name=f"finetune_{cfg.behaviours[0]}_{kind}_seed{s}")
+                   for kind in ("e2e", "ohio") for s in cfg.seeds]
+        print(f"[5/6] online fine-tuning (Cal-QL -> SAC, {cfg.online_steps} env steps) of {len(ft_jobs)} agents")
+        ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune")
+
+    print("[6/6] results")
+    pct = lambda r: 100.0 * r / oracle  # noqa: E731
+    header = ["dataset", "agent", "% oracle", "std", "served", "reb. cost", "violations/ep", "excess veh/ep"]
+    rows: List[List[Any]] = []
+    summary: Dict[str, Any] = {}
+    for b in cfg.behaviours:
+        h = ref["heuristics"][b]
+        rows.append([b, "behaviour heuristic", pct(h["mean_return"]), 0.0, h["mean_served"], h["mean_rebalancing_cost"],
+                     h["mean_violations"], h["mean_excess"]])
+        summary[f"{b}/behaviour"] = {"percent_oracle": pct(h["mean_return"]), "return": h["mean_return"]}
+        for kind in KINDS:
+            for algo in cfg.algos:
+                mine = [r for r in runs if r["behaviour"] == b and r["kind"] == kind and r["algo"] == algo]
+                p = [pct(r["mean_return"]) for r in mine]
+                m = lambda k: float(np.mean([r[f"mean_{k}"] for r in mine]))  # noqa: E731
+                rows.append([b, f"{KIND_LABEL[kind]} {ALGO_LABEL[algo]}", float(np.mean(p)), float(np.std(p)), m("served"),
+                             m("rebalancing_cost"), m("violations"), m("excess")])
+                summary[f"{b}/{kind}/{algo}"] = {"percent_oracle": p, "mean": float(np.mean(p)), "std": float(np.std(p)),
+                                                 "return": m("return"), "served": m("served"),
+                                                 "rebalancing_cost": m("rebalancing_cost"), "violations": m("violations"),
+                                                 "negative": m("negative"), "fractional": m("fractional"),
+                                                 "over_regions": m("over_regions"), "excess": m("excess"),
+                                                 "train_seconds": [r["train_seconds"] for r in mine]}
+    for kind in ("ohio", "e2e"):
+        mine = [r for r in ft_runs if r["kind"] == kind]
+        if mine:
+            p = [pct(r["mean_return"]) for r in mine]
+            rows.append([cfg.behaviours[0], f"{KIND_LABEL[kind]} Cal-QL -> SAC online", float(np.mean(p)), float(np.std(p)),
+                         float(np.mean([r["mean_served"] for r in mine])), float(np.mean([r["mean_rebalancing_cost"] for r in mine])),
+                         float(np.mean([r["mean_violations"] for r in mine])), float(np.mean([r["mean_excess"] for r in mine]))])
+            curves = [[pct(c["mean_return"]) for c in r["curve"]] for r in mine]
+            summary[f"{cfg.behaviours[0]}/{kind}/finetune"] = {
+                "percent_oracle": p, "mean": float(np.mean(p)), "env_steps": [c["env_step"] for c in mine[0]["curve"]],
+                "curves_percent_oracle": curves, "min_during_finetuning": float(np.min(curves)),
+                "violations": float(np.mean([r["mean_violations"] for r in mine]))}
+    text = format_table(rows, header)
+    head = (f"AMoD {make_env(cfg.city, 'flows').scenario.name}: return as % of the oracle LP with known demand "
+            f"(oracle {oracle:.0f} per episode); {len(cfg.seeds)} seeds x {cfg.eval_episodes} episodes; "
+            f"{cfg.episodes} episodes per dataset; violations = flow entries per episode that are negative, fractional "
+            f"or leave a region without enough idle vehicles")
+    print(head)
+    print(text)
+    wall = time.perf_counter() - t0
+    print(f"wall time {wall / 60:.1f} min")
+    results = {"config": dataclasses.asdict(cfg), "oracle": ref["oracle"], "relabel": relabel_stats,
+               "heuristics": {k: {kk: v for kk, v in h.items() if kk.startswith("mean_")} for k, h in ref["heuristics"].items()},
+               "summary": summary, "table": text, "header": head, "wall_seconds": wall,
+               "finetune_curves": {f"{r['kind']}_seed{r['seed']}": r["curve"] for r in ft_runs}}
+    write_json(out / "results.json", results)
+    plot(results, out / "amod.png")
+    print(f"wrote {out / 'results.json'} and {out / 'amod.png'}")
+    return results
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    """Left: % of oracle per dataset and agent (one dot per seed). Right: online fine-tuning curves."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are an extra; the JSON and table carry the numbers
+        return
+    cfg, summ = results["config"], results["summary"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    labels, ticks, x = [], [], 0.0
+    colors = {"behaviour": "#888888", "ohio": "#4c72b0", "e2e": "#c44e52"}
+    for b in cfg["behaviours"]:
+        ax.bar(x, summ[f"{b}/behaviour"]["percent_oracle"], color=colors["behaviour"])
+        labels.append(f"{b}\nheuristic")
+        ticks.append(x)
+        x += 1
+        for kind in KINDS:
+            for algo in cfg["algos"]:
+                s = summ[f"{b}/{kind}/{algo}"]
+                ax.bar(x, s["mean"], color=colors[kind], alpha=0.85)
+                ax.scatter([x] * len(s["percent_oracle"]), s["percent_oracle"], color="black", s=10, zorder=3)
+                labels.append(f"{b}\n{kind} {ALGO_LABEL[algo]}")
+                ticks.append(x)
+                x += 1
+        x += 0.5
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, fontsize=6, rotation=60)
+    ax.set_ylabel("return, % of oracle LP")
+    ax.set_title("offline agents (grey: behaviour, blue: OHIO, red: end-to-end)")
+    ax.axhline(100, ls="--", color="k", lw=0.8)
+    b0 = cfg["behaviours"][0]
+    for kind in KINDS:
+        s = summ.get(f"{b0}/{kind}/finetune")
+        if not s:
+            continue
+        c = np.array(s["curves_percent_oracle"])
+        steps = s["env_steps"]
+        ax2.plot(steps, c.mean(0), color=colors[kind], label=f"{KIND_LABEL[kind]} Cal-QL -> SAC")
+        if len(c) > 1:
+            ax2.fill_between(steps, c.min(0), c.max(0), color=colors[kind], alpha=0.2)
+    ax2.axhline(summ[f"{b0}/behaviour"]["percent_oracle"], color=colors["behaviour"], ls="--", label=f"behaviour ({b0})")
+    ax2.set_xlabel("online env steps")
+    ax2.set_ylabel("deterministic return, % of oracle")
+    ax2.set_title(f"online fine-tuning ({b0} data)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
