@@ -347,9 +347,10 @@ def plot(results: Dict[str, Any], path: Path) -> None:
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([METHOD_LABEL[m].replace(" (", "\n(").replace(" as ", "\nas ") for m in methods], fontsize=8)
-        ax.set_title(f"{name} data (behaviour return {results['reference'][name]['mean']:.0f}), best learner variant")
+        ax.set_title(f"{name} data (behaviour return {results['reference'][name]['mean']:.0f})")
         ax.set_ylabel("normalised score (0 random, 100 expert)")
-    fig.suptitle(f"OHIO on the goal-reaching reacher (LQR low level), learner {cfg['algorithm'].upper()}")
+    fig.suptitle(f"OHIO on the goal-reaching reacher (LQR low level): best {cfg['algorithm'].upper()} variant per method, "
+                 f"dots = seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
