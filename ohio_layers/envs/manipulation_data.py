@@ -30,14 +30,14 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
-from .manipulation import ControllerSetting, ManipulationEnv, controller_setting, rotation_log
+from .manipulation import ControllerSetting, ManipulationEnv, rotation_log
 
 DEFAULT_NOISE = (0.1, 0.2, 0.3)
 SUBSTEP_KEYS = ("substep_states", "substep_torques")

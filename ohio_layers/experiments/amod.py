@@ -36,7 +36,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import cpu_workers, format_table, run_jobs, write_json
+from .common import cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
@@ -461,20 +461,14 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
                "heuristics": {k: {kk: v for kk, v in h.items() if kk.startswith("mean_")} for k, h in ref["heuristics"].items()},
                "summary": summary, "table": text, "header": head, "wall_seconds": wall,
                "finetune_curves": {f"{r['kind']}_seed{r['seed']}": r["curve"] for r in ft_runs}}
-    write_json(out / "results.json", results)
-    plot(results, out / "amod.png")
-    print(f"wrote {out / 'results.json'} and {out / 'amod.png'}")
+    save_results(out, results, plot, "amod.png")
     return results
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
     """Left: % of oracle per dataset and agent (one dot per seed). Right: online fine-tuning curves."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are an extra; the JSON and table carry the numbers
+    plt = pyplot()
+    if plt is None:
         return
     cfg, summ = results["config"], results["summary"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))

@@ -85,3 +85,23 @@ def actor_bounds(labels: np.ndarray, limit, quantile: float = 0.005, widen: floa
     lo, hi = np.quantile(labels, quantile, axis=0), np.quantile(labels, 1 - quantile, axis=0)
     pad = widen * (hi - lo) + floor
     return np.maximum(lo - pad, -lim).tolist(), np.minimum(hi + pad, lim).tolist()
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or ``None`` without the ``plots`` extra
+    (the JSON and the printed table carry the numbers)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_results(out: Path, results: Mapping[str, Any], plot: Callable[[Mapping[str, Any], Path], None], png: str) -> None:
+    """Write ``results.json`` atomically, draw ``png`` with ``plot`` and say where both went."""
+    write_json(out / "results.json", results)
+    plot(results, out / png)
+    print(f"wrote {out / 'results.json'} and {out / png}")

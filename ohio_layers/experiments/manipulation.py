@@ -31,7 +31,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import actor_bounds, cpu_workers, format_table, run_jobs, write_json
+from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
 
 TASKS = ("lift", "door")
 SETTINGS = ("original", "stiffness", "damping")
@@ -147,7 +147,7 @@ def _data_dir(cfg: ManipulationExperimentConfig) -> Path:
 def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
     """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached)."""
     from ..envs.manipulation import controller_setting
-    from ..envs.manipulation_data import (SUBSTEP_KEYS, collect_manipulation, load_episodes, next_state_labels,
+    from ..envs.manipulation_data import (SUBSTEP_KEYS, collect_manipulation, next_state_labels,
                                           relabel_manipulation, verify_relabelling)
 
     data_dir = _data_dir(cfg)
@@ -318,20 +318,14 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     results = {"config": dataclasses.asdict(cfg), "behaviour": prep["behaviour"], "relabel": prep["relabel"],
                "summary": summary, "table": head + "\n" + text, "wall_seconds": wall,
                "train_seconds": [r["train_seconds"] for r in runs]}
-    write_json(out / "results.json", results)
-    plot(results, out / "scores.png")
-    print(f"wrote {out / 'results.json'} and {out / 'scores.png'}")
+    save_results(out, results, plot, "scores.png")
     return results
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
     """Grouped bars: normalised score per controller setting and method, one dot per seed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are an extra; the JSON and table carry the numbers
+    plt = pyplot()
+    if plt is None:
         return
     cfg = results["config"]
     settings, methods = cfg["settings"], cfg["methods"]

@@ -20,13 +20,13 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import actor_bounds, cpu_workers, format_table, run_jobs, write_json
+from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -319,20 +319,14 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
     print(text)
     results = {"config": dataclasses.asdict(cfg), "reference": {k: {kk: v[kk] for kk in ("mean", "std", "reached")} for k, v in ref.items()},
                "summary": summary, "table": text, "header": header, "wall_seconds": time.perf_counter() - t0}
-    write_json(out / "results.json", results)
-    plot(results, out / "scores.png")
-    print(f"wrote {out / 'results.json'} and {out / 'scores.png'}")
+    save_results(out, results, plot, "scores.png")
     return results
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
     """Bar chart of normalised scores per dataset and method, one dot per seed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plots are an extra; the JSON and table carry the numbers
+    plt = pyplot()
+    if plt is None:
         return
     cfg = results["config"]
     fig, axes = plt.subplots(1, len(cfg["datasets"]), figsize=(5.5 * len(cfg["datasets"]), 4.2), squeeze=False)

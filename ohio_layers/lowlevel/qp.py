@@ -733,7 +733,7 @@ def kkt_matrix(Q: Tensor, G: Tensor, A: Tensor, active: Tensor) -> Tensor:
     Inactive inequality rows are replaced by ``mu_i = 0`` (a unit diagonal entry), so one
     batched system serves members with different active sets.
     """
-    B, n = Q.shape[0], Q.shape[1]
+    B = Q.shape[0]
     a = active.to(Q.dtype)
     C = torch.cat([G * a[..., None], A], 1)
     inactive = torch.cat([1.0 - a, torch.zeros(B, A.shape[1], dtype=Q.dtype, device=Q.device)], 1)

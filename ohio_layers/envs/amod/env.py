@@ -234,7 +234,7 @@ class AMoDEnv(gym.Env):
                 "served": int(served.sum()), "requests": int(req.sum()), "lost_demand": int(req.sum() - served.sum())}
 
     def _observation(self) -> np.ndarray:
-        sc, t, K, n = self.scenario, self._t, self.lookahead, self.n_regions
+        sc, t, K = self.scenario, self._t, self.lookahead
         future = self._arrivals[t + 1 : t + 1 + K]
         projected = self._idle[None, :] + np.cumsum(future, 0)
         steps = np.minimum(np.arange(t + 1, t + 1 + K), sc.n_steps - 1)
