@@ -31,71 +31,65 @@ def _parse_sets(pairs: Sequence[str]) -> Dict[str, Any]:
 REACHER_QUICK = {"episodes": 20, "train_steps": 1500, "seeds": [0], "eval_episodes": 5, "hidden": [128, 128]}
 
 
+def _run(name: str, config_cls: Any, run: Any, args: argparse.Namespace, profile: Dict[str, Any],
+         out_dir: str, fixed: Optional[Dict[str, Any]] = None) -> None:
+    """Build the config from ``profile`` + fixed values + ``--out`` + ``--set`` and run it; bad keys or
+    values end the command with a message naming them."""
+    values: Dict[str, Any] = {**profile, **(fixed or {}), "out_dir": args.out or out_dir}
+    values.update(_parse_sets(args.set))
+    try:
+        cfg = config_cls.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"ohio {name}: {err}") from None
+    run(cfg)
+
+
 def _reacher(args: argparse.Namespace) -> None:
     from .experiments.reacher import ReacherExperimentConfig, run
 
-    values: Dict[str, Any] = dict(REACHER_QUICK) if args.quick else {}
-    values["out_dir"] = args.out or ("runs/reacher-quick" if args.quick else "runs/reacher")
-    values.update(_parse_sets(args.set))
-    try:
-        cfg = ReacherExperimentConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"ohio reacher: {err}") from None
-    run(cfg)
+    _run("reacher", ReacherExperimentConfig, run, args, REACHER_QUICK if args.quick else {},
+         "runs/reacher-quick" if args.quick else "runs/reacher")
 
 
 def _manipulation(args: argparse.Namespace) -> None:
     from .experiments.manipulation import FULL, QUICK, ManipulationExperimentConfig, run
 
-    values: Dict[str, Any] = dict(QUICK if args.quick else FULL if args.full else {})
-    values["task"] = args.task
-    values["out_dir"] = args.out or f"runs/manipulation-{args.task}" + ("-quick" if args.quick else "-full" if args.full else "")
-    values.update(_parse_sets(args.set))
-    try:
-        cfg = ManipulationExperimentConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"ohio manipulation: {err}") from None
-    run(cfg)
+    suffix = "-quick" if args.quick else "-full" if args.full else ""
+    _run("manipulation", ManipulationExperimentConfig, run, args, QUICK if args.quick else FULL if args.full else {},
+         f"runs/manipulation-{args.task}{suffix}", {"task": args.task})
 
 
 def _amod(args: argparse.Namespace) -> None:
     from .experiments.amod import QUICK, AMoDExperimentConfig, run
 
-    values: Dict[str, Any] = dict(QUICK) if args.quick else {}
-    values["out_dir"] = args.out or ("runs/amod-quick" if args.quick else "runs/amod")
-    values.update(_parse_sets(args.set))
-    try:
-        cfg = AMoDExperimentConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise SystemExit(f"ohio amod: {err}") from None
-    run(cfg)
+    _run("amod", AMoDExperimentConfig, run, args, QUICK if args.quick else {}, "runs/amod-quick" if args.quick else "runs/amod")
+
+
+def _add_common(p: argparse.ArgumentParser, config_name: str, default_out: str) -> None:
+    p.add_argument("--out", help=f"output directory (default {default_out})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a {config_name} field (JSON value), repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ohio", description="Offline hierarchical RL by inverse optimisation: experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("reacher", help="goal-reaching reacher with an LQR low level (collect, relabel, train, evaluate)")
-    p.add_argument("--out", help="output directory (default runs/reacher)")
+    _add_common(p, "ReacherExperimentConfig", "runs/reacher")
     p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a ReacherExperimentConfig field (JSON value), repeatable")
     p.set_defaults(func=_reacher)
 
     p = sub.add_parser("manipulation", help="robosuite Lift/Door: offline RL that survives a changed OSC controller")
     p.add_argument("--task", choices=("lift", "door"), default="lift")
-    p.add_argument("--out", help="output directory (default runs/manipulation-<task>)")
+    _add_common(p, "ManipulationExperimentConfig", "runs/manipulation-<task>")
     profile = p.add_mutually_exclusive_group()
     profile.add_argument("--quick", action="store_true", help="a small smoke run (a few minutes)")
     profile.add_argument("--full", action="store_true", help="the large profile, for a bigger machine (hours)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a ManipulationExperimentConfig field (JSON value), repeatable")
     p.set_defaults(func=_manipulation)
 
     p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
-    p.add_argument("--out", help="output directory (default runs/amod)")
+    _add_common(p, "AMoDExperimentConfig", "runs/amod")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an AMoDExperimentConfig field (JSON value), repeatable")
     p.set_defaults(func=_amod)
     return parser
 
