@@ -147,18 +147,3 @@ class InverseProblem:
             ref = torch.zeros_like(z) if self.z_ref is None else self.z_ref.to(z).expand_as(z)
             r = torch.cat([r, (self.regularization ** 0.5) * (z - ref)], dim=-1)
         return r
-
-    def data_residual_norm(self, z: Tensor, batch: WindowBatch) -> Tensor:
-        """``(B,)`` norm of the data part of the residual (no regulariser), saturated model."""
-        if self.regularization == 0:
-            return self.residual(z, batch).norm(dim=-1)
-        plain = replace_regularization(self, 0.0)
-        return plain.residual(z, batch).norm(dim=-1)
-
-
-def replace_regularization(problem: InverseProblem, regularization: float) -> InverseProblem:
-    """A copy of ``problem`` with another Tikhonov weight."""
-    out = InverseProblem.__new__(InverseProblem)
-    out.__dict__.update(problem.__dict__)
-    out.regularization = float(regularization)
-    return out

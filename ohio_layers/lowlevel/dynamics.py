@@ -126,7 +126,7 @@ class LearnedLinearization(nn.Module):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * idx.shape[0]
+                total += float(loss.detach()) * idx.shape[0]
             with torch.no_grad():
                 v = float(loss_of(val))
             history["train_loss"].append(total / max(1, train.shape[0]))
