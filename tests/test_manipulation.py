@@ -167,7 +167,8 @@ def test_collection_is_resumable_and_refuses_other_settings(lift_data):
 
 def test_relabelling_recovers_the_known_z(lift_data, tmp_path):
     """Original controller: z* equals the executed delta and replays the recorded torques."""
-    from ohio_layers.envs.manipulation_data import next_state_labels, relabel_manipulation, verify_relabelling
+    from ohio_layers.envs.manipulation_data import next_state_labels
+    from ohio_layers.experiments.manipulation_relabel import relabel_manipulation, verify_relabelling
 
     data, _ = lift_data
     setting = controller_setting("lift", "original")

@@ -1,4 +1,4 @@
-"""Behaviour data for robosuite Lift / Door, its OHIO relabelling per controller setting, and the check.
+"""Behaviour data for robosuite Lift / Door and the observed-next-state labels.
 
 Collection (:func:`collect_manipulation`): episode ``i`` runs the scripted policy with noise
 ``noise_levels[i % len]`` on ``reset(seed=seed + i)`` (policy noise seeded by the same number),
@@ -16,12 +16,9 @@ Per-step arrays (``ohio_layers.data.dataset`` format, ``T`` steps per episode)::
     substep_torques (T, 5, 7)   applied (clipped) arm torques at every sub-step
     pose, next_pose (T, 12)     grip-site position and row-major rotation before / after the step
 
-Relabelling (:func:`relabel_manipulation`): one high-level decision per policy step (k = 1; the
-z is held over the 5 torque sub-steps), ``z (7,) = (OSCInverse z* (6), recorded gripper)`` for the
-controller of the given setting, found by matching the recorded torques on the recorded
-sub-step states (teacher forcing, no dynamics model). :func:`verify_relabelling` replays z*
-through our controller on those states and reports how well it reproduces the recorded torques
-(the dynamics-free verification). :func:`next_state_labels` is the observed-next-state baseline.
+:func:`next_state_labels` is the observed-next-state baseline. The OHIO relabelling of this data
+(and its dynamics-free verification) is in :mod:`ohio_layers.experiments.manipulation_relabel`,
+since it joins this domain to the inverse package.
 """
 from __future__ import annotations
 
@@ -30,14 +27,14 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
-from .manipulation import ControllerSetting, ManipulationEnv, rotation_log
+from .manipulation import ManipulationEnv, rotation_log
 
 DEFAULT_NOISE = (0.1, 0.2, 0.3)
 SUBSTEP_KEYS = ("substep_states", "substep_torques")
@@ -175,95 +172,9 @@ def load_episodes(out_dir: PathLike, episodes: Optional[int] = None, drop: Seque
     return data
 
 
-# ------------------------------------------------------------------------------ relabelling
-class OSCRelabeler:
-    """Inverter ``(dataset, starts) -> InverseResult`` for :func:`ohio_layers.inverse.relabel` with k = 1.
-
-    z ``(B, 7)`` = the OSC inverse's pose delta (6, for ``setting``'s gains) and the recorded
-    gripper command; the residual is that of the 35 sub-step torques.
-    """
-
-    def __init__(self, setting: ControllerSetting, inverse: Any = None) -> None:
-        from ..inverse.osc_inverse import OSCInverse
-
-        self.setting = setting
-        self.controller = setting.make_controller()
-        self.inverse = inverse if inverse is not None else OSCInverse()
-
-    def __call__(self, dataset: Dataset, starts: np.ndarray):  # noqa: ANN204 - InverseResult
-        import torch
-
-        from ..inverse.result import InverseResult
-
-        states = torch.as_tensor(dataset["substep_states"][starts], dtype=torch.float64)
-        torques = torch.as_tensor(dataset["substep_torques"][starts], dtype=torch.float64)
-        res = self.inverse.invert(self.controller, states, torques)
-        grip = torch.as_tensor(dataset["actions"][starts, 6:7], dtype=torch.float64)
-        return InverseResult(torch.cat([res.z, grip], -1), res.residual, res.converged, res.iterations)
-
-    def describe(self) -> str:
-        return f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}"
-
-
-def relabel_manipulation(dataset: Dataset, setting: ControllerSetting, out_path: PathLike, *, chunk_size: int = 2048,
-                         tolerance: float = 1e-4, progress: bool = True) -> Tuple[Dataset, Any]:
-    """OHIO relabelling of every step for ``setting``; returns ``(high-level Dataset, RelabelReport)``.
-
-    The high-level dataset holds ``z (N, 7)``, ``z_executed`` (for comparison with the original
-    setting) and the usual columns. ``tolerance`` (N m, Euclidean over the 35 torques) decides
-    "reproduced" in the report.
-    """
-    from ..inverse.relabel import relabel
-
-    dataset.require(["substep_states", "substep_torques", "actions", "z_executed"])
-    return relabel(dataset, OSCRelabeler(setting), 1, out_path, chunk_size=chunk_size, tolerance=tolerance,
-                   progress=progress, extra_keys=("z_executed", "success"))
-
-
 def next_state_labels(dataset: Dataset) -> np.ndarray:
     """Observed-next-state baseline: ``z (N, 7)`` = achieved grip-site displacement and rotation, gripper."""
     dataset.require(["pose", "next_pose", "actions"])
     pose, nxt = dataset["pose"], dataset["next_pose"]
     R, Rn = pose[:, 3:].reshape(-1, 3, 3), nxt[:, 3:].reshape(-1, 3, 3)
     return np.concatenate([nxt[:, :3] - pose[:, :3], rotation_log(Rn @ np.swapaxes(R, 1, 2)), dataset["actions"][:, 6:7]], 1)
-
-
-def verify_relabelling(dataset: Dataset, z: np.ndarray, setting: ControllerSetting, *, tolerance: float = 1e-4,
-                       max_windows: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
-    """Dynamics-free check: replay ``z (N, >=6)`` through the controller on the recorded sub-step states.
-
-    Returns statistics of the torque error ``|tau(z; s_j) - tau_j|`` (N m): per-window max over the
-    35 torques (median, p90, p99, max), the share of windows reproduced within ``tolerance``, the
-    share of recorded sub-step torques at a limit, and -- when ``z_executed`` exists -- the error
-    of z against the executed delta (meaningful for the original setting only).
-    """
-    import torch
-
-    from ..inverse.osc_inverse import OSCInverse
-
-    n = len(dataset)
-    rows = np.arange(n)
-    if max_windows is not None and n > max_windows:
-        rows = np.sort(np.random.default_rng(seed).choice(n, max_windows, replace=False))
-    c = setting.make_controller()
-    states = torch.as_tensor(dataset["substep_states"][rows], dtype=torch.float64)
-    torques = torch.as_tensor(dataset["substep_torques"][rows], dtype=torch.float64)
-    zz = torch.as_tensor(np.asarray(z)[rows, :6], dtype=torch.float64)
-    with torch.no_grad():
-        err = OSCInverse.residual(c, zz, states, torques).abs().amax(-1).numpy()
-    limit = c.action_high.numpy()
-    saturated = (np.abs(dataset["substep_torques"][rows]) >= limit - 1e-9)
-    q = np.quantile(err, [0.5, 0.9, 0.99])
-    out: Dict[str, Any] = {"setting": setting.name, "windows": int(rows.size), "tolerance": tolerance,
-                           "reproduced_share": float((err <= tolerance).mean()), "torque_error_median": float(q[0]),
-                           "torque_error_p90": float(q[1]), "torque_error_p99": float(q[2]), "torque_error_max": float(err.max()),
-                           "saturated_torque_share": float(saturated.mean()),
-                           "windows_with_saturation": float(saturated.any((1, 2)).mean())}
-    zr = np.asarray(z)[rows, :6]
-    out["z_abs_max"] = np.abs(zr).max(0).tolist()
-    out["z_beyond_original_range"] = float((np.abs(zr) > np.r_[[0.05] * 3, [0.5] * 3] + 1e-9).any(1).mean())
-    if "z_executed" in dataset:
-        dz = np.abs(zr - dataset["z_executed"][rows]).max(1)
-        out.update({"z_error_vs_executed_median": float(np.median(dz)), "z_error_vs_executed_p99": float(np.quantile(dz, 0.99)),
-                    "z_share_within_1e-4_of_executed": float((dz <= 1e-4).mean())})
-    return out

@@ -147,8 +147,8 @@ def _data_dir(cfg: ManipulationExperimentConfig) -> Path:
 def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
     """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached)."""
     from ..envs.manipulation import controller_setting
-    from ..envs.manipulation_data import (SUBSTEP_KEYS, collect_manipulation, next_state_labels,
-                                          relabel_manipulation, verify_relabelling)
+    from ..envs.manipulation_data import SUBSTEP_KEYS, collect_manipulation, next_state_labels
+    from .manipulation_relabel import relabel_manipulation, verify_relabelling
 
     data_dir = _data_dir(cfg)
     summary_path = data_dir / "summary.json"
