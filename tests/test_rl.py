@@ -282,6 +282,27 @@ def test_calql_lower_bound_only_raises_the_penalty_term():
         cal.make_sampler(random_dataset())
 
 
+def test_cql_without_importance_sampling_weighs_proposals_equally():
+    class ConstantQ(torch.nn.Module):  # Q = 2 everywhere: the logsumexp then only sees the weights
+        def forward(self, obs, action):
+            q = torch.full((obs.shape[0],), 2.0)
+            return q, q
+
+    data = random_dataset()
+    n = 4
+    plain = CQL(3, 2, config={**TINY, "num_samples": n, "importance_sampling": False})
+    weighted = CQL(3, 2, config={**TINY, "num_samples": n})
+    for agent in (plain, weighted):
+        agent.q = ConstantQ()
+    batch = plain.make_sampler(data).sample(16)
+    out = plain.conservative_penalty(batch)
+    # lse over 3 n equal values = 2 + log(3 n); the penalty subtracts Q(s, a_data) = 2
+    assert float(out["lse"]) == pytest.approx(2.0 + math.log(3 * n), abs=1e-5)
+    assert float(out["penalty"]) == pytest.approx(2 * math.log(3 * n), abs=1e-5)
+    # with importance weights the proposals' densities enter: uniform ones have log mu = -2 log 2
+    assert abs(float(weighted.conservative_penalty(batch)["lse"]) - (2.0 + math.log(3 * n))) > 0.1
+
+
 def test_mc_returns():
     data = Dataset({"rewards": np.array([1.0, 1.0, 1.0, 2.0, 2.0]), "terminals": np.array([0, 0, 1, 0, 0], bool),
                     "episode_ids": np.array([0, 0, 0, 1, 1])})

@@ -13,9 +13,9 @@ Pipeline (every stage is cached under ``out_dir`` and resumes after an interrupt
    ``z*``, deployed through the min-cost-flow LP) and end-to-end agents (per-edge GNN actor,
    actions = raw flows, executed after the env floors and clips them), with IQL and Cal-QL
    (CQL with the Monte-Carlo lower bound), several seeds;
-5. online fine-tuning: the Cal-QL agents of the first dataset continue as SAC online (a share
-   of every batch from the offline data), with a deterministic evaluation every
-   ``eval_every`` env steps (fine-tuning curves);
+5. online fine-tuning: the Cal-QL agents of every dataset continue as SAC online (a share of
+   every batch from their offline data), with a deterministic evaluation every ``eval_every``
+   env steps (fine-tuning curves);
 6. a table (return as % of the oracle, served trips, rebalancing cost, constraint violations of
    the flows each agent hands to the vehicles), ``results.json`` and ``amod.png``.
 
@@ -60,13 +60,15 @@ class AMoDExperimentConfig:
         behaviours: heuristics that collect one dataset each (see ``BEHAVIOURS``).
         episodes: episodes per dataset (20 decisions each).
         algos: offline algorithms (``"iql"``, ``"cql"``, ``"calql"``), each trained for OHIO and end-to-end.
-        finetune: fine-tune the Cal-QL agents of the first dataset online with SAC.
+        finetune: fine-tune the Cal-QL agents of every dataset online with SAC.
         seeds: training seeds per (dataset, kind, algorithm).
         hidden, batch_size: network widths and batch size (both kinds).
         reward_scale, discount: rewards are multiplied by ``reward_scale`` for training.
         z_eps: smoothing of the relabelled ``z*`` (no exact zeros for the Dirichlet density).
         iql_steps, expectile, temperature: IQL.
         cql_steps, cql_alpha, calql_alpha, cql_samples, alpha: CQL / Cal-QL (fixed entropy weight ``alpha``).
+        importance_sampling: CQL's logsumexp with importance weights (see
+            :class:`~ohio_layers.rl.cql.CQLConfig`).
         online_steps, offline_ratio, online_lr, eval_every, finetune_eval_episodes: SAC fine-tuning.
         eval_episodes, eval_seed: evaluation episodes ``env.reset(seed=eval_seed + i)`` for every
             agent, heuristic and the oracle.
@@ -89,12 +91,13 @@ class AMoDExperimentConfig:
     iql_steps: int = 3000
     expectile: float = 0.8
     temperature: float = 3.0
-    cql_steps: int = 1500
+    cql_steps: int = 3000
     cql_alpha: float = 1.0
-    calql_alpha: float = 1.0
+    calql_alpha: float = 10.0
     cql_samples: int = 2
+    importance_sampling: bool = False
     alpha: float = 0.01
-    online_steps: int = 1000
+    online_steps: int = 2000
     offline_ratio: float = 0.25
     online_lr: float = 3e-4
     eval_every: int = 200
@@ -303,7 +306,7 @@ def _build_offline(job: Dict[str, Any]):
     else:
         calql = job["algo"] == "calql"
         cfg.update(steps=job["cql_steps"], cql_alpha=job["calql_alpha"] if calql else job["cql_alpha"], calql=calql,
-                   num_samples=job["cql_samples"], init_alpha=job["alpha"], auto_alpha=False,
+                   num_samples=job["cql_samples"], importance_sampling=job["importance_sampling"], init_alpha=job["alpha"], auto_alpha=False,
                    actor_lr=1e-3, critic_lr=1e-3)
         agent = GraphCQL(obs_dim, da, low, high, cfg)
         if calql:
@@ -372,7 +375,7 @@ def _job(cfg: AMoDExperimentConfig, out: Path, behaviour: str, kind: str, algo: 
             "batch_size": cfg.batch_size, "discount": cfg.discount, "reward_scale": cfg.reward_scale,
             "iql_steps": cfg.iql_steps, "expectile": cfg.expectile, "temperature": cfg.temperature,
             "cql_steps": cfg.cql_steps, "cql_alpha": cfg.cql_alpha, "calql_alpha": cfg.calql_alpha,
-            "cql_samples": cfg.cql_samples, "alpha": cfg.alpha, "online_steps": cfg.online_steps,
+            "cql_samples": cfg.cql_samples, "importance_sampling": cfg.importance_sampling, "alpha": cfg.alpha, "online_steps": cfg.online_steps,
             "offline_ratio": cfg.offline_ratio, "online_lr": cfg.online_lr, "eval_every": cfg.eval_every,
             "finetune_eval_episodes": cfg.finetune_eval_episodes,
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)]}
@@ -408,8 +411,8 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline")
     ft_runs: List[Dict[str, Any]] = []
     if cfg.finetune:
-        ft_jobs = [dict(_job(cfg, out, cfg.behaviours[0], kind, "calql", s), name=f"finetune_{cfg.behaviours[0]}_{kind}_seed{s}")
-                   for kind in ("e2e", "ohio") for s in cfg.seeds]
+        ft_jobs = [dict(_job(cfg, out, b, kind, "calql", s), name=f"finetune_{b}_{kind}_seed{s}")
+                   for b in cfg.behaviours for kind in ("e2e", "ohio") for s in cfg.seeds]
         print(f"[5/6] online fine-tuning (Cal-QL -> SAC, {cfg.online_steps} env steps) of {len(ft_jobs)} agents")
         ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune")
 
@@ -436,15 +439,17 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
                                                  "negative": m("negative"), "fractional": m("fractional"),
                                                  "over_regions": m("over_regions"), "excess": m("excess"),
                                                  "train_seconds": [r["train_seconds"] for r in mine]}
-    for kind in ("ohio", "e2e"):
-        mine = [r for r in ft_runs if r["kind"] == kind]
-        if mine:
+    for b in cfg.behaviours:
+        for kind in ("ohio", "e2e"):
+            mine = [r for r in ft_runs if r["behaviour"] == b and r["kind"] == kind]
+            if not mine:
+                continue
             p = [pct(r["mean_return"]) for r in mine]
-            rows.append([cfg.behaviours[0], f"{KIND_LABEL[kind]} Cal-QL -> SAC online", float(np.mean(p)), float(np.std(p)),
+            rows.append([b, f"{KIND_LABEL[kind]} Cal-QL -> SAC online", float(np.mean(p)), float(np.std(p)),
                          float(np.mean([r["mean_served"] for r in mine])), float(np.mean([r["mean_rebalancing_cost"] for r in mine])),
                          float(np.mean([r["mean_violations"] for r in mine])), float(np.mean([r["mean_excess"] for r in mine]))])
             curves = [[pct(c["mean_return"]) for c in r["curve"]] for r in mine]
-            summary[f"{cfg.behaviours[0]}/{kind}/finetune"] = {
+            summary[f"{b}/{kind}/finetune"] = {
                 "percent_oracle": p, "mean": float(np.mean(p)), "env_steps": [c["env_step"] for c in mine[0]["curve"]],
                 "curves_percent_oracle": curves, "min_during_finetuning": float(np.min(curves)),
                 "violations": float(np.mean([r["mean_violations"] for r in mine]))}
@@ -460,7 +465,7 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     results = {"config": dataclasses.asdict(cfg), "oracle": ref["oracle"], "relabel": relabel_stats,
                "heuristics": {k: {kk: v for kk, v in h.items() if kk.startswith("mean_")} for k, h in ref["heuristics"].items()},
                "summary": summary, "table": text, "header": head, "wall_seconds": wall,
-               "finetune_curves": {f"{r['kind']}_seed{r['seed']}": r["curve"] for r in ft_runs}}
+               "finetune_curves": {f"{r['behaviour']}_{r['kind']}_seed{r['seed']}": r["curve"] for r in ft_runs}}
     save_results(out, results, plot, "amod.png")
     return results
 
@@ -493,20 +498,23 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     ax.set_ylabel("return, % of oracle LP")
     ax.set_title("offline agents (grey: behaviour, blue: OHIO, red: end-to-end)")
     ax.axhline(100, ls="--", color="k", lw=0.8)
-    b0 = cfg["behaviours"][0]
-    for kind in KINDS:
-        s = summ.get(f"{b0}/{kind}/finetune")
-        if not s:
-            continue
-        c = np.array(s["curves_percent_oracle"])
-        steps = s["env_steps"]
-        ax2.plot(steps, c.mean(0), color=colors[kind], label=f"{KIND_LABEL[kind]} Cal-QL -> SAC")
-        if len(c) > 1:
-            ax2.fill_between(steps, c.min(0), c.max(0), color=colors[kind], alpha=0.2)
-    ax2.axhline(summ[f"{b0}/behaviour"]["percent_oracle"], color=colors["behaviour"], ls="--", label=f"behaviour ({b0})")
+    styles = ["-", "--", ":", "-."]
+    for i, b in enumerate(cfg["behaviours"]):
+        ls = styles[i % len(styles)]
+        for kind in KINDS:
+            s = summ.get(f"{b}/{kind}/finetune")
+            if not s:
+                continue
+            c = np.array(s["curves_percent_oracle"])
+            steps = s["env_steps"]
+            ax2.plot(steps, c.mean(0), color=colors[kind], ls=ls, label=f"{KIND_LABEL[kind]} ({b} data)")
+            if len(c) > 1:
+                ax2.fill_between(steps, c.min(0), c.max(0), color=colors[kind], alpha=0.15)
+        ax2.axhline(summ[f"{b}/behaviour"]["percent_oracle"], color=colors["behaviour"], ls=ls, lw=1.2,
+                    label=f"behaviour: {b}")
     ax2.set_xlabel("online env steps")
     ax2.set_ylabel("deterministic return, % of oracle")
-    ax2.set_title(f"online fine-tuning ({b0} data)")
+    ax2.set_title("online fine-tuning: Cal-QL -> SAC")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

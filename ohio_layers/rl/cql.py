@@ -39,12 +39,18 @@ class CQLConfig(SACConfig):
         num_samples: sampled actions per state per proposal (uniform, pi(s), pi(s')).
         cql_temperature: temperature ``T`` of the logsumexp.
         calql: lower-bound the policy-sample Q-values by ``mc_returns`` (Cal-QL).
+        importance_sampling: subtract each proposal's log-density inside the logsumexp (CQL(H) with
+            importance sampling). ``False`` weighs every proposal equally, which is needed when the
+            policy's densities are large (e.g. a concentrated Dirichlet on the simplex: ``log pi``
+            of +30 makes ``exp(Q - log pi)`` vanish, so the penalty never reaches the actions the
+            actor actually proposes and the critic overestimates them).
     """
 
     cql_alpha: float = 5.0
     num_samples: int = 10
     cql_temperature: float = 1.0
     calql: bool = False
+    importance_sampling: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,7 +101,7 @@ class CQL(SAC):
             q = qs[i].view(3, b, n)
             if lower is not None:  # Cal-QL: policy proposals (rows 1, 2) bounded below by the MC return
                 q = torch.cat([q[:1], torch.maximum(q[1:], lower)])
-            cat = (q - logps).permute(1, 0, 2).reshape(b, 3 * n)
+            cat = (q - logps if c.importance_sampling else q).permute(1, 0, 2).reshape(b, 3 * n)
             lse = c.cql_temperature * torch.logsumexp(cat / c.cql_temperature, dim=1)
             penalty = penalty + (lse - q_data[i]).mean()
             lses.append(lse.detach().mean())
