@@ -19,7 +19,12 @@ fingers close vertically on the handle bar (a side pinch), move to 14 cm then 7 
 the handle, approach until the grip site is on the handle site, close (15 steps), turn the
 handle's free end up (the grasp pose is carried along with the latch frame rotated 0.5 rad ahead
 about the handle axis) until |handle angle| > 1.2 rad, then pull (the latch frame rotated up to
-0.2 rad ahead about the hinge axis, door angle target <= 0.38 rad) and hold.
+0.2 rad ahead about the hinge axis, door angle target <= 0.38 rad) and hold. During the approach
+the gripper command ramps linearly from -1 (open) at ``grip_ramp[0]`` metres from the handle to
++1 (close) at ``grip_ramp[1]``: robosuite's Panda gripper acts on the command's sign only, so the
+fingers still start closing about 1.3 cm out, but the label is a smooth function of the distance.
+A step at the hand-over (the earlier script) leaves one "close" label per episode among many
+"open" ones at the same state, and a regressed policy parks at the handle with the gripper open.
 
 Every policy has ``reset(env, seed)`` and ``act(env, obs) -> action (7,)``; ``phase`` names the
 current phase.
@@ -131,8 +136,11 @@ class DoorScript(ScriptedPolicy):
 
     def __init__(self, noise: float = 0.0, gain: float = 20.0, ori_gain: float = 4.0, far: float = 0.14, pre: float = 0.07,
                  close_steps: int = 15, handle_lead: float = 0.5, hinge_lead: float = 0.2, unlock_angle: float = 1.2,
-                 hinge_target: float = 0.38) -> None:
+                 hinge_target: float = 0.38, grip_ramp: Tuple[float, float] = (0.02, 0.006)) -> None:
         super().__init__(noise, gain, ori_gain)
+        if not grip_ramp[0] > grip_ramp[1] >= 0:
+            raise ValueError(f"grip_ramp must be (open distance, closed distance) with open > closed >= 0, got {grip_ramp}")
+        self.grip_ramp = (float(grip_ramp[0]), float(grip_ramp[1]))
         self.far, self.pre, self.close_steps = float(far), float(pre), int(close_steps)
         self.handle_lead, self.hinge_lead = float(handle_lead), float(hinge_lead)
         self.unlock_angle, self.hinge_target = float(unlock_angle), float(hinge_target)
@@ -200,8 +208,13 @@ class DoorScript(ScriptedPolicy):
                 self.phase, self.t0 = "approach", t
         if self.phase == "approach":
             target = handle
-            if np.linalg.norm(target - pos) < 0.006 or t - self.t0 > 60:
+            dist = float(np.linalg.norm(target - pos))
+            if dist < 0.006 or t - self.t0 > 60:
                 self.phase, self.t0, self.hold = "close", t, handle.copy()
+            else:
+                open_d, closed_d = self.grip_ramp
+                grip = float(np.clip(-1.0 + 2.0 * (open_d - dist) / (open_d - closed_d), -1.0, 1.0))
+                return self.feedback(env, target, self.grasp_rot, grip)
         if self.phase == "close":
             if t - self.t0 < self.close_steps:
                 return self.feedback(env, self.hold, self.grasp_rot, 1.0)

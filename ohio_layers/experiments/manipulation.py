@@ -31,6 +31,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
+from ..envs.manipulation_data import DEFAULT_NOISE
 from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
 
 TASKS = ("lift", "door")
@@ -53,7 +54,8 @@ class ManipulationExperimentConfig:
         episodes: behaviour episodes (scripted, original controller).
         horizon: steps per episode (``None``: 250 for Lift, 500 for Door -- the scripts finish
             by then; Lift is shortened from the paper's 500 to fit the budget).
-        noise_levels: action-noise std of the scripted policy, cycled over episodes.
+        noise_levels: action-noise std of the scripted policy, cycled over episodes (see
+            :data:`~ohio_layers.envs.manipulation_data.DEFAULT_NOISE` for why it is small).
         settings: controller settings to evaluate (subset of ``SETTINGS``).
         methods: subset of ``METHODS``.
         seeds: training seeds per (method, setting).
@@ -72,7 +74,7 @@ class ManipulationExperimentConfig:
     out_dir: Optional[str] = None
     episodes: int = 60
     horizon: Optional[int] = None
-    noise_levels: Tuple[float, ...] = (0.1, 0.2, 0.3)
+    noise_levels: Tuple[float, ...] = DEFAULT_NOISE
     settings: Tuple[str, ...] = SETTINGS
     methods: Tuple[str, ...] = METHODS
     seeds: Tuple[int, ...] = (0, 1)
