@@ -139,6 +139,33 @@ def test_scripted_policies_succeed(suite, task, episodes):
     assert wins >= 0.8 * episodes, f"{task}: {wins}/{episodes} successes"
 
 
+def test_door_script_ramps_the_gripper_with_distance(suite):
+    """During the approach the gripper label is the documented linear ramp of the handle distance."""
+    from ohio_layers.envs.manipulation import ManipulationEnv
+    from ohio_layers.envs.manipulation_policies import DoorScript
+
+    env = ManipulationEnv("door", "original", horizon=300)
+    policy = DoorScript(noise=0.0)
+    obs, _ = env.reset(seed=3)
+    policy.reset(env, 3)
+    open_d, closed_d = policy.grip_ramp
+    seen = []
+    while policy.phase != "turn" and env.steps < 300:
+        dist = float(np.linalg.norm(policy._handle(env) - env.grip_pose()[0]))
+        phase = policy.phase
+        action = policy.act(env, obs)
+        if policy.phase == "approach" and phase == "approach":
+            expected = np.clip(-1.0 + 2.0 * (open_d - dist) / (open_d - closed_d), -1.0, 1.0)
+            assert action[6] == pytest.approx(expected, abs=1e-12)
+            seen.append(action[6])
+        obs, *_ = env.step(action)
+    env.close()
+    assert policy.phase == "turn", "the script never grasped the handle"
+    assert any(-1.0 < g < 1.0 for g in seen), f"the ramp was never exercised: {seen}"
+    with pytest.raises(ValueError, match="grip_ramp"):
+        DoorScript(grip_ramp=(0.006, 0.02))
+
+
 @pytest.fixture(scope="module")
 def lift_data(suite, tmp_path_factory):
     """Two recorded 40-step Lift episodes (collection with workers=1, resumable)."""
