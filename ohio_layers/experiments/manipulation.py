@@ -57,6 +57,9 @@ class ManipulationExperimentConfig:
         noise_levels: action-noise std of the scripted policy, cycled over episodes (see
             :data:`~ohio_layers.envs.manipulation_data.DEFAULT_NOISE` for why it is small).
         settings: controller settings to evaluate (subset of ``SETTINGS``).
+        desaturate: relabel against the unclipped torques reconstructed through the recording
+            (original) controller (see :mod:`~ohio_layers.experiments.manipulation_relabel`);
+            ``False`` inverts the recorded, clipped torques directly.
         methods: subset of ``METHODS``.
         seeds: training seeds per (method, setting).
         train_steps, hidden, batch_size, actor_lr, state_dependent_std: IQL settings.
@@ -76,6 +79,7 @@ class ManipulationExperimentConfig:
     horizon: Optional[int] = None
     noise_levels: Tuple[float, ...] = DEFAULT_NOISE
     settings: Tuple[str, ...] = SETTINGS
+    desaturate: bool = True
     methods: Tuple[str, ...] = METHODS
     seeds: Tuple[int, ...] = (0, 1)
     train_steps: int = 8_000
@@ -172,7 +176,8 @@ def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
         setting = controller_setting(cfg.task, name)
         print(f"[2/4] relabel for the {name} controller (kp {setting.kp}, damping ratio {setting.damping_ratio})")
         t1 = time.perf_counter()
-        high, report = relabel_manipulation(low, setting, data_dir / f"ohio_{name}.npz")
+        source = controller_setting(cfg.task, "original") if cfg.desaturate else None
+        high, report = relabel_manipulation(low, setting, data_dir / f"ohio_{name}.npz", source=source)
         seconds = time.perf_counter() - t1
         check = verify_relabelling(low, high["z"], setting)
         tau_norm = np.linalg.norm(low["substep_torques"].reshape(len(low), -1), axis=1)
@@ -274,7 +279,7 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     out = Path(str(cfg.out_dir))
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
-    data_keys = ("task", "episodes", "horizon", "noise_levels", "data_seed", "settings")
+    data_keys = ("task", "episodes", "horizon", "noise_levels", "data_seed", "settings", "desaturate")
     if config_path.exists():
         old = json.loads(config_path.read_text())
         changed = [k for k in data_keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(cfg)[k])]

@@ -6,6 +6,17 @@ by matching the recorded torques on the recorded sub-step states (teacher forcin
 model). :func:`verify_relabelling` replays z* through the controller on those states and reports
 how well it reproduces the recorded torques.
 
+*De-saturation.* The recorded torques are clipped (robosuite clips to the actuator limits; the
+Panda's wrist joints saturate on 30-60 % of scripted transitions). Under the recording controller
+that is harmless (clipped equations are inequalities), but for a controller with *other* gains a
+saturated transition leaves z weakly determined, and the inverse trades orientation against
+position (Door, damping ratio 3: 44 % of saturated transitions got an orientation label > 0.1 rad
+off, although the orientation gains were unchanged; replaying such labels fails to open the door).
+When the recording controller is known (``source``), its exact inverse recovers the commanded
+z and with it the *unclipped* torques ``law(z_src)``; the target controller is then inverted
+against those, all joints, all sub-steps (2 % off). Transitions the source inverse does not
+reproduce keep the direct (clipped-torque) inverse.
+
 This wires the robot-arm domain (``envs.manipulation``) to the OSC inverse
 (``inverse.osc_inverse``), so it lives with the experiments, the only package that knows both.
 """
@@ -28,11 +39,20 @@ class OSCRelabeler:
     """Inverter ``(dataset, starts) -> InverseResult`` for :func:`ohio_layers.inverse.relabel` with k = 1.
 
     z ``(B, 7)`` = the OSC inverse's pose delta (6, for ``setting``'s gains) and the recorded
-    gripper command; the residual is that of the 35 sub-step torques.
+    gripper command; the residual is that of the 35 sub-step (clipped) torques.
+
+    Args:
+        setting: the controller to relabel for.
+        inverse: the OSC inverse (default :class:`~ohio_layers.inverse.osc_inverse.OSCInverse`).
+        source: the controller that recorded the data, if known: de-saturate through it (module
+            docstring). ``None`` inverts against the recorded, clipped torques directly.
+        source_tol: a transition counts as reproduced by the source inverse when its torque
+            residual is ``<= source_tol (1 + |tau|)``.
     """
 
-    def __init__(self, setting: ControllerSetting, inverse: Any = None) -> None:
-        self.setting = setting
+    def __init__(self, setting: ControllerSetting, inverse: Any = None, source: Optional[ControllerSetting] = None,
+                 source_tol: float = 1e-6) -> None:
+        self.setting, self.source, self.source_tol = setting, source, float(source_tol)
         self.controller = setting.make_controller()
         self.inverse = inverse if inverse is not None else OSCInverse()
 
@@ -40,23 +60,46 @@ class OSCRelabeler:
         states = torch.as_tensor(dataset["substep_states"][starts], dtype=torch.float64)
         torques = torch.as_tensor(dataset["substep_torques"][starts], dtype=torch.float64)
         res = self.inverse.invert(self.controller, states, torques)
+        z, converged, iters = res.z, res.converged, res.iterations
+        if self.source is not None:
+            unclipped, ok = self.unclipped_torques(states, torques)
+            if bool(ok.any()):
+                free = self.setting.make_controller(saturation="none")
+                de = OSCInverse(max_iter=self.inverse.max_iter, refine=False).invert(free, states[ok], unclipped[ok])
+                z, converged, iters = z.clone(), converged.clone(), iters.clone()
+                z[ok], converged[ok], iters[ok] = de.z, de.converged, de.iterations
+        residual = OSCInverse.residual(self.controller, z, states, torques).norm(dim=-1)
         grip = torch.as_tensor(dataset["actions"][starts, 6:7], dtype=torch.float64)
-        return InverseResult(torch.cat([res.z, grip], -1), res.residual, res.converged, res.iterations)
+        return InverseResult(torch.cat([z, grip], -1), residual, converged, iters)
+
+    def unclipped_torques(self, states: torch.Tensor, torques: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(tau (B, k, n), reproduced (B,))``: the source controller's unclipped torques at its recovered z."""
+        assert self.source is not None
+        src = self.source.make_controller()
+        z_src = self.inverse.invert(src, states, torques)
+        scale = 1.0 + torques.reshape(len(torques), -1).norm(dim=-1)
+        ok = z_src.residual <= self.source_tol * scale
+        ctx = src.context(states[:, 0])
+        with torch.no_grad():
+            tau = torch.stack([src.law(states[:, j], z_src.z, ctx, j) for j in range(states.shape[1])], 1)
+        return tau, ok
 
     def describe(self) -> str:
-        return f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}"
+        source = None if self.source is None else self.source.to_dict()
+        return f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}|source={source}|source_tol={self.source_tol}"
 
 
 def relabel_manipulation(dataset: Dataset, setting: ControllerSetting, out_path: PathLike, *, chunk_size: int = 2048,
-                         tolerance: float = 1e-4, progress: bool = True) -> Tuple[Dataset, Any]:
+                         tolerance: float = 1e-4, progress: bool = True,
+                         source: Optional[ControllerSetting] = None) -> Tuple[Dataset, Any]:
     """OHIO relabelling of every step for ``setting``; returns ``(high-level Dataset, RelabelReport)``.
 
     The high-level dataset holds ``z (N, 7)``, ``z_executed`` (for comparison with the original
     setting) and the usual columns. ``tolerance`` (N m, Euclidean over the 35 torques) decides
-    "reproduced" in the report.
+    "reproduced" in the report; ``source`` is the recording controller (see :class:`OSCRelabeler`).
     """
     dataset.require(["substep_states", "substep_torques", "actions", "z_executed"])
-    return relabel(dataset, OSCRelabeler(setting), 1, out_path, chunk_size=chunk_size, tolerance=tolerance,
+    return relabel(dataset, OSCRelabeler(setting, source=source), 1, out_path, chunk_size=chunk_size, tolerance=tolerance,
                    progress=progress, extra_keys=("z_executed", "success"))
 
 
