@@ -5,7 +5,8 @@ Pipeline (every stage is cached under ``out_dir`` and resumes after an interrupt
 1. behaviour data: the scripted policy (noise levels cycled over episodes) under the *original*
    OSC_POSE controller, logging the 5 sub-step states and torques of every step;
 2. relabelling for each controller setting (original, changed stiffness, changed damping) with
-   the OSC inverse, plus the dynamics-free verification (z* replayed through the controller on
+   the OSC inverse (de-saturated through the recording controller, see
+   :mod:`~ohio_layers.experiments.manipulation_relabel`), plus the dynamics-free verification (z* replayed through the controller on
    the recorded sub-step states against the recorded torques) and the observed-next-state labels;
 3. IQL (paper settings per task) on (a) the recorded actions -- the standard offline-RL baseline --,
    (b) the OHIO z of each setting, (c) the observed next state as z; several seeds;
@@ -67,10 +68,9 @@ class ManipulationExperimentConfig:
         eval_episodes: evaluation episodes per agent and setting (seeds ``eval_seed + i``).
         workers: parallel processes (one torch thread each).
 
-    Cost measured on the shared 2-core machine (Lift defaults): collection 79 s (60 x 250 steps,
-    2 processes), relabelling 3 settings 46 s, then 10 train+evaluate jobs of 4.5-6 min each
-    under CPU contention from other users (an 8000-step IQL fit took 270-306 s, i.e. 3x the
-    idle-machine figure). On an idle machine expect about 15 min for Lift and about 25 min for Door.
+    Cost measured on an idle 2-core machine: Lift 11.9 min from scratch (data and relabelling 42 s,
+    then 10 train+evaluate jobs of about 1-1.5 min each on 2 processes), Door 15.5 min (data and
+    relabelling 94 s). CPU contention from other work slows the jobs up to 3x.
     """
 
     task: str = "lift"
