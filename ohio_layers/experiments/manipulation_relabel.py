@@ -59,22 +59,28 @@ class OSCRelabeler:
     def __call__(self, dataset: Dataset, starts: np.ndarray) -> InverseResult:
         states = torch.as_tensor(dataset["substep_states"][starts], dtype=torch.float64)
         torques = torch.as_tensor(dataset["substep_torques"][starts], dtype=torch.float64)
-        res = self.inverse.invert(self.controller, states, torques)
-        z, converged, iters = res.z, res.converged, res.iterations
+        B = len(starts)
+        z = states.new_zeros(B, 6)
+        converged, iters = torch.zeros(B, dtype=torch.bool), torch.zeros(B, dtype=torch.int64)
+        ok = torch.zeros(B, dtype=torch.bool)
         if self.source is not None:
             unclipped, ok = self.unclipped_torques(states, torques)
             if bool(ok.any()):
                 free = self.setting.make_controller(saturation="none")
                 de = OSCInverse(max_iter=self.inverse.max_iter, refine=False).invert(free, states[ok], unclipped[ok])
-                z, converged, iters = z.clone(), converged.clone(), iters.clone()
                 z[ok], converged[ok], iters[ok] = de.z, de.converged, de.iterations
+        rest = ~ok
+        if bool(rest.any()):
+            direct = self.inverse.invert(self.controller, states[rest], torques[rest])
+            z[rest], converged[rest], iters[rest] = direct.z, direct.converged, direct.iterations
         residual = OSCInverse.residual(self.controller, z, states, torques).norm(dim=-1)
         grip = torch.as_tensor(dataset["actions"][starts, 6:7], dtype=torch.float64)
         return InverseResult(torch.cat([z, grip], -1), residual, converged, iters)
 
     def unclipped_torques(self, states: torch.Tensor, torques: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(tau (B, k, n), reproduced (B,))``: the source controller's unclipped torques at its recovered z."""
-        assert self.source is not None
+        if self.source is None:
+            raise ValueError("unclipped_torques needs the recording controller: construct with source=...")
         src = self.source.make_controller()
         z_src = self.inverse.invert(src, states, torques)
         scale = 1.0 + torques.reshape(len(torques), -1).norm(dim=-1)
