@@ -36,7 +36,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
+from .common import cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
@@ -516,7 +516,4 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     ax2.set_ylabel("deterministic return, % of oracle")
     ax2.set_title("online fine-tuning: Cal-QL -> SAC")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -100,6 +100,19 @@ def pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Lay out ``fig``, write it to ``path`` atomically (PNG, 120 dpi) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_results(out: Path, results: Mapping[str, Any], plot: Callable[[Mapping[str, Any], Path], None], png: str) -> None:
     """Write ``results.json`` atomically, draw ``png`` with ``plot`` and say where both went."""
     write_json(out / "results.json", results)

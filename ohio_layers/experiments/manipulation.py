@@ -33,7 +33,7 @@ import numpy as np
 from .._validate import check_config_keys
 from ..data import Dataset
 from ..envs.manipulation_data import DEFAULT_NOISE
-from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
+from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
 
 TASKS = ("lift", "door")
 SETTINGS = ("original", "stiffness", "damping")
@@ -353,7 +353,4 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     ax.set_ylabel("normalised score (100 = behaviour policy)")
     ax.set_title(f"robosuite {cfg['task']}: offline RL under a changed low-level controller")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_results, write_json
+from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -345,7 +345,4 @@ def plot(results: Dict[str, Any], path: Path) -> None:
         ax.set_ylabel("normalised score (0 random, 100 expert)")
     fig.suptitle(f"OHIO on the goal-reaching reacher (LQR low level): best {cfg['algorithm'].upper()} variant per method, "
                  f"dots = seeds")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
