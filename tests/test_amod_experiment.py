@@ -73,6 +73,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
         AMoDExperimentConfig(behaviours=("oracle",))
     with pytest.raises(ValueError, match="finetune"):
         AMoDExperimentConfig(algos=("iql",), finetune=True)
+    with pytest.raises(ValueError, match="calql_bc_weight"):
+        AMoDExperimentConfig(calql_bc_weight=-1.0)
     cfg = AMoDExperimentConfig.from_dict({**QUICK, "out_dir": "x"})
     assert cfg.seeds == (0,) and cfg.behaviours == ("dispatch", "random")
 
@@ -91,7 +93,11 @@ def test_tiny_amod_run_is_seeded_and_ohio_never_violates(tmp_path):
     assert ft["env_steps"] == [0, 12, 24] and ft["violations"] == 0
     assert res["relabel"]["dispatch"]["counts_reproduced"] == 1.0  # the analytic inverse replays exactly
     assert (tmp_path / "a" / "results.json").exists() and (tmp_path / "a" / "amod.png").exists()
-    assert "% oracle" in res["table"]
+    assert "% oracle" in res["table"] and "fine-tuning OHIO on dispatch data: lowest evaluation" in res["table"]
+    # the curves' behaviour reference is the heuristic on the curves' own (first) episodes
+    ref = json.loads((tmp_path / "a" / "reference.json").read_text())
+    first = ref["heuristics"]["dispatch"]["return"][0] / ref["oracle"]["mean_return"] * 100.0
+    assert summ["dispatch/behaviour"]["percent_oracle_curve_episodes"] == pytest.approx(first)
     # same seeds -> same numbers (fresh directory, nothing cached)
     again = run(AMoDExperimentConfig.from_dict({**values, "out_dir": str(tmp_path / "b")}))
     strip = lambda s: {k: {kk: vv for kk, vv in v.items() if kk != "train_seconds"} for k, v in s.items()}  # noqa: E731

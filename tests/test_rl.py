@@ -303,6 +303,28 @@ def test_cql_without_importance_sampling_weighs_proposals_equally():
     assert abs(float(weighted.conservative_penalty(batch)["lse"]) - (2.0 + math.log(3 * n))) > 0.1
 
 
+def test_sac_bc_weight_adds_the_batch_log_likelihood_and_pulls_the_actor_to_the_data():
+    data = random_dataset(n=256, do=3, da=2)
+    data.arrays["actions"] = np.tile(np.array([[0.6, -0.3]], np.float32), (256, 1))  # one action everywhere
+    plain, cloned = SAC(3, 2, config={**TINY, "seed": 3}), SAC(3, 2, config={**TINY, "seed": 3, "bc_weight": 0.5})
+    batch = plain.make_sampler(data).sample(32)
+    torch.manual_seed(0)
+    loss_plain = plain.actor_loss(batch)["loss"]
+    torch.manual_seed(0)  # same reparameterisation noise: the losses differ by the BC term only
+    loss_cloned = cloned.actor_loss(batch)["loss"]
+    nll = -plain.actor.log_prob(batch["observations"], batch["actions"]).mean()
+    assert (loss_cloned - loss_plain).item() == pytest.approx(0.5 * nll.item(), rel=1e-5)
+    assert grads_reach(cloned, loss_cloned) == {"actor"}
+    # trained with a strong BC term and a frozen critic, the deterministic action moves to the data's
+    strong = SAC(3, 2, config={**TINY, "seed": 3, "bc_weight": 10.0, "critic_lr": 1e-12, "init_alpha": 1e-3,
+                               "auto_alpha": False})
+    strong.fit(data, 300, show_progress=False)
+    acts = strong.act(np.asarray(data["observations"][:50]))
+    np.testing.assert_allclose(acts, np.tile([0.6, -0.3], (50, 1)), atol=0.1)
+    with pytest.raises(ValueError, match="bc_weight"):
+        SACConfig(bc_weight=-1.0)
+
+
 def test_mc_returns():
     data = Dataset({"rewards": np.array([1.0, 1.0, 1.0, 2.0, 2.0]), "terminals": np.array([0, 0, 1, 0, 0], bool),
                     "episode_ids": np.array([0, 0, 0, 1, 1])})

@@ -10,8 +10,9 @@ over ``num_samples`` actions per state from each of: uniform on the action box, 
 gradient). With ``calql=True`` the Q-values of the policy samples are lower-bounded by the
 Monte-Carlo return-to-go of the row, ``max(Q_i(s, a_pi), mc_returns)``, so the push-down never goes
 below the behaviour policy's value (the dataset needs ``mc_returns``; see :func:`add_mc_returns`).
-Actor and temperature losses are SAC's; :meth:`~ohio_layers.rl.sac.SAC.fit_online` fine-tunes
-online (Cal-QL keeps the regulariser online and computes ``mc_returns`` of online episodes).
+Actor and temperature losses are SAC's (with its optional behaviour-cloning term ``bc_weight``);
+:meth:`~ohio_layers.rl.sac.SAC.fit_online` fine-tunes online (Cal-QL keeps the regulariser online
+and computes ``mc_returns`` of online episodes).
 """
 from __future__ import annotations
 

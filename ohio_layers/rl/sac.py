@@ -8,6 +8,7 @@ target entropy ``-da`` does not depend on the action scale, e.g. ``±8π`` for a
 
     L_Q     = sum_i E[(Q_i(s,a) - (r + gamma (1-d) (min_i Qbar_i(s',a') - alpha log pi(a'|s'))))^2],  a' ~ pi(s')
     L_pi    = E[alpha log pi(a~|s) - min_i Q_i(s, a~)],  a~ ~ pi(s) (reparameterised; Q frozen)
+              - bc_weight E[log pi(a|s)]  (optional behaviour cloning of the batch's actions)
     L_alpha = -E[alpha (log pi(a~|s) + H_target)]
 
 :meth:`SAC.fit_online` interacts with a gymnasium env, optionally mixing an offline
@@ -61,6 +62,10 @@ class SACConfig(AgentConfig):
         state_dependent_std: actor std from the network (else a learned vector; inherited by
             :meth:`SAC.from_agent` so an IQL/BC actor can be fine-tuned).
         layer_norm: LayerNorm in the critics (helps fine-tuning stability).
+        bc_weight: weight of a behaviour-cloning term ``-log pi(a_batch|s)`` in the actor loss
+            (as in TD3+BC / ReBRAC; 0 = plain SAC). It keeps the actor near the batch's actions where
+            the critic's action-gradient is not identified by the data (e.g. a deterministic
+            behaviour policy); online the batch mixes offline and replayed actions.
         buffer_size: online replay capacity.
         offline_ratio: share of each online batch drawn from the offline dataset (if given).
         start_steps: initial online steps with uniformly random actions.
@@ -79,6 +84,7 @@ class SACConfig(AgentConfig):
     log_std_max: float = 2.0
     state_dependent_std: bool = True
     layer_norm: bool = False
+    bc_weight: float = 0.0
     buffer_size: int = 1_000_000
     offline_ratio: float = 0.5
     start_steps: int = 0
@@ -94,7 +100,7 @@ class SACConfig(AgentConfig):
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.offline_ratio <= 1.0:
             raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
-        for name in ("start_steps", "update_after"):
+        for name in ("start_steps", "update_after", "bc_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -162,7 +168,10 @@ class SAC(Agent):
         a, logp = self.sample_unit(obs)
         with frozen(self.q):
             q = self.q.min(obs, a)
-        return {"loss": (self.alpha * logp - q).mean(), "log_prob": logp.detach()}
+        loss = (self.alpha * logp - q).mean()
+        if self.config.bc_weight > 0:
+            loss = loss - self.config.bc_weight * self.actor.log_prob(obs, batch["actions"]).mean()
+        return {"loss": loss, "log_prob": logp.detach()}
 
     def alpha_loss(self, log_prob: Tensor) -> Tensor:
         """``L_alpha`` from detached policy log-probs ``(B,)``; reaches only ``log_alpha``."""
