@@ -1,6 +1,6 @@
 """The ``ohio`` command: one sub-command per experiment.
 
-    ohio reacher                      # defaults: about 15 min on 2 cores
+    ohio reacher                      # defaults: about 9 min on 2 idle cores
     ohio reacher --quick              # a 2-minute smoke run
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
