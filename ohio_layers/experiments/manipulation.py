@@ -32,7 +32,7 @@ import numpy as np
 
 from .._validate import check_config_keys
 from ..data import Dataset
-from ..envs.manipulation_data import DEFAULT_NOISE
+from ..envs.manipulation.data import DEFAULT_NOISE
 from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
 
 TASKS = ("lift", "door")
@@ -56,7 +56,7 @@ class ManipulationExperimentConfig:
         horizon: steps per episode (``None``: 250 for Lift, 500 for Door -- the scripts finish
             by then; Lift is shortened from the paper's 500 to fit the budget).
         noise_levels: action-noise std of the scripted policy, cycled over episodes (see
-            :data:`~ohio_layers.envs.manipulation_data.DEFAULT_NOISE` for why it is small).
+            :data:`~ohio_layers.envs.manipulation.data.DEFAULT_NOISE` for why it is small).
         settings: controller settings to evaluate (subset of ``SETTINGS``).
         desaturate: relabel against the unclipped torques reconstructed through the recording
             (original) controller (see :mod:`~ohio_layers.experiments.manipulation_relabel`);
@@ -153,7 +153,7 @@ def _data_dir(cfg: ManipulationExperimentConfig) -> Path:
 def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
     """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached)."""
     from ..envs.manipulation import controller_setting
-    from ..envs.manipulation_data import SUBSTEP_KEYS, collect_manipulation, next_state_labels
+    from ..envs.manipulation.data import SUBSTEP_KEYS, collect_manipulation, next_state_labels
     from .manipulation_relabel import relabel_manipulation, verify_relabelling
 
     data_dir = _data_dir(cfg)

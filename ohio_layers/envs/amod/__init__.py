@@ -1,13 +1,15 @@
-"""Autonomous mobility-on-demand (vehicle rebalancing) environment, scenarios and behaviour policies.
+"""Vehicle rebalancing (autonomous mobility-on-demand): a fleet on a city graph, rebalanced by a min-cost-flow LP.
+env (``AMoDEnv``), scenario (cities), policies (behaviour heuristics), data (collection), oracle (LP with known demand).
 
 Importing this package registers ``ohio_layers/AMoD-v0`` with gymnasium.
 """
 import gymnasium as _gym
 
 from .env import AMoDEnv, match_requests
-from .heuristics import (
+from .data import collect
+from .policies import (
     POLICIES, BehaviourPolicy, DemandProportional, DispatchToDemand, EqualDistribution, NoRebalancing,
-    RandomDistribution, collect, make_policy,
+    RandomDistribution, make_policy,
 )
 from .oracle import OracleResult, oracle_plan, oracle_returns
 from .scenario import Scenario, builtin_scenario_path, load_scenario_json, synthetic_city, synthetic_reference_json

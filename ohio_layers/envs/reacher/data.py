@@ -18,9 +18,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.dataset import Dataset, EpisodeRecorder
-from .reacher import ENV_ID, GoalReacherConfig, GoalReacherEnv
-from .reacher_policies import LQRHierarchicalPolicy, ReacherPolicy
+from ...data.dataset import Dataset, EpisodeRecorder
+from .env import ENV_ID, GoalReacherConfig, GoalReacherEnv
+from .policies import LQRHierarchicalPolicy, ReacherPolicy
 
 EnvConfig = Union[GoalReacherConfig, Mapping[str, Any], None]
 
@@ -36,7 +36,7 @@ def _config(config: EnvConfig) -> GoalReacherConfig:
     if isinstance(config, GoalReacherConfig):
         return config
     if isinstance(config, Mapping):
-        from .._validate import check_config_keys
+        from ..._validate import check_config_keys
 
         check_config_keys(GoalReacherConfig, dict(config))
         return GoalReacherConfig(**dict(config))

@@ -32,9 +32,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.dataset import Dataset
-from ..data.io import PathLike, atomic_write_bytes
-from .manipulation import ManipulationEnv, rotation_log
+from ...data.dataset import Dataset
+from ...data.io import PathLike, atomic_write_bytes
+from .env import ManipulationEnv, rotation_log
 
 #: Action-noise levels cycled over episodes. Larger noise (0.2-0.3) drives the Panda's torques into
 #: their limits on 73-89 % of Lift transitions (0.1: 24 %), and under *changed* gains a saturated
@@ -94,7 +94,7 @@ def _worker_init(task: str, horizon: int) -> None:
 
 
 def _collect_one(job: Dict[str, Any]) -> Dict[str, Any]:
-    from .manipulation_policies import scripted_policy
+    from .policies import scripted_policy
 
     t0 = time.perf_counter()
     policy = scripted_policy(job["task"], job["noise"], **job.get("policy_kwargs", {}))

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..lowlevel.dynamics import Linearization
-from ..lowlevel.lqr import LQRGoalController
-from .reacher import LINK_LENGTHS, OBS_TARGET
-from .reacher_linearization import ReacherFDLinearization
+from ...lowlevel.dynamics import Linearization
+from ...lowlevel.lqr import LQRGoalController
+from .env import LINK_LENGTHS, OBS_TARGET
+from .linearization import ReacherFDLinearization
 
 #: IK clip of |q2| (joint1 is limited to +-3 rad; the FD Jacobian degrades near the limit).
 Q2_MAX = 2.95

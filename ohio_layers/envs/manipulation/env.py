@@ -30,89 +30,14 @@ robosuite is an optional extra, imported lazily: this module imports without it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import gymnasium as gym
 import numpy as np
 
-TASKS = ("lift", "door")
-SETTING_NAMES = ("original", "stiffness", "damping")
-ROBOSUITE_TASK = {"lift": "Lift", "door": "Door"}
-ORIGINAL_SCALE = np.array([0.05, 0.05, 0.05, 0.5, 0.5, 0.5])
-"""Pose delta (m, m, m, rad, rad, rad) of a normalised action of 1 under the original config."""
-GRIP_SITE = "gripper0_right_grip_site"
-PHYSICS_SUBSTEPS = 5
-CONTROL_FREQ = 100
-
-# widened delta ranges of the paper's changed configs (osc_pose_{task}_{kp,kd}.json)
-_WIDE = {("lift", "stiffness"): (0.4, 1.6), ("lift", "damping"): (0.4, 1.6),
-         ("door", "stiffness"): (0.5, 1.6), ("door", "damping"): (0.4, 1.5)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ControllerSetting:
-    """Gains and action range of the OSC_POSE low level.
-
-    Attributes:
-        name: label used in results.
-        kp: stiffness ``(6,)`` (position xyz, orientation xyz).
-        damping_ratio: ``(6,)``; robosuite's ``kd = 2 sqrt(kp) damping_ratio``.
-        output_max: ``(6,)`` largest accepted pose delta (m, rad); larger deltas are clipped.
-    """
-
-    name: str
-    kp: Tuple[float, ...]
-    damping_ratio: Tuple[float, ...]
-    output_max: Tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        for field in ("kp", "damping_ratio", "output_max"):
-            value = tuple(float(v) for v in np.broadcast_to(np.asarray(getattr(self, field), dtype=float), (6,)))
-            if any(v <= 0 or not np.isfinite(v) for v in value):
-                raise ValueError(f"{field} must hold 6 positive finite values, got {value}")
-            object.__setattr__(self, field, value)
-
-    @property
-    def kd(self) -> np.ndarray:
-        """Damping gains ``(6,)``."""
-        return 2.0 * np.sqrt(np.asarray(self.kp)) * np.asarray(self.damping_ratio)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def make_controller(self, **kwargs: Any):  # noqa: ANN201 - torch is imported lazily
-        """Our differentiable :class:`~ohio_layers.lowlevel.osc.OperationalSpaceController` with these gains.
-
-        ``delta_limit`` is the setting's ``output_max`` (robosuite clips larger deltas).
-        """
-        from ..lowlevel.osc import OperationalSpaceController
-
-        kwargs.setdefault("delta_limit", list(self.output_max))
-        return OperationalSpaceController(list(self.kp), list(self.damping_ratio), **kwargs)
-
-
-def controller_setting(task: str, name: str) -> ControllerSetting:
-    """The paper's controller setting ``name`` (``original``, ``stiffness``, ``damping``) for ``task``."""
-    task = _check_task(task)
-    if name == "original":
-        return ControllerSetting("original", (150.0,) * 6, (1.0,) * 6, tuple(ORIGINAL_SCALE))
-    if name == "stiffness":
-        kp, ratio = (150.0, 150.0, 150.0, 50.0, 50.0, 50.0), (1.0,) * 6
-    elif name == "damping":
-        kp, ratio = (150.0,) * 6, (3.0, 3.0, 3.0, 1.0, 1.0, 1.0)
-    else:
-        raise ValueError(f"setting must be one of {SETTING_NAMES}, got {name!r}")
-    pos, ori = _WIDE[(task, name)]
-    return ControllerSetting(name, kp, ratio, (pos,) * 3 + (ori,) * 3)
-
-
-def _check_task(task: str) -> str:
-    t = str(task).lower()
-    if t not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return t
+from .settings import (CONTROL_FREQ, GRIP_SITE, ORIGINAL_SCALE, PHYSICS_SUBSTEPS, ROBOSUITE_TASK, SETTING_NAMES, TASKS, ControllerSetting,
+                       _check_task, controller_setting)
 
 
 def _quiet_robosuite() -> None:
@@ -187,7 +112,7 @@ class ManipulationEnv(gym.Env):
 
     def __init__(self, task: str = "lift", setting: Union[str, ControllerSetting] = "original", horizon: int = 500,
                  seed: Optional[int] = None, record: bool = False, hard_reset: bool = True) -> None:
-        from .._extras import require
+        from ..._extras import require
 
         os.environ.setdefault("MUJOCO_GL", "egl")
         require("robosuite")

@@ -35,7 +35,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .manipulation import ORIGINAL_SCALE, ManipulationEnv, axis_rotation, rotation_log
+from .env import ORIGINAL_SCALE, ManipulationEnv, axis_rotation, rotation_log
 
 
 class ScriptedPolicy:

@@ -99,7 +99,7 @@ def test_env_create_reset_step_under_every_setting(suite, task):
 def test_physical_action_is_what_robosuite_applies(suite):
     """A 2 cm delta under the damping setting (range 0.4 m) is applied as 2 cm, not rescaled."""
     from ohio_layers.envs.manipulation import ManipulationEnv
-    from ohio_layers.envs.robosuite_adapter import RobosuiteOSCRecorder
+    from ohio_layers.envs.manipulation.robosuite_adapter import RobosuiteOSCRecorder
 
     env = ManipulationEnv("lift", "damping", horizon=5, record=True)
     env.reset(seed=0)
@@ -122,7 +122,7 @@ def test_physical_action_is_what_robosuite_applies(suite):
 def test_scripted_policies_succeed(suite, task, episodes):
     """At least 80 % of seeded episodes succeed under the original controller with noise 0.2."""
     from ohio_layers.envs.manipulation import ManipulationEnv
-    from ohio_layers.envs.manipulation_policies import scripted_policy
+    from ohio_layers.envs.manipulation.policies import scripted_policy
 
     env = ManipulationEnv(task, "original", horizon=480)
     policy = scripted_policy(task, noise=0.2)
@@ -142,7 +142,7 @@ def test_scripted_policies_succeed(suite, task, episodes):
 def test_door_script_ramps_the_gripper_with_distance(suite):
     """During the approach the gripper label is the documented linear ramp of the handle distance."""
     from ohio_layers.envs.manipulation import ManipulationEnv
-    from ohio_layers.envs.manipulation_policies import DoorScript
+    from ohio_layers.envs.manipulation.policies import DoorScript
 
     env = ManipulationEnv("door", "original", horizon=300)
     policy = DoorScript(noise=0.0)
@@ -169,7 +169,7 @@ def test_door_script_ramps_the_gripper_with_distance(suite):
 @pytest.fixture(scope="module")
 def lift_data(suite, tmp_path_factory):
     """Two recorded 40-step Lift episodes (collection with workers=1, resumable)."""
-    from ohio_layers.envs.manipulation_data import collect_manipulation
+    from ohio_layers.envs.manipulation.data import collect_manipulation
 
     out = tmp_path_factory.mktemp("lift") / "episodes"
     data = collect_manipulation("lift", 2, out, horizon=40, workers=1, progress=False)
@@ -177,7 +177,7 @@ def lift_data(suite, tmp_path_factory):
 
 
 def test_collection_is_resumable_and_refuses_other_settings(lift_data):
-    from ohio_layers.envs.manipulation_data import collect_manipulation
+    from ohio_layers.envs.manipulation.data import collect_manipulation
 
     data, out = lift_data
     assert len(data) == 80 and data["substep_states"].shape == (80, 5, 137) and data["actions"].shape == (80, 7)
@@ -194,7 +194,7 @@ def test_collection_is_resumable_and_refuses_other_settings(lift_data):
 
 def test_relabelling_recovers_the_known_z(lift_data, tmp_path):
     """Original controller: z* equals the executed delta and replays the recorded torques."""
-    from ohio_layers.envs.manipulation_data import next_state_labels
+    from ohio_layers.envs.manipulation.data import next_state_labels
     from ohio_layers.experiments.manipulation_relabel import relabel_manipulation, verify_relabelling
 
     data, _ = lift_data

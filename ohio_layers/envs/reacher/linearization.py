@@ -34,7 +34,7 @@ import torch
 from mujoco import rollout as mj_rollout
 from torch import Tensor
 
-from .._validate import check_tensor
+from ..._validate import check_tensor
 
 STATE_DIM = 4
 ACTION_DIM = 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ohio_layers.envs.amod import AMoDEnv, synthetic_city
-from ohio_layers.envs.amod.heuristics import collect
+from ohio_layers.envs.amod import collect
 from ohio_layers.inverse.flow_inverse import (
     FlowInverter, counts_after_flows, flows_to_distribution, invert_flows, replay_flows,
 )

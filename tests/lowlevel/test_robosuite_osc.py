@@ -26,7 +26,7 @@ def recording(request):
     their 35 torques unclipped and z is then not always recoverable.
     """
     pytest.importorskip("robosuite")
-    from ohio_layers.envs.robosuite_adapter import RobosuiteOSCRecorder, make_env
+    from ohio_layers.envs.manipulation.robosuite_adapter import RobosuiteOSCRecorder, make_env
 
     env = make_env(request.param, control_freq=100, horizon=STEPS + 10, seed=0, **SETTINGS[request.param])
     rec = RobosuiteOSCRecorder(env)
@@ -95,7 +95,7 @@ def test_inverse_recovers_the_env_actions(recording):
 def test_adapter_imports_without_robosuite():
     code = (
         "import sys; sys.modules['robosuite'] = None\n"
-        "import ohio_layers.envs.robosuite_adapter as a\n"
+        "import ohio_layers.envs.manipulation.robosuite_adapter as a\n"
         "try:\n    a.make_env('Lift')\nexcept ImportError as e:\n    print('ImportError', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

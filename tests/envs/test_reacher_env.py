@@ -11,9 +11,9 @@ from ohio_layers.data.dataset import LOW_LEVEL_KEYS, Dataset, window_starts
 from ohio_layers.envs.reacher import (
     ENV_ID, SINGLE_GOAL_ENV_ID, GoalReacherConfig, GoalReacherEnv, fingertip_position, register_reacher_envs,
 )
-from ohio_layers.envs.reacher_data import collect, evaluate, evaluate_stats, make_env
-from ohio_layers.envs.reacher_linearization import ReacherFDLinearization
-from ohio_layers.envs.reacher_policies import (
+from ohio_layers.envs.reacher.data import collect, evaluate, evaluate_stats, make_env
+from ohio_layers.envs.reacher.linearization import ReacherFDLinearization
+from ohio_layers.envs.reacher.policies import (
     ExpertPolicy, LeadOracle, LQRHierarchicalPolicy, RandomPolicy, heuristic_hierarchical_policy, inverse_kinematics,
     make_reacher_lqr,
 )

@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .._extras import require
-from ..lowlevel.osc import OSCStateLayout
+from ..._extras import require
+from ...lowlevel.osc import OSCStateLayout
 
 LOG_KEYS = ("states", "torques", "raw_torques", "goal_pos", "goal_rot")
 

@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import ohio_layers.envs.amod as amod
 from ohio_layers.envs.amod import AMoDEnv, Scenario, load_scenario_json, match_requests, synthetic_city
-from ohio_layers.envs.amod.heuristics import POLICIES, DispatchToDemand, collect, make_policy
+from ohio_layers.envs.amod import POLICIES, DispatchToDemand, collect, make_policy
 from ohio_layers.envs.amod.scenario import synthetic_reference_json
 
 
