@@ -233,7 +233,7 @@ print("trained", agent.step, "steps; last losses:", {k: round(v, 3) for k, v in 
 The deterministic policy (the Dirichlet mean) goes through the min-cost-flow controller inside
 the env. We count constraint violations of the flows handed to the vehicles: zero by
 construction.""",
-    """from ohio_layers.experiments.amod import evaluate, heuristic_decider
+    """from ohio_layers.envs.amod import evaluate, heuristic_decider
 seeds = [10_000 + i for i in range(5)]
 ohio = evaluate(env, lambda o, e: agent.act(np.asarray(o, np.float32)), seeds)
 flows_env = AMoDEnv(action_mode="flows")

@@ -28,16 +28,17 @@ the LP, so they are counted the same way (and are 0 by construction).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import check_config_keys
+from ..config import setting
 from ..data import Dataset
-from .common import cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+from ..envs.amod.data import evaluate, heuristic_decider
+from .common import (ExperimentConfig, Stages, cpu_workers, file_hash, format_table, pyplot, run_jobs, save_figure,
+                     save_results, start_run)
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
@@ -52,7 +53,7 @@ QUICK: Dict[str, Any] = {"behaviours": ["dispatch", "random"], "episodes": 40, "
 
 
 @dataclasses.dataclass
-class AMoDExperimentConfig:
+class AMoDExperimentConfig(ExperimentConfig):
     """Settings of ``ohio amod`` (defaults: about 11 min on 2 idle cores).
 
     Attributes:
@@ -83,65 +84,46 @@ class AMoDExperimentConfig:
 
     out_dir: str = "runs/amod"
     city: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    behaviours: Tuple[str, ...] = ("dispatch", "random")
-    episodes: int = 250
-    algos: Tuple[str, ...] = ("iql", "calql")
+    behaviours: Tuple[str, ...] = setting(("dispatch", "random"), choices=BEHAVIOURS)
+    episodes: int = setting(250, ge=1)
+    algos: Tuple[str, ...] = setting(("iql", "calql"), choices=ALGOS)
     finetune: bool = True
     seeds: Tuple[int, ...] = (0, 1)
-    hidden: Tuple[int, ...] = (64, 64)
-    batch_size: int = 64
-    reward_scale: float = 0.01
-    discount: float = 0.97
-    z_eps: float = 1e-4
-    iql_steps: int = 3000
-    expectile: float = 0.8
-    temperature: float = 3.0
-    cql_steps: int = 3000
-    cql_alpha: float = 1.0
-    calql_alpha: float = 10.0
-    cql_samples: int = 2
+    hidden: Tuple[int, ...] = setting((64, 64), ge=1)
+    batch_size: int = setting(64, ge=1)
+    reward_scale: float = setting(0.01, gt=0.0)
+    discount: float = setting(0.97, gt=0.0, le=1.0)
+    z_eps: float = setting(1e-4, gt=0.0)
+    iql_steps: int = setting(3000, ge=1)
+    expectile: float = setting(0.8, gt=0.0, lt=1.0)
+    temperature: float = setting(3.0, ge=0.0)
+    cql_steps: int = setting(3000, ge=1)
+    cql_alpha: float = setting(1.0, ge=0.0)
+    calql_alpha: float = setting(10.0, ge=0.0)
+    cql_samples: int = setting(2, ge=1)
     importance_sampling: bool = False
-    calql_bc_weight: float = 1.0
-    alpha: float = 0.01
-    online_steps: int = 2000
-    offline_ratio: float = 0.25
-    online_lr: float = 3e-4
-    eval_every: int = 200
-    finetune_eval_episodes: int = 10
-    eval_episodes: int = 10
+    calql_bc_weight: float = setting(1.0, ge=0.0)
+    alpha: float = setting(0.01, ge=0.0)
+    online_steps: int = setting(2000, ge=0)
+    offline_ratio: float = setting(0.25, ge=0.0, le=1.0)
+    online_lr: float = setting(3e-4, gt=0.0)
+    eval_every: int = setting(200, ge=1)
+    finetune_eval_episodes: int = setting(10, ge=1)
+    eval_episodes: int = setting(10, ge=1)
     eval_seed: int = 10_000
     data_seed: int = 1_000
-    workers: int = 2
 
-    def __post_init__(self) -> None:
-        self.behaviours, self.algos = tuple(self.behaviours), tuple(self.algos)
-        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
-        self.city = dict(self.city)
-        for name, given, allowed in (("behaviours", self.behaviours, BEHAVIOURS), ("algos", self.algos, ALGOS)):
-            unknown = sorted(set(given) - set(allowed))
-            if unknown or not given:
-                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(given)}")
+    def check(self) -> None:
         if self.finetune and "calql" not in self.algos:
             raise ValueError("finetune needs 'calql' in algos (fine-tuning starts from the Cal-QL agents)")
-        for name in ("episodes", "iql_steps", "cql_steps", "eval_episodes", "batch_size", "cql_samples", "eval_every",
-                     "finetune_eval_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.online_steps < 0:
-            raise ValueError(f"online_steps must be >= 0, got {self.online_steps}")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
-        if self.reward_scale <= 0 or not 0 < self.discount <= 1:
-            raise ValueError(f"need reward_scale > 0 and discount in (0, 1], got {self.reward_scale} / {self.discount}")
-        if not 0 <= self.offline_ratio <= 1:
-            raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
-        if self.calql_bc_weight < 0:
-            raise ValueError(f"calql_bc_weight must be >= 0, got {self.calql_bc_weight}")
+        import inspect
 
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "AMoDExperimentConfig":
-        check_config_keys(cls, values)
-        return cls(**values)
+        from ..envs.amod import synthetic_city
+
+        known = set(inspect.signature(synthetic_city).parameters)
+        unknown = sorted(set(self.city) - known)
+        if unknown:  # caught here, not in a worker after data collection
+            raise TypeError(f"AMoDExperimentConfig.city has unknown keys {unknown}; synthetic_city takes {sorted(known)}")
 
 
 # ------------------------------------------------------------------------------ environment helpers
@@ -151,72 +133,16 @@ def make_env(cfg_city: Dict[str, Any], action_mode: str):
     return AMoDEnv(scenario_kwargs=dict(cfg_city), action_mode=action_mode)
 
 
-def flow_violations(idle: np.ndarray, flows: np.ndarray, src: np.ndarray, tol: float = 1e-6) -> Dict[str, float]:
-    """Constraint violations of requested flows ``(E,)`` given idle vehicles ``(n,)`` and edge origins ``src (E,)``.
-
-    Returns ``{"violations": edge entries that are negative, fractional or leave an over-committed
-    region, "negative", "fractional", "over_regions": regions asked for more than their idle
-    vehicles, "excess": vehicles requested beyond the idle ones}``.
-    """
-    a = np.asarray(flows, dtype=np.float64)
-    neg = a < -tol
-    frac = np.abs(a - np.round(a)) > tol
-    out = np.bincount(src, np.clip(a, 0.0, None), minlength=len(idle))
-    over = out > idle + tol
-    bad = neg | frac | ((a > tol) & over[src])
-    return {"violations": float(bad.sum()), "negative": float(neg.sum()), "fractional": float(frac.sum()),
-            "over_regions": float(over.sum()), "excess": float(np.clip(out - idle, 0.0, None).sum())}
-
-
-def run_episode(env: Any, decide: Any, seed: int) -> Dict[str, float]:
-    """One episode with ``decide(obs, env) -> action``; return, served, rebalancing cost and violations.
-
-    In ``action_mode="flows"`` the requested action is checked; in ``"distribution"`` the LP's flows.
-    """
-    u = env.unwrapped
-    obs, _ = env.reset(seed=seed)
-    stats = {"return": 0.0, "served": 0.0, "requests": 0.0, "rebalancing_cost": 0.0, "violations": 0.0,
-             "negative": 0.0, "fractional": 0.0, "over_regions": 0.0, "excess": 0.0}
-    done = False
-    while not done:
-        idle = u.idle.astype(np.float64)
-        action = np.asarray(decide(obs, env), dtype=np.float64)
-        obs, r, term, trunc, info = env.step(action)
-        requested = action if u.action_mode == "flows" else info["flows"]
-        for k, v in flow_violations(idle, requested, u.edge_index[0]).items():
-            stats[k] += v
-        stats["return"] += float(r)
-        stats["served"] += float(info["served"])
-        stats["requests"] += float(info["requests"])
-        stats["rebalancing_cost"] += float(info["rebalancing_cost"])
-        done = term or trunc
-    return stats
-
-
-def evaluate(env: Any, decide: Any, seeds: Sequence[int]) -> Dict[str, Any]:
-    """:func:`run_episode` on each seed; per-episode lists plus means."""
-    eps = [run_episode(env, decide, int(s)) for s in seeds]
-    out: Dict[str, Any] = {k: [e[k] for e in eps] for k in eps[0]}
-    out.update({f"mean_{k}": float(np.mean(v)) for k, v in list(out.items())})
-    return out
-
-
-def heuristic_decider(name: str, seed: int):
-    from ..envs.amod import make_policy
-
-    policy = make_policy(name)
-    rng = np.random.default_rng([seed, 7])
-    return lambda obs, env: policy(env.unwrapped, rng)[0].astype(np.float64)
-
-
 # ------------------------------------------------------------------------------ stages
-def reference(cfg: AMoDExperimentConfig, out: Path) -> Dict[str, Any]:
+def reference(cfg: AMoDExperimentConfig, stages: Stages) -> Dict[str, Any]:
     """Oracle and behaviour heuristics on the evaluation episodes (cached)."""
+    key = stages.key(("city", "eval_seed", "eval_episodes", "behaviours"))
+    return stages.json(stages.out / "reference.json", key, lambda: _reference(cfg))
+
+
+def _reference(cfg: AMoDExperimentConfig) -> Dict[str, Any]:
     from ..envs.amod.oracle import oracle_returns
 
-    path = out / "reference.json"
-    if path.exists():
-        return json.loads(path.read_text())
     seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
     env = make_env(cfg.city, "flows")
     oracle = [r.to_dict() for r in oracle_returns(seeds, env=env)]
@@ -227,32 +153,36 @@ def reference(cfg: AMoDExperimentConfig, out: Path) -> Dict[str, Any]:
     ref["oracle"]["mean_return"] = float(np.mean(ref["oracle"]["returns"]))
     for name in cfg.behaviours:
         ref["heuristics"][name] = evaluate(env, heuristic_decider(name, cfg.eval_seed), seeds)
-    write_json(path, ref)
     return ref
 
 
-def collect_dataset(name: str, cfg: AMoDExperimentConfig, out: Path) -> Dataset:
-    from ..envs.amod import collect
+def collect_dataset(name: str, cfg: AMoDExperimentConfig, stages: Stages) -> Path:
+    """The behaviour dataset of heuristic ``name`` (cached); returns its path."""
+    def compute() -> Dataset:
+        from ..envs.amod import collect
 
-    path = out / "data" / f"{name}.npz"
-    if path.exists():
-        return Dataset.load(path)
-    seed = cfg.data_seed + 100_000 * BEHAVIOURS.index(name)
-    data = collect(name, cfg.episodes, seed, env=make_env(cfg.city, "flows"), progress=True)
-    data.save(path)
-    return data
+        seed = cfg.data_seed + 100_000 * BEHAVIOURS.index(name)
+        return collect(name, cfg.episodes, seed, env=make_env(cfg.city, "flows"), progress=True)
+
+    path = stages.out / "data" / f"{name}.npz"
+    stages.cached(path, stages.key(("city", "episodes", "data_seed"), behaviour=name), compute, Dataset.load,
+                  lambda d, p: d.save(p))
+    return path
 
 
-def relabel_dataset(name: str, low: Dataset, cfg: AMoDExperimentConfig, out: Path) -> Dict[str, Any]:
+def relabel_dataset(name: str, low_path: Path, cfg: AMoDExperimentConfig, stages: Stages) -> Dict[str, Any]:
     """OHIO relabelling of one dataset with the analytic flow inverse; returns its statistics (cached)."""
+    path, stats_path = stages.out / "data" / f"{name}_ohio.npz", stages.out / "data" / f"{name}_ohio.json"
+    key = stages.key(("city", "z_eps"), inputs=[low_path])
+    return stages.json(stats_path, key, lambda: _relabel(Dataset.load(low_path), cfg, path), also=[path])
+
+
+def _relabel(low: Dataset, cfg: AMoDExperimentConfig, path: Path) -> Dict[str, Any]:
     import torch
 
     from ..inverse import FlowInverter, relabel
     from ..inverse.flow_inverse import replay_flows
 
-    path, stats_path = out / "data" / f"{name}_ohio.npz", out / "data" / f"{name}_ohio.json"
-    if path.exists() and stats_path.exists():
-        return json.loads(stats_path.read_text())
     env = make_env(cfg.city, "flows")
     controller = env.controller
     n_vehicles = float(env.scenario.fleet_size)
@@ -270,7 +200,6 @@ def relabel_dataset(name: str, low: Dataset, cfg: AMoDExperimentConfig, out: Pat
                              "residual_median": report.residual_median, "converged": report.converged_share}
     if "z_true" in high:
         stats["z_error_median"] = float(np.median(np.abs(high["z"] - high["z_true"]).max(1)))
-    write_json(stats_path, stats)
     return stats
 
 
@@ -379,6 +308,7 @@ def _job(cfg: AMoDExperimentConfig, out: Path, behaviour: str, kind: str, algo: 
     name = f"{behaviour}_{kind}_{algo}_seed{seed}"
     data = out / "data" / (f"{behaviour}_ohio.npz" if kind == "ohio" else f"{behaviour}.npz")
     return {"name": name, "behaviour": behaviour, "kind": kind, "algo": algo, "seed": seed, "data_path": str(data),
+            "data_sha256": file_hash(data),
             "agent_path": str(out / "agents" / f"{name}.pt"), "city": cfg.city, "hidden": list(cfg.hidden),
             "batch_size": cfg.batch_size, "discount": cfg.discount, "reward_scale": cfg.reward_scale,
             "iql_steps": cfg.iql_steps, "expectile": cfg.expectile, "temperature": cfg.temperature,
@@ -399,21 +329,19 @@ def _cost(job: Dict[str, Any]) -> float:
 def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     """Run (or resume) the whole experiment; prints the table and returns the results dict."""
     cfg = cfg or AMoDExperimentConfig()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out, stages = start_run(cfg)
     (out / "agents").mkdir(exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
     t0 = time.perf_counter()
     workers = cpu_workers(cfg.workers)
     print(f"[1/6] oracle LP and heuristics on {cfg.eval_episodes} evaluation episodes")
-    ref = reference(cfg, out)
+    ref = reference(cfg, stages)
     oracle = ref["oracle"]["mean_return"]
     relabel_stats: Dict[str, Any] = {}
     for name in cfg.behaviours:
         print(f"[2/6] behaviour data: {name} ({cfg.episodes} episodes)")
-        low = collect_dataset(name, cfg, out)
+        low_path = collect_dataset(name, cfg, stages)
         print(f"[3/6] relabel {name} (analytic flow inverse)")
-        relabel_stats[name] = relabel_dataset(name, low, cfg, out)
+        relabel_stats[name] = relabel_dataset(name, low_path, cfg, stages)
     jobs = [_job(cfg, out, b, kind, algo, s) for b in cfg.behaviours for kind in KINDS for algo in cfg.algos for s in cfg.seeds]
     jobs.sort(key=_cost, reverse=True)
     print(f"[4/6] train and evaluate {len(jobs)} offline agents ({workers} processes)")
@@ -480,7 +408,7 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     print(text)
     wall = time.perf_counter() - t0
     print(f"wall time {wall / 60:.1f} min")
-    results = {"config": dataclasses.asdict(cfg), "oracle": ref["oracle"], "relabel": relabel_stats,
+    results = {"config": cfg.to_dict(), "oracle": ref["oracle"], "relabel": relabel_stats,
                "heuristics": {k: {kk: v for kk, v in h.items() if kk.startswith("mean_")} for k, h in ref["heuristics"].items()},
                "summary": summary, "table": text, "header": head, "wall_seconds": wall,
                "finetune_curves": {f"{r['behaviour']}_{r['kind']}_seed{r['seed']}": r["curve"] for r in ft_runs}}

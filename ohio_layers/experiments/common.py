@@ -1,17 +1,68 @@
-"""Pieces every experiment shares: resumable job runs, atomic JSON, tables, seeding."""
+"""What every experiment pipeline shares, so a new domain reuses it without copying.
+
+* :class:`ExperimentConfig` -- the settings base (``out_dir``, ``workers``), validated by
+  :mod:`ohio_layers.config` like every other config.
+* :class:`Stages` -- cached stages keyed on what produced them: the config fields a stage depends
+  on, content hashes of its input files and the library version. A cached artefact is reused only
+  on an exact key match; otherwise it is recomputed (and the change is said).
+* :func:`run_jobs` -- independent jobs (training runs) in worker processes, each result written
+  atomically with its key, so an interrupted run resumes and a changed job reruns. Workers die
+  with their parent, also on ``kill -9``.
+* Reporting: :func:`write_json`, :func:`format_table`, :func:`save_results`, :func:`save_figure`.
+"""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import __version__
+from ..config import Config, setting
 from ..data.io import atomic_write_bytes
+
+T = TypeVar("T")
+
+__all__ = ["ExperimentConfig", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table", "cpu_workers",
+           "actor_bounds", "pyplot", "save_figure", "save_results"]
+
+
+@dataclasses.dataclass(kw_only=True)  # keyword-only: subclasses keep their own positional order
+class ExperimentConfig(Config):
+    """Settings every experiment has.
+
+    Attributes:
+        out_dir: where datasets, per-run results, ``results.json`` and plots go.
+        workers: parallel training processes (one torch thread each; capped at the CPU count).
+    """
+
+    out_dir: str = "runs/experiment"
+    workers: int = setting(2, ge=1)
+
+
+# ------------------------------------------------------------------------------ JSON
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)
+
+
+def _canonical(payload: Any) -> str:
+    return json.dumps(payload, sort_keys=True, default=_plain)
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
@@ -19,61 +70,194 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n").encode())
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+# ------------------------------------------------------------------------------ stage cache
+_HASHES: Dict[Any, str] = {}
 
 
-def _init_worker() -> None:
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes (memoised on path, size and mtime)."""
+    path = Path(path)
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[memo] = h.hexdigest()
+    return _HASHES[memo]
+
+
+class Stages:
+    """Cached stages of one experiment run under ``out``, each keyed on what produced it.
+
+    A stage's key is ``{"fields": the config fields it reads, "inputs": {name: sha256 of each input
+    file}, "extra": anything else it depends on, "version": ohio_layers.__version__}``; it is stored
+    next to the artefact as ``<artefact>.key.json``. :meth:`cached` reuses the artefact only when
+    both exist and the stored key equals the current one; otherwise it removes the stale artefact
+    (and a relabel's ``<artefact>.parts`` folder), recomputes and says what changed.
+    """
+
+    def __init__(self, out: Path, cfg: Config, verbose: bool = True) -> None:
+        self.out, self.cfg, self.verbose = Path(out), cfg, verbose
+
+    def key(self, fields: Sequence[str] = (), inputs: Sequence[Path] = (), **extra: Any) -> Dict[str, Any]:
+        """The key of a stage reading ``fields`` of the config and the files ``inputs``."""
+        values = self.cfg.to_dict()
+        missing = [f for f in fields if f not in values]
+        if missing:
+            raise KeyError(f"stage key names unknown config fields {missing}")
+        return {"fields": {f: values[f] for f in fields}, "inputs": {Path(p).name: file_hash(Path(p)) for p in inputs},
+                "extra": extra, "version": __version__}
+
+    @staticmethod
+    def _key_path(path: Path) -> Path:
+        return path.with_name(path.name + ".key.json")
+
+    def fresh(self, path: Path, key: Mapping[str, Any]) -> bool:
+        """Whether ``path`` exists and was produced under exactly ``key``."""
+        kp = self._key_path(path)
+        if not (path.exists() and kp.exists()):
+            return False
+        try:
+            old = json.loads(kp.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        if _canonical(old) == _canonical(key):
+            return True
+        if self.verbose:
+            changed = sorted({f"fields.{k}" for k in set(old.get("fields", {})) | set(key["fields"])
+                              if _canonical(old.get("fields", {}).get(k)) != _canonical(key["fields"].get(k))}
+                             | {f"inputs.{k}" for k in set(old.get("inputs", {})) | set(key["inputs"])
+                                if old.get("inputs", {}).get(k) != key["inputs"].get(k)}
+                             | ({"extra"} if _canonical(old.get("extra")) != _canonical(key["extra"]) else set())
+                             | ({"version"} if old.get("version") != key["version"] else set()))
+            print(f"  {path.relative_to(self.out) if path.is_relative_to(self.out) else path}: "
+                  f"{', '.join(changed) or 'key'} changed since it was made; recomputing")
+        return False
+
+    def invalidate(self, path: Path) -> None:
+        """Remove an artefact, its key and a relabel's chunk folder."""
+        for p in (path, self._key_path(path), path.with_name(path.name + ".parts")):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def mark(self, path: Path, key: Mapping[str, Any]) -> None:
+        """Record that ``path`` was produced under ``key`` (after the artefact is written)."""
+        write_json(self._key_path(path), dict(key))
+
+    def cached(self, path: Path, key: Mapping[str, Any], compute: Callable[[], T], load: Callable[[Path], T],
+               save: Optional[Callable[[T, Path], None]] = None, also: Sequence[Path] = ()) -> T:
+        """``load(path)`` if fresh under ``key``; else ``compute()``, ``save`` it (if given), mark it, return it.
+
+        ``also``: further files the same computation writes (e.g. a relabelled dataset next to its
+        statistics); the stage is fresh only if they exist too, and they are removed with it."""
+        path = Path(path)
+        if self.fresh(path, key) and all(Path(p).exists() for p in also):
+            return load(path)
+        for p in (path, *also):
+            self.invalidate(Path(p))
+        value = compute()
+        if save is not None:
+            save(value, path)
+        if not path.exists():
+            raise RuntimeError(f"stage did not write its artefact {path}")
+        self.mark(path, key)
+        return value
+
+    def json(self, path: Path, key: Mapping[str, Any], compute: Callable[[], Dict[str, Any]],
+             also: Sequence[Path] = ()) -> Dict[str, Any]:
+        """A cached JSON artefact (``also``: see :meth:`cached`)."""
+        return self.cached(path, key, compute, lambda p: json.loads(p.read_text()), lambda v, p: write_json(p, v), also)
+
+
+def start_run(cfg: ExperimentConfig) -> "tuple[Path, Stages]":
+    """Create ``cfg.out_dir``, write ``config.json`` (what this invocation ran with) and return ``(out, stages)``."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg.to_dict())
+    return out, Stages(out, cfg)
+
+
+# ------------------------------------------------------------------------------ jobs
+def job_key(job: Mapping[str, Any]) -> str:
+    """Hash of a job's description (every setting it reads, input hashes included) and the library version."""
+    return hashlib.sha256((_canonical(dict(job)) + "|" + __version__).encode()).hexdigest()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:  # re-parented: the experiment process died (e.g. kill -9)
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _init_worker(parent: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
 def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict[str, Any]], out_dir: Path,
              workers: int = 2, desc: str = "jobs") -> List[Dict[str, Any]]:
-    """Run ``fn(job)`` for every job whose ``<out_dir>/<job["name"]>.json`` does not exist yet.
+    """Run ``fn(job)`` for every job without a current result ``<out_dir>/<job["name"]>.json``.
 
-    Each result is written atomically as soon as it finishes, so an interrupted experiment
-    resumes with the missing jobs only. Jobs run in ``workers`` processes with one torch
-    thread each (on 2 cores, two 1-thread processes beat one 2-thread process by 4-9x).
+    A result is current when it was written for the same job (same :func:`job_key`: every value in
+    the job dict, so put input-file hashes in it); a stale one is rerun. Each result is written
+    atomically as soon as it finishes, so an interrupted experiment resumes with the missing jobs
+    only. Jobs run in ``workers`` processes with one torch thread each (on 2 cores, two 1-thread
+    processes beat one 2-thread process by 4-9x); the workers exit when their parent dies.
     """
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (out_dir / f"{j['name']}.json").exists()]
+    names = [j["name"] for j in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError("job names must be unique")
+
+    def current(job: Dict[str, Any]) -> bool:
+        path = out_dir / f"{job['name']}.json"
+        if not path.exists():
+            return False
+        try:
+            return json.loads(path.read_text()).get("job_key") == job_key(job)
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    def finish(job: Dict[str, Any], result: Dict[str, Any]) -> None:
+        write_json(out_dir / f"{job['name']}.json", {**result, "job_key": job_key(job)})
+
+    todo = [j for j in jobs if not current(j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="job")
     if todo:
         if workers <= 1:
-            _init_worker()
+            import torch
+
+            torch.set_num_threads(1)
             for job in todo:
-                write_json(out_dir / f"{job['name']}.json", fn(job))
+                finish(job, fn(job))
                 bar.update()
         else:
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(fn, job): job for job in todo}
                 for fut in as_completed(futures):
-                    write_json(out_dir / f"{futures[fut]['name']}.json", fut.result())
+                    finish(futures[fut], fut.result())
                     bar.update()
     bar.close()
     return [json.loads((out_dir / f"{j['name']}.json").read_text()) for j in jobs]
 
 
-def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain-text table with right-aligned numeric columns."""
-    cells = [[str(h) for h in header]] + [[c if isinstance(c, str) else f"{c:.1f}" for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
-
-
 def cpu_workers(requested: int) -> int:
-    return max(1, min(requested, os.cpu_count() or 1))
+    """``requested`` capped at the CPU count (at least 1)."""
+    return max(1, min(int(requested), os.cpu_count() or 1))
 
 
-def actor_bounds(labels: np.ndarray, limit, quantile: float = 0.005, widen: float = 0.25,
+# ------------------------------------------------------------------------------ labels
+def actor_bounds(labels: np.ndarray, limit: Any, quantile: float = 0.005, widen: float = 0.25,
                  floor: float = 1e-4) -> "tuple[list, list]":
     """Per-dimension actor range for labels ``(N, d)``: the central ``1 - 2 quantile`` of the data
     widened by ``widen`` of its width, within ``[-limit, limit]`` (scalar or ``(d,)``).
@@ -87,7 +271,16 @@ def actor_bounds(labels: np.ndarray, limit, quantile: float = 0.005, widen: floa
     return np.maximum(lo - pad, -lim).tolist(), np.minimum(hi + pad, lim).tolist()
 
 
-def pyplot():
+# ------------------------------------------------------------------------------ reporting
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A plain-text table with right-aligned numeric columns."""
+    cells = [[str(h) for h in header]] + [[c if isinstance(c, str) else f"{c:.1f}" for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend, or ``None`` without the ``plots`` extra
     (the JSON and the printed table carry the numbers)."""
     try:

@@ -6,7 +6,7 @@ Pipeline (every stage is cached under ``out_dir`` and resumes after an interrupt
    OSC_POSE controller, logging the 5 sub-step states and torques of every step;
 2. relabelling for each controller setting (original, changed stiffness, changed damping) with
    the OSC inverse (de-saturated through the recording controller, see
-   :mod:`~ohio_layers.experiments.manipulation_relabel`), plus the dynamics-free verification (z* replayed through the controller on
+   :mod:`~ohio_layers.inverse.osc_relabel`), plus the dynamics-free verification (z* replayed through the controller on
    the recorded sub-step states against the recorded torques) and the observed-next-state labels;
 3. IQL (paper settings per task) on (a) the recorded actions -- the standard offline-RL baseline --,
    (b) the OHIO z of each setting, (c) the observed next state as z; several seeds;
@@ -24,16 +24,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._validate import check_config_keys
+from ..config import setting
 from ..data import Dataset
 from ..envs.manipulation.data import DEFAULT_NOISE
-from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+from .common import (ExperimentConfig, Stages, actor_bounds, cpu_workers, file_hash, format_table, pyplot, run_jobs,
+                     save_figure, save_results, start_run, write_json)
 
 TASKS = ("lift", "door")
 SETTINGS = ("original", "stiffness", "damping")
@@ -46,7 +48,7 @@ HORIZON = {"lift": 250, "door": 500}
 
 
 @dataclasses.dataclass
-class ManipulationExperimentConfig:
+class ManipulationExperimentConfig(ExperimentConfig):
     """Settings of ``ohio manipulation`` (defaults sized for 2 cores; see the cost note below).
 
     Attributes:
@@ -59,7 +61,7 @@ class ManipulationExperimentConfig:
             :data:`~ohio_layers.envs.manipulation.data.DEFAULT_NOISE` for why it is small).
         settings: controller settings to evaluate (subset of ``SETTINGS``).
         desaturate: relabel against the unclipped torques reconstructed through the recording
-            (original) controller (see :mod:`~ohio_layers.experiments.manipulation_relabel`);
+            (original) controller (see :mod:`~ohio_layers.inverse.osc_relabel`);
             ``False`` inverts the recorded, clipped torques directly.
         methods: subset of ``METHODS``.
         seeds: training seeds per (method, setting).
@@ -73,46 +75,29 @@ class ManipulationExperimentConfig:
     relabelling 94 s). CPU contention from other work slows the jobs up to 3x.
     """
 
-    task: str = "lift"
+    task: str = setting("lift", choices=TASKS)
     out_dir: Optional[str] = None
-    episodes: int = 60
-    horizon: Optional[int] = None
-    noise_levels: Tuple[float, ...] = DEFAULT_NOISE
-    settings: Tuple[str, ...] = SETTINGS
+    episodes: int = setting(60, ge=1)
+    horizon: Optional[int] = setting(None, ge=1)
+    noise_levels: Tuple[float, ...] = setting(DEFAULT_NOISE, ge=0.0)
+    settings: Tuple[str, ...] = setting(SETTINGS, choices=SETTINGS)
     desaturate: bool = True
-    methods: Tuple[str, ...] = METHODS
+    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS)
     seeds: Tuple[int, ...] = (0, 1)
-    train_steps: int = 8_000
-    hidden: Tuple[int, ...] = (256, 256)
-    batch_size: int = 256
-    actor_lr: float = 1e-3
+    train_steps: int = setting(8_000, ge=1)
+    hidden: Tuple[int, ...] = setting((256, 256), ge=1)
+    batch_size: int = setting(256, ge=1)
+    actor_lr: float = setting(1e-3, gt=0.0)
     state_dependent_std: bool = True
-    expectile: Optional[float] = None
-    temperature: Optional[float] = None
-    eval_episodes: int = 30
+    expectile: Optional[float] = setting(None, gt=0.0, lt=1.0)
+    temperature: Optional[float] = setting(None, ge=0.0)
+    eval_episodes: int = setting(30, ge=1)
     eval_seed: int = 10_000
     data_seed: int = 0
-    workers: int = 2
 
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        for name, allowed in (("settings", SETTINGS), ("methods", METHODS)):
-            unknown = sorted(set(getattr(self, name)) - set(allowed))
-            if unknown:
-                raise ValueError(f"{name} has unknown entries {unknown}; choose from {allowed}")
-        for name in ("episodes", "train_steps", "eval_episodes", "batch_size", "workers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.horizon is not None and int(self.horizon) < 1:
-            raise ValueError(f"horizon must be >= 1 or None, got {self.horizon}")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
+    def check(self) -> None:
         if "original" not in self.settings:
             raise ValueError("settings must include 'original' (the behaviour data's controller)")
-        self.settings, self.methods = tuple(self.settings), tuple(self.methods)
-        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
-        self.noise_levels = tuple(float(x) for x in self.noise_levels)
         if self.out_dir is None:
             self.out_dir = f"runs/manipulation-{self.task}"
         if self.horizon is None:
@@ -121,12 +106,6 @@ class ManipulationExperimentConfig:
             self.expectile = IQL_PAPER[self.task][0]
         if self.temperature is None:
             self.temperature = IQL_PAPER[self.task][1]
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ManipulationExperimentConfig":
-        """Build from a dict; unknown keys raise ``TypeError`` naming them."""
-        check_config_keys(cls, values)
-        return cls(**values)
 
 
 QUICK: Dict[str, Any] = {"episodes": 6, "train_steps": 300, "seeds": [0], "eval_episodes": 2, "hidden": [64, 64],
@@ -150,16 +129,34 @@ def _data_dir(cfg: ManipulationExperimentConfig) -> Path:
     return Path(str(cfg.out_dir)) / "data"
 
 
-def prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
-    """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached)."""
+DATA_FIELDS = ("task", "episodes", "horizon", "noise_levels", "data_seed", "settings", "desaturate")
+"""The config fields the data stage (collection, relabelling, verification) depends on."""
+
+
+def prepare_data(cfg: ManipulationExperimentConfig, stages: Stages) -> Dict[str, Any]:
+    """Stages 1-2: collect, relabel per setting, verify, write the training datasets (cached on ``DATA_FIELDS``).
+
+    The whole data folder is one stage: when any of its fields changed it is rebuilt from scratch
+    (the per-episode collection cache included)."""
+    data_dir = _data_dir(cfg)
+    summary_path = data_dir / "summary.json"
+    key = stages.key(DATA_FIELDS)
+    if stages.fresh(summary_path, key):
+        return json.loads(summary_path.read_text())
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    summary = _prepare_data(cfg)
+    stages.mark(summary_path, key)
+    return summary
+
+
+def _prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
     from ..envs.manipulation import controller_setting
     from ..envs.manipulation.data import SUBSTEP_KEYS, collect_manipulation, next_state_labels
-    from .manipulation_relabel import relabel_manipulation, verify_relabelling
+    from ..inverse.osc_relabel import relabel_manipulation, verify_relabelling
 
     data_dir = _data_dir(cfg)
     summary_path = data_dir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
     t0 = time.perf_counter()
     print(f"[1/4] behaviour data: {cfg.episodes} scripted {cfg.task} episodes x {cfg.horizon} steps, noise {cfg.noise_levels}")
     low = collect_manipulation(cfg.task, cfg.episodes, data_dir / "episodes", noise_levels=cfg.noise_levels, seed=cfg.data_seed,
@@ -261,11 +258,12 @@ def build_jobs(cfg: ManipulationExperimentConfig) -> List[Dict[str, Any]]:
             if method == "ohio":
                 for name in cfg.settings:
                     jobs.append({**common, "name": f"ohio_{name}_seed{seed}", "method": method, "setting": name, "seed": seed,
-                                 "data_path": str(data_dir / f"ohio_{name}.npz"), "deploy": [name]})
+                                 "data_path": str(data_dir / f"ohio_{name}.npz"), "deploy": [name],
+                                 "data_sha256": file_hash(data_dir / f"ohio_{name}.npz")})
             else:
                 path = data_dir / ("actions.npz" if method == "iql_actions" else "next_state.npz")
                 jobs.append({**common, "name": f"{method}_seed{seed}", "method": method, "setting": "original", "seed": seed,
-                             "data_path": str(path), "deploy": list(cfg.settings)})
+                             "data_path": str(path), "deploy": list(cfg.settings), "data_sha256": file_hash(path)})
     return jobs
 
 
@@ -276,18 +274,9 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     cfg = cfg or ManipulationExperimentConfig()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     torch.set_num_threads(1)
-    out = Path(str(cfg.out_dir))
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.json"
-    data_keys = ("task", "episodes", "horizon", "noise_levels", "data_seed", "settings", "desaturate")
-    if config_path.exists():
-        old = json.loads(config_path.read_text())
-        changed = [k for k in data_keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(cfg)[k])]
-        if changed:
-            raise RuntimeError(f"{out} holds a run with different {changed}; use another out_dir or delete it")
-    write_json(config_path, dataclasses.asdict(cfg))
+    out, stages = start_run(cfg)
     t0 = time.perf_counter()
-    prep = prepare_data(cfg)
+    prep = prepare_data(cfg, stages)
     jobs = build_jobs(cfg)
     print(f"[3/4] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes, "
           f"{cfg.train_steps} IQL steps, {cfg.eval_episodes} evaluation episodes per setting)")
@@ -322,7 +311,7 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     print(head)
     print(text)
     print(f"wall time {wall:.0f} s (this invocation; data preparation {prep['prepare_seconds']:.0f} s when it ran)")
-    results = {"config": dataclasses.asdict(cfg), "behaviour": prep["behaviour"], "relabel": prep["relabel"],
+    results = {"config": cfg.to_dict(), "behaviour": prep["behaviour"], "relabel": prep["relabel"],
                "summary": summary, "table": head + "\n" + text, "wall_seconds": wall,
                "train_seconds": [r["train_seconds"] for r in runs]}
     save_results(out, results, plot, "scores.png")

@@ -15,7 +15,6 @@ Pipeline (every stage is cached under ``out_dir`` and resumes after an interrupt
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import warnings
@@ -24,9 +23,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import check_config_keys
+from ..config import setting
 from ..data import Dataset
-from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+from .common import (ExperimentConfig, Stages, actor_bounds, cpu_workers, file_hash, format_table, pyplot, run_jobs,
+                     save_figure, save_results, start_run)
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -37,7 +37,7 @@ ALGORITHMS = ("bc", "iql")
 
 
 @dataclasses.dataclass
-class ReacherExperimentConfig:
+class ReacherExperimentConfig(ExperimentConfig):
     """Settings of ``ohio reacher`` (defaults: about 15 min on 2 cores).
 
     Attributes:
@@ -61,74 +61,51 @@ class ReacherExperimentConfig:
     """
 
     out_dir: str = "runs/reacher"
-    datasets: Tuple[str, ...] = DATASETS
-    methods: Tuple[str, ...] = METHODS
-    episodes: int = 300
-    expert_noise: float = 0.1
-    hierarchical_noise: Tuple[float, ...] = (0.05, 0.05, 0.2, 0.2)
+    datasets: Tuple[str, ...] = setting(DATASETS, choices=DATASETS)
+    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS)
+    episodes: int = setting(300, ge=1)
+    expert_noise: float = setting(0.1, ge=0.0)
+    hierarchical_noise: Tuple[float, ...] = setting((0.05, 0.05, 0.2, 0.2), ge=0.0)
     seeds: Tuple[int, ...] = (0, 1)
-    algorithm: str = "bc"
-    bc_losses: Tuple[str, ...] = ("nll", "mse")
-    train_steps: int = 10_000
-    hidden: Tuple[int, ...] = (256, 256)
-    batch_size: int = 256
-    expectile: float = 0.7
-    temperature: float = 1.0
-    eval_episodes: int = 30
+    algorithm: str = setting("bc", choices=ALGORITHMS)
+    bc_losses: Tuple[str, ...] = setting(("nll", "mse"), choices=("nll", "mse"))
+    train_steps: int = setting(10_000, ge=1)
+    hidden: Tuple[int, ...] = setting((256, 256), ge=1)
+    batch_size: int = setting(256, ge=1)
+    expectile: float = setting(0.7, gt=0.0, lt=1.0)
+    temperature: float = setting(1.0, ge=0.0)
+    eval_episodes: int = setting(30, ge=1)
     eval_seed: int = 10_000
     data_seed: int = 1_000
-    lm_iterations: int = 30
-    workers: int = 2
+    lm_iterations: int = setting(30, ge=1)
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ValueError(f"methods has unknown entries {unknown}; choose from {METHODS}")
-        unknown = sorted(set(self.datasets) - set(DATASETS))
-        if unknown:
-            raise ValueError(f"datasets has unknown entries {unknown}; choose from {DATASETS}")
-        for name in ("episodes", "train_steps", "eval_episodes", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        self.bc_losses = tuple(self.bc_losses)
-        if not self.bc_losses or not set(self.bc_losses) <= {"nll", "mse"}:
-            raise ValueError(f"bc_losses must be a non-empty subset of ('nll', 'mse'), got {self.bc_losses}")
+    def check(self) -> None:
+        if len(self.hierarchical_noise) not in (1, 4):
+            raise ValueError(f"hierarchical_noise must hold 1 or 4 values (one per z dimension), got {self.hierarchical_noise}")
 
     @property
     def variants(self) -> Tuple[str, ...]:
         """Learner variants every method is trained with (e.g. ``("bc-nll", "bc-mse")``)."""
         return tuple(f"bc-{l}" for l in self.bc_losses) if self.algorithm == "bc" else ("iql",)
-        self.datasets, self.methods = tuple(self.datasets), tuple(self.methods)
-        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
-        self.hierarchical_noise = tuple(float(x) for x in self.hierarchical_noise)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ReacherExperimentConfig":
-        check_config_keys(cls, values)
-        return cls(**values)
 
 
 # ------------------------------------------------------------------------------ stages
-def reference_returns(cfg: ReacherExperimentConfig, out: Path) -> Dict[str, Any]:
+def reference_returns(cfg: ReacherExperimentConfig, stages: Stages) -> Dict[str, Any]:
     """Returns on the evaluation seeds of the random policy (score 0), the flat expert (score 100)
     and the hierarchical behaviour policy (cached)."""
-    from ..envs import RandomPolicy, evaluate_stats
+    def compute() -> Dict[str, Any]:
+        from ..envs import RandomPolicy, evaluate_stats
 
-    path = out / "reference.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    ref: Dict[str, Any] = {}
-    policies = [("random", RandomPolicy())] + [(name, behaviour_policy(name, cfg)) for name in DATASETS]
-    for name, policy in policies:
-        stats = evaluate_stats(policy, cfg.eval_episodes, cfg.eval_seed)
-        ref[name] = {"mean": float(stats["returns"].mean()), "std": float(stats["returns"].std()),
-                     "returns": stats["returns"].tolist(), "reached": float(stats["reached"].mean())}
-    write_json(path, ref)
-    return ref
+        ref: Dict[str, Any] = {}
+        policies = [("random", RandomPolicy())] + [(name, behaviour_policy(name, cfg)) for name in DATASETS]
+        for name, policy in policies:
+            stats = evaluate_stats(policy, cfg.eval_episodes, cfg.eval_seed)
+            ref[name] = {"mean": float(stats["returns"].mean()), "std": float(stats["returns"].std()),
+                         "returns": stats["returns"].tolist(), "reached": float(stats["reached"].mean())}
+        return ref
+
+    key = stages.key(("eval_episodes", "eval_seed", "expert_noise", "hierarchical_noise"))
+    return stages.json(stages.out / "reference.json", key, compute)
 
 
 def behaviour_policy(name: str, cfg: ReacherExperimentConfig):
@@ -139,31 +116,39 @@ def behaviour_policy(name: str, cfg: ReacherExperimentConfig):
     return heuristic_hierarchical_policy(noise_std=cfg.hierarchical_noise)
 
 
-def collect_dataset(name: str, cfg: ReacherExperimentConfig, out: Path) -> Dataset:
-    from ..envs import collect
+def collect_dataset(name: str, cfg: ReacherExperimentConfig, stages: Stages) -> Path:
+    """The behaviour dataset ``name`` (cached); returns its path."""
+    def compute() -> Dataset:
+        from ..envs import collect
 
-    path = out / "data" / f"{name}.npz"
-    if path.exists():
-        return Dataset.load(path)
-    seed = cfg.data_seed + 100_000 * DATASETS.index(name)
-    data = collect(behaviour_policy(name, cfg), cfg.episodes, seed)
-    data.save(path)
-    return data
+        return collect(behaviour_policy(name, cfg), cfg.episodes, cfg.data_seed + 100_000 * DATASETS.index(name))
+
+    noise = "expert_noise" if name == "expert" else "hierarchical_noise"
+    path = stages.out / "data" / f"{name}.npz"
+    stages.cached(path, stages.key(("episodes", "data_seed", noise), dataset=name), compute, Dataset.load,
+                  lambda d, p: d.save(p))
+    return path
 
 
-def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperimentConfig, out: Path) -> Tuple[Dataset, Dict[str, Any]]:
-    """High-level dataset of ``method`` for the low-level dataset ``name``; stats of the relabelling."""
+def relabelled_dataset(name: str, method: str, low_path: Path, cfg: ReacherExperimentConfig,
+                       stages: Stages) -> Tuple[Path, Dict[str, Any]]:
+    """High-level dataset of ``method`` for the low-level dataset at ``low_path`` (cached): its path
+    and the relabelling's statistics."""
+    path = stages.out / "data" / f"{name}_{method}.npz"
+    stats_path = stages.out / "data" / f"{name}_{method}.json"
+    key = stages.key(("lm_iterations",) if method == "ohio_numerical" else (), inputs=[low_path], method=method, k=K)
+    return path, stages.json(stats_path, key, lambda: _relabel(method, Dataset.load(low_path), cfg, path), also=[path])
+
+
+def _relabel(method: str, low: Dataset, cfg: ReacherExperimentConfig, path: Path) -> Dict[str, Any]:
+    """Relabel ``low`` with ``method`` into ``path``; returns the statistics of the labels."""
     from ..envs import make_reacher_lqr
     from ..inverse import AnalyticSolver, InverseProblem, LevenbergMarquardt, ProblemInverter, relabel
     from ..inverse.relabel import high_level_rows
     from ..data import window_starts
     from ..lowlevel import LinearizedDynamics
 
-    path = out / "data" / f"{name}_{method}.npz"
-    stats_path = out / "data" / f"{name}_{method}.json"
     extra = ("z_true",) if "z_true" in low else ()
-    if path.exists() and stats_path.exists():
-        return Dataset.load(path), json.loads(stats_path.read_text())
     stride = K
     controller = make_reacher_lqr()
     problem = InverseProblem(controller, LinearizedDynamics())
@@ -192,8 +177,7 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
     if "z_true" in high:
         err = np.abs(high["z"] - high["z_true"]).max(1)
         stats.update(z_error_median=float(np.median(err)), z_error_p90=float(np.quantile(err, 0.9)))
-    write_json(stats_path, stats)
-    return high, stats
+    return stats
 
 
 def z_bounds(z: np.ndarray, z_bound: float) -> Tuple[List[float], List[float]]:
@@ -257,30 +241,27 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
 def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
     """Run (or resume) the whole experiment; prints the table and returns the results dict."""
     cfg = cfg or ReacherExperimentConfig()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
+    out, stages = start_run(cfg)
     t0 = time.perf_counter()
     print(f"[1/5] reference returns on {cfg.eval_episodes} evaluation episodes")
-    ref = reference_returns(cfg, out)
+    ref = reference_returns(cfg, stages)
     r_rand, r_exp = ref["random"]["mean"], ref["expert"]["mean"]
 
     jobs: List[Dict[str, Any]] = []
     relabel_stats: Dict[str, Dict[str, Any]] = {}
     for name in cfg.datasets:
         print(f"[2/5] behaviour data: {name} ({cfg.episodes} episodes)")
-        low = collect_dataset(name, cfg, out)
+        low_path = collect_dataset(name, cfg, stages)
         for method in cfg.methods:
             if method == "flat":
-                data_path = out / "data" / f"{name}.npz"
+                data_path = low_path
             else:
                 print(f"[3/5] relabel {name} with {method}")
-                _, relabel_stats[f"{name}/{method}"] = relabelled_dataset(name, method, low, cfg, out)
-                data_path = out / "data" / f"{name}_{method}.npz"
+                data_path, relabel_stats[f"{name}/{method}"] = relabelled_dataset(name, method, low_path, cfg, stages)
             for variant, seed in ((v, s) for v in cfg.variants for s in cfg.seeds):
                 jobs.append({"name": f"{name}_{method}_{variant}_seed{seed}", "dataset": name, "method": method,
                              "seed": seed, "variant": variant,
-                             "data_path": str(data_path), "train_steps": cfg.train_steps, "hidden": list(cfg.hidden),
+                             "data_path": str(data_path), "data_sha256": file_hash(data_path), "train_steps": cfg.train_steps, "hidden": list(cfg.hidden),
                              "batch_size": cfg.batch_size, "expectile": cfg.expectile, "temperature": cfg.temperature,
                              "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed})
     print(f"[4/5] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes)")
@@ -317,7 +298,7 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
               f"{cfg.eval_episodes} episodes; relabel residual and z error are medians")
     print(header)
     print(text)
-    results = {"config": dataclasses.asdict(cfg), "reference": {k: {kk: v[kk] for kk in ("mean", "std", "reached")} for k, v in ref.items()},
+    results = {"config": cfg.to_dict(), "reference": {k: {kk: v[kk] for kk in ("mean", "std", "reached")} for k, v in ref.items()},
                "summary": summary, "table": text, "header": header, "wall_seconds": time.perf_counter() - t0}
     save_results(out, results, plot, "scores.png")
     return results

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._validate import check_config_keys, check_tensor
+from .._validate import check_tensor
+from ..config import Config, setting
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
 from .networks import BoundLike, ObsNormalizer, bound_tensor
@@ -64,7 +65,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 # ---------------------------------------------------------------------------------- configs
 @dataclasses.dataclass
-class AgentConfig:
+class AgentConfig(Config):
     """Settings every agent shares.
 
     Attributes:
@@ -80,46 +81,13 @@ class AgentConfig:
     """
 
     seed: int = 0
-    batch_size: int = 256
-    hidden: Tuple[int, ...] = (256, 256)
-    steps: int = 100_000
-    discount: float = 0.99
-    grad_clip: Optional[float] = None
+    batch_size: int = setting(256, ge=1)
+    hidden: Tuple[int, ...] = setting((256, 256), ge=1)
+    steps: int = setting(100_000, ge=1)
+    discount: float = setting(0.99, ge=0.0, le=1.0)
+    grad_clip: Optional[float] = setting(None, gt=0.0)
     obs_norm: bool = False
     device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {self.hidden}")
-        for name in ("batch_size", "steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.discount <= 1.0:
-            raise ValueError(f"discount must be in [0, 1], got {self.discount}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-
-    @classmethod
-    def from_dict(cls: Type[C], values: Mapping[str, Any]) -> C:
-        """Build from a dict; unknown keys raise ``TypeError`` naming them."""
-        check_config_keys(cls, dict(values))
-        return cls(**values)
-
-    @classmethod
-    def coerce(cls: Type[C], config: Union[C, Mapping[str, Any], None]) -> C:
-        """``None`` -> defaults, dict -> :meth:`from_dict`, instance -> itself."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, Mapping):
-            return cls.from_dict(config)
-        raise TypeError(f"config must be a {cls.__name__}, a dict or None, got {type(config).__name__}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain dict (tuples as lists), JSON friendly."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 # ---------------------------------------------------------------------------------- sampling

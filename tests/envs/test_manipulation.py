@@ -195,7 +195,7 @@ def test_collection_is_resumable_and_refuses_other_settings(lift_data):
 def test_relabelling_recovers_the_known_z(lift_data, tmp_path):
     """Original controller: z* equals the executed delta and replays the recorded torques."""
     from ohio_layers.envs.manipulation.data import next_state_labels
-    from ohio_layers.experiments.manipulation_relabel import relabel_manipulation, verify_relabelling
+    from ohio_layers.inverse.osc_relabel import relabel_manipulation, verify_relabelling
 
     data, _ = lift_data
     setting = controller_setting("lift", "original")
@@ -228,7 +228,7 @@ def test_desaturated_relabelling_keeps_the_unchanged_channel(lift_data):
     """
     import torch
 
-    from ohio_layers.experiments.manipulation_relabel import OSCRelabeler
+    from ohio_layers.inverse.osc_relabel import OSCRelabeler
 
     data, _ = lift_data
     original, damping = controller_setting("lift", "original"), controller_setting("lift", "damping")

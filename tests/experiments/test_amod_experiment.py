@@ -6,7 +6,8 @@ import pytest
 
 from ohio_layers.envs.amod import AMoDEnv, make_policy
 from ohio_layers.envs.amod.oracle import oracle_plan, oracle_returns
-from ohio_layers.experiments.amod import QUICK, AMoDExperimentConfig, flow_violations, run
+from ohio_layers.envs.amod.data import flow_violations
+from ohio_layers.experiments.amod import QUICK, AMoDExperimentConfig, run
 
 SMALL = {"nlat": 2, "nlon": 2, "horizon": 6, "trips_per_minute": 3.0}
 
@@ -75,6 +76,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
         AMoDExperimentConfig(algos=("iql",), finetune=True)
     with pytest.raises(ValueError, match="calql_bc_weight"):
         AMoDExperimentConfig(calql_bc_weight=-1.0)
+    with pytest.raises(TypeError, match=r"city has unknown keys \['nlatt'\]"):  # at config time, not in a worker
+        AMoDExperimentConfig.from_dict({"city": {"nlatt": 3}})
     cfg = AMoDExperimentConfig.from_dict({**QUICK, "out_dir": "x"})
     assert cfg.seeds == (0,) and cfg.behaviours == ("dispatch", "random")
 

@@ -6,7 +6,7 @@ Importing this package registers ``ohio_layers/AMoD-v0`` with gymnasium.
 import gymnasium as _gym
 
 from .env import AMoDEnv, match_requests
-from .data import collect
+from .data import collect, evaluate, flow_violations, heuristic_decider, run_episode
 from .policies import (
     POLICIES, BehaviourPolicy, DemandProportional, DispatchToDemand, EqualDistribution, NoRebalancing,
     RandomDistribution, make_policy,
@@ -22,6 +22,7 @@ if ENV_ID not in _gym.registry:
 __all__ = [
     "AMoDEnv", "ENV_ID", "Scenario", "builtin_scenario_path", "load_scenario_json", "match_requests", "synthetic_city",
     "synthetic_reference_json", "POLICIES", "BehaviourPolicy", "DemandProportional", "DispatchToDemand",
-    "EqualDistribution", "NoRebalancing", "RandomDistribution", "collect", "make_policy", "OracleResult", "oracle_plan",
+    "EqualDistribution", "NoRebalancing", "RandomDistribution", "collect", "evaluate", "run_episode", "flow_violations",
+    "heuristic_decider", "make_policy", "OracleResult", "oracle_plan",
     "oracle_returns",
 ]

@@ -19,7 +19,7 @@ them out in an ``action_mode="flows"`` :class:`AMoDEnv` and returns a :class:`Da
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import numpy as np
 

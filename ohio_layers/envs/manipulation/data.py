@@ -17,7 +17,7 @@ Per-step arrays (``ohio_layers.data.dataset`` format, ``T`` steps per episode)::
     pose, next_pose (T, 12)     grip-site position and row-major rotation before / after the step
 
 :func:`next_state_labels` is the observed-next-state baseline. The OHIO relabelling of this data
-(and its dynamics-free verification) is in :mod:`ohio_layers.experiments.manipulation_relabel`,
+(and its dynamics-free verification) is in :mod:`ohio_layers.inverse.osc_relabel`,
 since it joins this domain to the inverse package.
 """
 from __future__ import annotations

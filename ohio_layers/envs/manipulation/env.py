@@ -36,7 +36,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import gymnasium as gym
 import numpy as np
 
-from .settings import (CONTROL_FREQ, GRIP_SITE, ORIGINAL_SCALE, PHYSICS_SUBSTEPS, ROBOSUITE_TASK, SETTING_NAMES, TASKS, ControllerSetting,
+from .settings import (CONTROL_FREQ, GRIP_SITE, ROBOSUITE_TASK, TASKS, ControllerSetting,
                        _check_task, controller_setting)
 
 

@@ -35,7 +35,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .env import ORIGINAL_SCALE, ManipulationEnv, axis_rotation, rotation_log
+from .env import ManipulationEnv, axis_rotation, rotation_log
+from .settings import ORIGINAL_SCALE
 
 
 class ScriptedPolicy:

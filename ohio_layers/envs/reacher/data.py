@@ -19,7 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...data.dataset import Dataset, EpisodeRecorder
-from .env import ENV_ID, GoalReacherConfig, GoalReacherEnv
+from .env import GoalReacherEnv
+from .settings import ENV_ID, GoalReacherConfig
 from .policies import LQRHierarchicalPolicy, ReacherPolicy
 
 EnvConfig = Union[GoalReacherConfig, Mapping[str, Any], None]

@@ -26,15 +26,14 @@ across full rotations; never rebuilt from cos/sin).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import mujoco
 import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.reacher_v5 import ReacherEnv
 
-from .settings import (ENV_ID, LINK_LENGTHS, OBS_COS, OBS_QVEL, OBS_SIN, OBS_TARGET, OBS_TIP_MINUS_TARGET,
-                       SINGLE_GOAL_ENV_ID, TARGET_DISK_RADIUS, GoalReacherConfig, single_goal_config)
+from .settings import ENV_ID, LINK_LENGTHS, SINGLE_GOAL_ENV_ID, TARGET_DISK_RADIUS, GoalReacherConfig, single_goal_config
 
 _RENDER_MODES = ("rgb_array", "depth_array", "rgbd_tuple")
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ...lowlevel.dynamics import Linearization
 from ...lowlevel.lqr import LQRGoalController
-from .env import LINK_LENGTHS, OBS_TARGET
+from .settings import LINK_LENGTHS, OBS_TARGET
 from .linearization import ReacherFDLinearization
 
 #: IK clip of |q2| (joint1 is limited to +-3 rad; the FD Jacobian degrades near the limit).

@@ -17,22 +17,38 @@ z and with it the *unclipped* torques ``law(z_src)``; the target controller is t
 against those, all joints, all sub-steps (2 % off). Transitions the source inverse does not
 reproduce keep the direct (clipped-torque) inverse.
 
-This wires the robot-arm domain (``envs.manipulation``) to the OSC inverse
-(``inverse.osc_inverse``), so it lives with the experiments, the only package that knows both.
+A controller is given as a *setting*: any object with ``name``, ``make_controller(**kwargs)``
+returning an :class:`~ohio_layers.lowlevel.osc.OperationalSpaceController` and ``to_dict()``
+(:class:`ControllerFactory`; e.g. :class:`ohio_layers.envs.manipulation.ControllerSetting`), so
+this module needs no simulator and no env.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
 
 from ..data.dataset import Dataset
 from ..data.io import PathLike
-from ..envs.manipulation import ControllerSetting
-from ..inverse.osc_inverse import OSCInverse
-from ..inverse.relabel import relabel
-from ..inverse.result import InverseResult
+from .osc_inverse import OSCInverse
+from .relabel import relabel
+from .result import InverseResult
+
+__all__ = ["ControllerFactory", "OSCRelabeler", "relabel_manipulation", "verify_relabelling"]
+
+
+class ControllerFactory(Protocol):
+    """What the relabeller needs of a controller setting (gains known, controller built on demand)."""
+
+    name: str
+
+    def make_controller(self, **kwargs: Any) -> Any:
+        """A fresh :class:`~ohio_layers.lowlevel.osc.OperationalSpaceController` with these gains."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The setting as plain data (for provenance)."""
+
 
 
 class OSCRelabeler:
@@ -50,7 +66,7 @@ class OSCRelabeler:
             residual is ``<= source_tol (1 + |tau|)``.
     """
 
-    def __init__(self, setting: ControllerSetting, inverse: Any = None, source: Optional[ControllerSetting] = None,
+    def __init__(self, setting: ControllerFactory, inverse: Any = None, source: Optional[ControllerFactory] = None,
                  source_tol: float = 1e-6) -> None:
         self.setting, self.source, self.source_tol = setting, source, float(source_tol)
         self.controller = setting.make_controller()
@@ -95,9 +111,9 @@ class OSCRelabeler:
         return f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}|source={source}|source_tol={self.source_tol}"
 
 
-def relabel_manipulation(dataset: Dataset, setting: ControllerSetting, out_path: PathLike, *, chunk_size: int = 2048,
+def relabel_manipulation(dataset: Dataset, setting: ControllerFactory, out_path: PathLike, *, chunk_size: int = 2048,
                          tolerance: float = 1e-4, progress: bool = True,
-                         source: Optional[ControllerSetting] = None) -> Tuple[Dataset, Any]:
+                         source: Optional[ControllerFactory] = None) -> Tuple[Dataset, Any]:
     """OHIO relabelling of every step for ``setting``; returns ``(high-level Dataset, RelabelReport)``.
 
     The high-level dataset holds ``z (N, 7)``, ``z_executed`` (for comparison with the original
@@ -109,7 +125,7 @@ def relabel_manipulation(dataset: Dataset, setting: ControllerSetting, out_path:
                    progress=progress, extra_keys=("z_executed", "success"))
 
 
-def verify_relabelling(dataset: Dataset, z: np.ndarray, setting: ControllerSetting, *, tolerance: float = 1e-4,
+def verify_relabelling(dataset: Dataset, z: np.ndarray, setting: ControllerFactory, *, tolerance: float = 1e-4,
                        max_windows: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
     """Dynamics-free check: replay ``z (N, >=6)`` through the controller on the recorded sub-step states.
 
