@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 from torch import Tensor
@@ -11,46 +11,68 @@ from .kkt import kkt_matrix
 from .problem import QPStatus
 
 
+def refined_solve(K: Tensor, rhs: Tensor, n: int, steps: int = 3) -> Tensor:
+    """``K^{-1} rhs (B, k)`` for KKT matrices that may be singular (duplicated or dependent rows).
+
+    Factorises the quasi-definite ``K + diag(eps I_n, -eps I)`` once and refines against ``K``
+    itself (a proximal-point iteration): exact for regular ``K``, and for a singular but
+    consistent system it converges to a solution whose ``x`` part is the unique one whenever
+    ``Q`` is positive definite on the null space of the active rows.
+    """
+    eps = 1e-10 * (1.0 + K[:, :n, :n].abs().amax((-1, -2)))
+    d = torch.cat([eps[:, None].expand(-1, n), -eps[:, None].expand(-1, K.shape[1] - n)], 1)
+    LU, piv, _ = torch.linalg.lu_factor_ex(K + torch.diag_embed(d))
+    z = torch.linalg.lu_solve(LU, piv, rhs.unsqueeze(-1))
+    for _ in range(steps):
+        z = z + torch.linalg.lu_solve(LU, piv, rhs.unsqueeze(-1) - K @ z)
+    return z.squeeze(-1)
+
+
 def kkt_active_set(
-    Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor, b: Tensor, active: Tensor, tol: float, max_iter: int
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor, b: Tensor, active: Tensor, tol: float, max_iter: int,
+    residual: Callable[[Tensor, Tensor], Tensor],
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Primal-dual active-set polishing for general constraints (float64, no gradient).
 
-    From an initial guess ``active (B, m)``: solve the masked KKT system, then mark row ``i``
-    active iff ``mu_i + c_i (G_i x - h_i) > 0``; stop when the set repeats and verify primal
-    feasibility and dual signs to ``tol``.
+    From an initial guess ``active (B, m)``: solve the masked KKT system (:func:`refined_solve`),
+    accept the member if ``residual(x, lam) <= tol`` (the KKT check of the caller), otherwise
+    mark row ``i`` active iff ``mu_i + c_i (G_i x - h_i) > 0`` and repeat. Acceptance by the
+    check rather than by a repeated set keeps degenerate members (weakly active or duplicated
+    rows, more than ``n`` active rows) exact.
 
     Returns:
-        ``(active (B, m), x (B, n), lam (B, m + me), exact (B,), iterations (B,))``; ``exact``
-        marks members whose final active set satisfies the KKT conditions (``x``, ``lam`` are
-        its solution and multipliers).
+        ``(active (B, m), x (B, n), lam (B, m + me), exact (B,), iterations (B,), residual (B,))``
+        for each member's best iterate; ``exact`` marks those that passed the check.
     """
     B, n = p.shape
     m = G.shape[1]
     iterations = torch.zeros(B, dtype=torch.int64, device=p.device)
-    exact = torch.zeros(B, dtype=torch.bool, device=p.device)
+    best_res = torch.full((B,), float("inf"), dtype=p.dtype, device=p.device)
+    best_sol = torch.zeros(B, n + m + A.shape[1], dtype=p.dtype, device=p.device)
+    best_active = active
     scale_c = 1.0 / (G.pow(2).sum(-1) + 1e-300)
-    feas_scale = 1.0 + h.abs().amax(-1, keepdim=True) if m else None
     with torch.no_grad():
         for _ in range(max_iter):
             K = kkt_matrix(Q, G, A, active)
             rhs = torch.cat([-p, h * active.to(p.dtype), b], 1)
-            sol, info = torch.linalg.solve_ex(K, rhs)
+            sol = refined_solve(K, rhs, n)
             x, mu = sol[:, :n], sol[:, n:n + m]
-            healthy = (info == 0) & torch.isfinite(sol).all(-1)
+            res = residual(x, sol[:, n:])
+            running = best_res > tol
+            iterations += running.to(torch.int64)
+            better = running & (res < best_res)
+            best_res = torch.where(better, res, best_res)
+            best_sol = torch.where(better[:, None], sol, best_sol)
+            best_active = torch.where(better[:, None], active, best_active)
+            if not bool((best_res > tol).any()) or m == 0:
+                break
             viol = (G @ x.unsqueeze(-1)).squeeze(-1) - h
             new_active = (mu + scale_c * viol) > 0
-            same = (new_active == active).all(-1)
-            iterations += (~exact).to(torch.int64)
-            if m:
-                feasible = (viol <= tol * feas_scale).all(-1) & (mu >= -tol * (1 + mu.abs().amax(-1, keepdim=True))).all(-1)
-            else:
-                feasible = torch.ones_like(same)
-            exact = same & healthy & feasible
-            active = torch.where(exact[:, None], active, new_active)
-            if bool(exact.all()) or m == 0:
+            stuck = (new_active == active).all(-1)
+            if bool((stuck | (best_res <= tol)).all()):
                 break
-    return active, sol[:, :n], sol[:, n:], exact, iterations
+            active = new_active
+    return best_active, best_sol[:, :n], best_sol[:, n:], best_res <= tol, iterations, best_res
 
 
 @dataclass

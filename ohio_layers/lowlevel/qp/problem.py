@@ -18,11 +18,13 @@ BACKENDS = ("native", "qpth", "cvxpylayers")
 
 
 class QPStatus(enum.IntEnum):
-    """Per-member outcome of a QP solve."""
+    """Per-member outcome of a QP solve (each backed by a check, see :mod:`.certify`)."""
 
-    OPTIMAL = 0
-    INFEASIBLE = 1
-    MAX_ITER = 2
+    OPTIMAL = 0  # the KKT residual at the returned x and multipliers is <= tol
+    INFEASIBLE = 1  # no x satisfies the constraints (empty box, Farkas certificate or phase-1 LP)
+    MAX_ITER = 2  # not solved, and neither infeasibility nor unboundedness was certified
+    UNBOUNDED = 3  # feasible, and a verified direction of recession decreases the objective
+    NONCONVEX = 4  # Q is not positive semidefinite (only with check_psd=False): no minimum is certified
 
 
 @dataclass
@@ -31,14 +33,29 @@ class QPSolution:
 
     Attributes:
         x: ``(B, n)`` solutions (differentiable for ``OPTIMAL`` members; the last iterate,
-            detached, for the others).
+            detached, non-finite entries set to 0, for the others).
         status: ``(B,)`` int64 codes of :class:`QPStatus`.
         iterations: ``(B,)`` int64 iterations used (active-set plus interior-point).
+        lower_dual, upper_dual: ``(B, n)`` multipliers ``>= 0`` of ``lower <= x`` and ``x <= upper``
+            (0 for infinite bounds).
+        ineq_dual: ``(B, m)`` multipliers ``>= 0`` of ``G x <= h``.
+        eq_dual: ``(B, me)`` multipliers of ``A x = b``.
+        kkt_residual: ``(B,)`` relative KKT residual (:func:`~.certify.kkt_residual`) of ``x`` and the
+            multipliers, in float64; ``inf`` for members with no meaningful point (e.g. an empty box).
+
+    The multipliers solve ``Q x + p - lower_dual + upper_dual + G' ineq_dual + A' eq_dual = 0``;
+    they are float64-accurate values in the caller's dtype, without gradient. The qpth and
+    cvxpylayers backends leave them (and ``kkt_residual``) ``None``.
     """
 
     x: Tensor
     status: Tensor
     iterations: Tensor
+    lower_dual: Optional[Tensor] = None
+    upper_dual: Optional[Tensor] = None
+    ineq_dual: Optional[Tensor] = None
+    eq_dual: Optional[Tensor] = None
+    kkt_residual: Optional[Tensor] = None
 
     @property
     def ok(self) -> Tensor:
@@ -150,9 +167,6 @@ def make_problem(
         G=expand("G", None, (m, n)), h=expand("h", None, (m,)),
         A=expand("A", None, (me, n)), b=expand("b", None, (me,)),
     )
-    bad = (prob.lower > prob.upper).any(-1)
-    if bool(bad.any()):
-        raise ValueError(f"lower must be <= upper (empty box) in batch members {bad.nonzero().flatten().tolist()}")
     return prob
 
 
@@ -175,21 +189,6 @@ def _rows(name: str, M: Tensor, n: int) -> int:
         shape = tuple(M.shape) if isinstance(M, Tensor) else type(M).__name__
         raise ValueError(f"{name} must have shape (B, rows, {n}) or (rows, {n}), got {shape}")
     return M.shape[-2]
-
-
-def _check_psd(Q64: Tensor) -> None:
-    """Raise if a symmetric float64 ``Q64 (B, n, n)`` has a clearly negative eigenvalue."""
-    _, info = torch.linalg.cholesky_ex(Q64)
-    if not bool((info != 0).any()):
-        return
-    suspect = (info != 0).nonzero().flatten()
-    eig = torch.linalg.eigvalsh(Q64[suspect])
-    neg = eig[:, 0] < -1e-8 * eig.abs().amax(-1).clamp_min(1.0)
-    if bool(neg.any()):
-        raise ValueError(
-            f"Q must be positive semidefinite; batch members {suspect[neg].tolist()} have "
-            f"smallest eigenvalues {eig[neg, 0].tolist()}"
-        )
 
 
 def _sym(Q: Tensor) -> Tensor:
@@ -224,3 +223,18 @@ def bound_rows(prob: QPProblem) -> Tuple[Tensor, Tensor]:
         Gs.append(rows)
         hs.append(torch.where(f, sign * bound[:, cols], torch.ones((), dtype=dtype, device=device)))
     return torch.cat(Gs, 1), torch.cat(hs, 1)
+
+
+def split_row_duals(prob: QPProblem, lam: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Undo :func:`bound_rows` for multipliers: ``lam (B, m' + me)`` -> ``(lower (B, n), upper (B, n), G (B, m), A (B, me))``."""
+    B, n, m = prob.batch, prob.n, prob.G.shape[1]
+    k = m
+    parts = {}
+    for name, bound in (("upper", prob.upper), ("lower", prob.lower)):
+        finite = torch.isfinite(bound)
+        cols = finite.any(0).nonzero().flatten()
+        full = lam.new_zeros(B, n)
+        full[:, cols] = lam[:, k:k + cols.numel()] * finite[:, cols]
+        parts[name] = full
+        k += cols.numel()
+    return parts["lower"], parts["upper"], lam[:, :m], lam[:, k:]
