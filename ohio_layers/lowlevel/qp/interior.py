@@ -22,9 +22,14 @@ def refined_solve(K: Tensor, rhs: Tensor, n: int, steps: int = 3) -> Tensor:
     eps = 1e-10 * (1.0 + K[:, :n, :n].abs().amax((-1, -2)))
     d = torch.cat([eps[:, None].expand(-1, n), -eps[:, None].expand(-1, K.shape[1] - n)], 1)
     LU, piv, _ = torch.linalg.lu_factor_ex(K + torch.diag_embed(d))
-    z = torch.linalg.lu_solve(LU, piv, rhs.unsqueeze(-1))
+    b = rhs.unsqueeze(-1)
+    z = torch.linalg.lu_solve(LU, piv, b)
+    scale = 1e-15 * (1.0 + b.abs().amax((-1, -2)))
     for _ in range(steps):
-        z = z + torch.linalg.lu_solve(LU, piv, rhs.unsqueeze(-1) - K @ z)
+        r = b - K @ z
+        if not bool((r.abs().amax((-1, -2)) > scale).any()):  # every member is solved to round-off
+            break
+        z = z + torch.linalg.lu_solve(LU, piv, r)
     return z.squeeze(-1)
 
 
