@@ -67,12 +67,26 @@ def kkt_residual(P: QPProblem, x: Tensor, duals: Duals) -> Tensor:
     return torch.where(torch.isfinite(x).all(-1), res.nan_to_num(nan=float("inf")), float("inf"))
 
 
-def box_duals(P: QPProblem, x: Tensor, act_lo: Tensor, act_hi: Tensor) -> Duals:
-    """Bound multipliers of a box QP at ``x`` with the given active sets: ``-(Qx + p)`` split by sign."""
+def box_certificate(P: QPProblem, x: Tensor, act_lo: Tensor, act_hi: Tensor) -> Tuple[Tensor, Duals]:
+    """``(residual (B,), duals)`` of a box QP at ``x`` with the active sets of a repeated search.
+
+    The multipliers are ``-(Qx + p)`` split by the active sets. This is :func:`kkt_residual`
+    minus the terms that vanish at a repeated active set by the very comparisons that ended the
+    search (free entries inside their bounds, no multiplier on a free entry, and thus no
+    complementarity gap): stationarity on the free entries, the distance of active entries
+    from their bound, and the multiplier signs. Non-finite ``x`` gives ``inf``.
+    """
     g = _mv(P.Q, x) + P.p
     zl, zu = torch.where(act_lo, g, 0.0), torch.where(act_hi, -g, 0.0)
+    active = act_lo | act_hi
+    stat = torch.where(active, 0.0, g).abs().amax(-1)
+    s_d = 1.0 + torch.maximum(torch.maximum(P.p.abs(), (g - P.p).abs()), g.abs() * active).amax(-1)
+    bound = torch.where(act_lo, P.lower, torch.where(act_hi, P.upper, x))  # infinite if an infinite bound is active
+    off = (x - bound).abs().amax(-1) / (1.0 + bound.abs().amax(-1))
+    sign = (-torch.minimum(zl, zu).amin(-1)).clamp_min(0.0)
+    res = torch.maximum(torch.maximum(stat, sign) / s_d, off)
     empty = P.p.new_zeros(P.batch, 0)
-    return zl, zu, empty, empty
+    return res.nan_to_num(nan=float("inf")), (zl, zu, empty, empty)
 
 
 def empty_box(P: QPProblem) -> Tensor:

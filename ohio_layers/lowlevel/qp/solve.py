@@ -54,7 +54,7 @@ from torch import Tensor
 from .box import SMALL_BATCH, box_active_set, box_active_set_small
 from .interior import interior_point, kkt_active_set
 from .kkt import BoxKKT, GeneralKKT
-from .certify import box_duals, classify_unsolved, empty_box, kkt_residual, nonconvex_members
+from .certify import box_certificate, classify_unsolved, empty_box, kkt_residual, nonconvex_members
 from .problem import (BACKENDS, ArrayLike, QPProblem, QPSolution, QPStatus, _finite_or_zero, _sym, bound_rows, make_problem,
                       split_row_duals)
 from .small import _solve_box_small
@@ -163,8 +163,7 @@ def _solve_native(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) ->
     search = box_active_set_small if prob.batch <= SMALL_BATCH and P64.p.device.type == "cpu" else box_active_set
     act_lo, act_hi, x64, done, iterations = search(P64.Q, P64.p, P64.lower, P64.upper, 2 * n + 10)
     x64 = torch.where(done[:, None], x64, 0.0)  # unfinished members are replaced below
-    duals = box_duals(P64, x64, act_lo, act_hi)
-    residual = kkt_residual(P64, x64, duals)
+    residual, duals = box_certificate(P64, x64, act_lo, act_hi)
     done = done & (residual <= tol)
     status = torch.where(done, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))
     x = BoxKKT.apply(prob.Q, prob.p, prob.lower, prob.upper, x64.to(dtype), P64.Q, act_lo, act_hi)
