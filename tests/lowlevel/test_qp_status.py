@@ -84,7 +84,7 @@ def general_member(kind, seed):
     Q = spd(g)
     xs = torch.randn(N, generator=g, dtype=F).clamp(-0.9, 0.9)
     lo, hi = torch.full((N,), -5.0, dtype=F), torch.full((N,), 5.0, dtype=F)
-    k = {"weak": 3, "dup": 3, "vertex": N + 3, "rankdef": 4, "free": 3, "infeasible": 3, "unbounded": 3}[kind]
+    k = {"vertex": N + 3, "rankdef": 4}.get(kind, 3)
     Ga = torch.randn(k, N, generator=g, dtype=F)
     mu = 0.5 + torch.rand(k, generator=g, dtype=F)
     if kind == "weak":
@@ -105,15 +105,18 @@ def general_member(kind, seed):
     if kind == "infeasible":  # G_0 x <= h_0 and -G_0 x <= -h_0 - 1
         G[-1], h[-1] = -G[0], -h[0] - 1.0
         return (Q, p, lo, hi, G, h), (INFEAS, None)
-    if kind == "unbounded":  # x0 free, Q's first row/column zero, p0 < 0, no row touches x0
+    if kind in ("unbounded", "infeasible_ray"):  # x0 free, Q's first row/column zero, p0 < 0, no row touches x0
         Q[0, :], Q[:, 0], G[:, 0] = 0.0, 0.0, 0.0
         lo[0], hi[0], p[0] = -INF, INF, -1.0
+        if kind == "infeasible_ray":  # ... but the constraints are inconsistent: infeasibility wins
+            G[-1], h[-1] = -G[1], -h[1] - 1.0
+            return (Q, p, lo, hi, G, h), (INFEAS, None)
         return (Q, p, lo, hi, G, h), (UNB, None)
     return (Q, p, lo, hi, G, h), (OPT, xs)
 
 
 BOX_KINDS = ["plain", "weak", "fixed", "rankdef", "unbounded", "empty", "lower_inf", "upper_minus_inf", "nonconvex"]
-GENERAL_KINDS = ["weak", "dup", "vertex", "rankdef", "free", "infeasible", "unbounded"]
+GENERAL_KINDS = ["weak", "dup", "vertex", "rankdef", "free", "infeasible", "unbounded", "infeasible_ray"]
 
 
 def stack(members):
@@ -175,6 +178,18 @@ def test_nonconvex_raises_by_default_and_names_the_member():
     members = [box_member(k, seed=1) for k in ("plain", "nonconvex")]
     with pytest.raises(ValueError, match=r"positive semidefinite; batch members \[1\]"):
         solve_qp(*stack([a for a, _ in members]))
+
+
+@pytest.mark.parametrize("kind", ["dup", "rankdef"])
+def test_gradients_on_duplicated_rows_and_rank_deficient_q_match_finite_differences(kind):
+    """Duplicated active rows make the KKT matrix singular; the backward must still be exact
+    (strict complementarity holds for some multiplier split, so x(p, Q) is smooth here)."""
+    (Q, p, lo, hi, G, h), _ = general_member(kind, seed=2)
+    p = p.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda pp: solve_qp(Q, pp, lo, hi, G, h).x, (p,), eps=1e-6, atol=1e-6)
+    if kind == "dup":  # (a perturbed rank-deficient Q would be indefinite)
+        Q = Q.clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda q: solve_qp(q, p.detach(), lo, hi, G, h).x, (Q,), eps=1e-6, atol=1e-6)
 
 
 # ------------------------------------------------------------------ duals

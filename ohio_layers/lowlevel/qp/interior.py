@@ -7,30 +7,8 @@ from typing import Callable, Tuple
 import torch
 from torch import Tensor
 
-from .kkt import kkt_matrix
+from .kkt import kkt_matrix, refined_solve
 from .problem import QPStatus
-
-
-def refined_solve(K: Tensor, rhs: Tensor, n: int, steps: int = 3) -> Tensor:
-    """``K^{-1} rhs (B, k)`` for KKT matrices that may be singular (duplicated or dependent rows).
-
-    Factorises the quasi-definite ``K + diag(eps I_n, -eps I)`` once and refines against ``K``
-    itself (a proximal-point iteration): exact for regular ``K``, and for a singular but
-    consistent system it converges to a solution whose ``x`` part is the unique one whenever
-    ``Q`` is positive definite on the null space of the active rows.
-    """
-    eps = 1e-10 * (1.0 + K[:, :n, :n].abs().amax((-1, -2)))
-    d = torch.cat([eps[:, None].expand(-1, n), -eps[:, None].expand(-1, K.shape[1] - n)], 1)
-    LU, piv, _ = torch.linalg.lu_factor_ex(K + torch.diag_embed(d))
-    b = rhs.unsqueeze(-1)
-    z = torch.linalg.lu_solve(LU, piv, b)
-    scale = 1e-15 * (1.0 + b.abs().amax((-1, -2)))
-    for _ in range(steps):
-        r = b - K @ z
-        if not bool((r.abs().amax((-1, -2)) > scale).any()):  # every member is solved to round-off
-            break
-        z = z + torch.linalg.lu_solve(LU, piv, r)
-    return z.squeeze(-1)
 
 
 def kkt_active_set(

@@ -26,11 +26,26 @@ def kkt_matrix(Q: Tensor, G: Tensor, A: Tensor, active: Tensor) -> Tensor:
     return torch.cat([top, bottom], 1)
 
 
-def _solve_or_zero(K: Tensor, rhs: Tensor) -> Tensor:
-    """``K^{-1} rhs`` per member, zero for members whose ``K`` is singular."""
-    w, info = torch.linalg.solve_ex(K, rhs)
-    good = (info == 0)[:, None] & torch.isfinite(w).all(-1, keepdim=True)
-    return torch.where(good, w, torch.zeros_like(w))
+def refined_solve(K: Tensor, rhs: Tensor, n: int, steps: int = 3) -> Tensor:
+    """``K^{-1} rhs (B, k)`` for KKT matrices that may be singular (duplicated or dependent rows).
+
+    Factorises the quasi-definite ``K + diag(eps I_n, -eps I)`` once and refines against ``K``
+    itself (a proximal-point iteration): exact for regular ``K``, and for a singular but
+    consistent system it converges to a solution whose ``x`` part is the unique one whenever
+    ``Q`` is positive definite on the null space of the active rows.
+    """
+    eps = 1e-10 * (1.0 + K[:, :n, :n].abs().amax((-1, -2)))
+    d = torch.cat([eps[:, None].expand(-1, n), -eps[:, None].expand(-1, K.shape[1] - n)], 1)
+    LU, piv, _ = torch.linalg.lu_factor_ex(K + torch.diag_embed(d))
+    b = rhs.unsqueeze(-1)
+    z = torch.linalg.lu_solve(LU, piv, b)
+    scale = 1e-15 * (1.0 + b.abs().amax((-1, -2)))
+    for _ in range(steps):
+        r = b - K @ z
+        if not bool((r.abs().amax((-1, -2)) > scale).any()):  # every member is solved to round-off
+            break
+        z = z + torch.linalg.lu_solve(LU, piv, r)
+    return z.squeeze(-1)
 
 
 class BoxKKT(torch.autograd.Function):
@@ -87,7 +102,8 @@ class GeneralKKT(torch.autograd.Function):
         n, m = x.shape[1], G.shape[1]
         K = kkt_matrix(_sym(Q), G, A, active)
         rhs = torch.cat([g, torch.zeros(g.shape[0], K.shape[1] - n, dtype=g.dtype, device=g.device)], 1)
-        w = _solve_or_zero(K, rhs)
+        w = refined_solve(K, rhs, n)  # K is singular for duplicated or dependent active rows
+        w = torch.where(torch.isfinite(w).all(-1, keepdim=True), w, 0.0)
         wx, wl = w[:, :n], w[:, n:]
         outer = lambda a, c: a.unsqueeze(-1) * c.unsqueeze(-2)  # noqa: E731
         grad_Q = -0.5 * (outer(wx, x) + outer(x, wx))
