@@ -9,8 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "ohio_layers"
 MAX_LINES = 500
-# being split on their issue branches (the QP layer: issue 18; the flow layer: issue 15); remove when merged
-PENDING_SPLIT = {"lowlevel/qp.py", "lowlevel/min_cost_flow.py"}
+# being split on its issue branch (the flow layer: issue 15); remove when merged
+PENDING_SPLIT = {"lowlevel/min_cost_flow.py"}
 # which top-level subpackages each may import (the design's bottom-up order); the root's
 # config/_validate/_extras modules are shared by all
 ALLOWED = {
@@ -68,7 +68,6 @@ def test_no_import_cycle_in_the_package():
     graph = _graph()
     # a package importing its own submodules (re-exports) is not a cycle; everything else is
     edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
-    edges["ohio_layers.lowlevel.qp_backends"].discard("ohio_layers.lowlevel.qp")  # PENDING_SPLIT: issue 18 removes it
     state: Dict[str, int] = {}
     stack: List[str] = []
 

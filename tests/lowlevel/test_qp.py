@@ -183,14 +183,14 @@ def test_infeasible_member_is_flagged_while_the_rest_solve():
     assert bool((grad[2] == 0).all()) and bool((grad[[0, 1, 3, 4, 5]] != 0).any())
 
 
-def test_unbounded_member_is_reported_as_not_solved():
+def test_unbounded_member_is_reported_as_unbounded():
     """Q = diag(1, 1, 0), p = (0, 0, 1): member 1 lacks the row bounding x3 from below."""
     Q = torch.diag(torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))
     p = torch.tensor([0.3, -0.2, 1.0], dtype=torch.float64).expand(2, -1).clone().requires_grad_(True)
     G = torch.tensor([[[1.0, 0, 0], [0, 0, -1]], [[1.0, 0, 0], [0, 0, 0]]], dtype=torch.float64)
     h = torch.tensor([[1.0, 5.0], [1.0, 1.0]], dtype=torch.float64)
     sol = solve_qp(Q, p, G=G, h=h, max_iter=30)
-    assert sol.status.tolist() == [int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER)]
+    assert sol.status.tolist() == [int(QPStatus.OPTIMAL), int(QPStatus.UNBOUNDED)]
     torch.testing.assert_close(sol.x[0], torch.tensor([-0.3, 0.2, -5.0], dtype=torch.float64), atol=1e-10, rtol=0)
     (grad,) = torch.autograd.grad(sol.x.sum(), p)
     assert bool((grad[1] == 0).all())  # an unsolved member carries no gradient
@@ -204,7 +204,7 @@ def test_unbounded_member_is_reported_as_not_solved():
         (lambda a: {**a, "p": a["p"][:, :5]}, "p"),
         (lambda a: {**a, "Q": a["Q"][:, :5]}, "Q"),
         (lambda a: {**a, "p": torch.full_like(a["p"], float("nan"))}, "p"),
-        (lambda a: {**a, "lower": torch.full((7,), 2.0, dtype=torch.float64)}, "lower"),
+        (lambda a: {**a, "lower": torch.zeros(4, 5, dtype=torch.float64)}, "lower"),
         (lambda a: {**a, "upper": a["upper"][:3]}, "upper"),
         (lambda a: {**a, "Q": a["Q"] - 5.0 * torch.eye(7, dtype=torch.float64)}, "Q"),
         (lambda a: {**a, "p": a["p"][:2]}, "batch"),
@@ -304,7 +304,6 @@ def test_small_batch_semidefinite_q_takes_the_general_route():
         (lambda a: {**a, "Q": a["Q"].clone().fill_diagonal_(float("nan"))}, "Q contains NaN"),
         (lambda a: {**a, "p": a["p"].clone().fill_(float("inf"))}, "p contains NaN or inf"),
         (lambda a: {**a, "lower": torch.full((7,), float("nan"), dtype=torch.float64)}, "lower contains NaN"),
-        (lambda a: {**a, "lower": 2.0}, "lower must be <= upper"),
         (lambda a: {**a, "Q": a["Q"] - 5.0 * torch.eye(7, dtype=torch.float64)}, "positive semidefinite"),
         (lambda a: {**a, "upper": a["upper"].float()}, "upper must have the dtype"),
         (lambda a: {**a, "Q": a["Q"][:6, :6]}, "Q must have shape"),

@@ -1,6 +1,6 @@
 """Third-party backends of :func:`ohio_layers.lowlevel.qp.solve_qp`, for cross-checking.
 
-Both take a validated :class:`~ohio_layers.lowlevel.qp.QPProblem` (every argument already
+Both take a validated :class:`~ohio_layers.lowlevel.qp.problem.QPProblem` (every argument already
 expanded to the batch, so shared-parameter gradients are summed, as in the native backend),
 with the bounds turned into rows of ``G``.
 
@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._extras import require
-from .qp import QPProblem, QPSolution, QPStatus, _mv, _sym, bound_rows
+from ..._extras import require
+from .problem import QPProblem, QPSolution, QPStatus, _mv, _sym, bound_rows
 
 
 def solve(problem: QPProblem, backend: str, tol: float = 1e-12, max_iter: int = 50) -> QPSolution:
