@@ -8,7 +8,9 @@
 * :class:`CEMSolver` -- derivative-free cross-entropy method.
 
 All samples of a batch are solved together as one tensor; each sample stops on its own test.
-z is kept inside the controller's bounds (projection).
+z is kept inside the controller's bounds (projection). Whatever the stopping rule, the returned
+``converged`` is the common test of :mod:`ohio_layers.inverse.convergence` (one meaning for
+every solver, see :mod:`ohio_layers.inverse.result`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .._validate import check_tensor
+from .convergence import finish
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 
@@ -102,9 +105,7 @@ class AnalyticSolver:
             r0, J = residual_jacobian(problem, torch.zeros(n, c.z_dim, dtype=x.dtype, device=x.device), batch, saturate=False)
             z = _least_squares(J, r0, self.ridge, self.rcond)
             z = c.clamp_z(z)
-            residual = problem.residual(z, batch).norm(dim=-1)
-        ones = torch.ones(n, dtype=torch.bool, device=x.device)
-        return InverseResult(z, residual, ones, torch.zeros(n, dtype=torch.int64, device=x.device))
+        return finish(problem, batch, z, torch.zeros(n, dtype=torch.int64, device=x.device))
 
 
 @dataclass
@@ -112,11 +113,12 @@ class LevenbergMarquardt:
     """Projected Levenberg-Marquardt through the saturated closed loop, batched.
 
     Step: ``(J'J + lam diag(J'J) + lam*eps I) dz = -J'r``; a step is kept only if it lowers the
-    cost, then ``lam /= 3``, else ``lam *= 4``. A sample converges when its gradient
+    cost, then ``lam /= 3``, else ``lam *= 4``. A sample stops when its gradient
     ``||J'r||_inf <= gtol``, its cost ``<= ftol_abs``, or an accepted step changes the cost by a
     relative ``< ftol``, or the proposed step is shorter than ``xtol * (||z|| + xtol)``.
-    ``damping=0`` gives Gauss-Newton (every step accepted). Samples that reach ``max_iter``
-    are returned with ``converged=False``.
+    ``damping=0`` gives Gauss-Newton (every step accepted). ``converged`` is the common test
+    at the returned z (a sample stopped by ``max_iter`` can still pass it, one stopped by
+    ``xtol`` on a flat region does not).
     """
 
     max_iter: int = 30
@@ -161,7 +163,7 @@ class LevenbergMarquardt:
                 iters[act] += 1
                 tiny_step = step.norm(dim=-1) <= self.xtol * (za.norm(dim=-1) + self.xtol)
                 done[act] = small_grad | tiny_step | (cost[act] <= self.ftol_abs) | (accept & (rel < self.ftol))
-        return InverseResult(z, cost.sqrt(), done, iters)
+        return finish(problem, batch, z, iters)
 
 
 @dataclass
@@ -206,10 +208,7 @@ class AdamSolver:
                     last = c_now
             if bool(done.all()):
                 break
-        z = z.detach()
-        with torch.no_grad():
-            residual = problem.residual(z, batch).norm(dim=-1)
-        return InverseResult(z, residual, done, iters)
+        return finish(problem, batch, z.detach(), iters)
 
 
 @dataclass
@@ -218,8 +217,8 @@ class CEMSolver:
 
     A full covariance (not a diagonal one) lets the search follow the correlated valleys of
     ill-conditioned closed loops. Keeps the best sample seen (not the elite mean); the refit is
-    smoothed by ``alpha`` and floored at ``min_std``. Converged when every standard deviation
-    is below ``tol``. Seeded by ``seed``, so results are reproducible.
+    smoothed by ``alpha`` and floored at ``min_std``. A sample stops when every standard
+    deviation is below ``tol``; ``converged`` is the common stationarity test at the best sample. Seeded by ``seed``, so results are reproducible.
     """
 
     population: int = 128
@@ -271,7 +270,7 @@ class CEMSolver:
                 done |= torch.diagonal(cov, dim1=1, dim2=2).sqrt().amax(-1) <= self.tol
                 if bool(done.all()):
                     break
-        return InverseResult(best_z, best.sqrt(), done, iters)
+        return finish(problem, batch, best_z, iters)
 
 
 def _select(batch: WindowBatch, idx: Tensor) -> WindowBatch:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validate import check_tensor
-from ..lowlevel.base import Context, LowLevelController
+from ..lowlevel.base import Context, LowLevelController, check_actions
 from .base import Agent
 
 __all__ = ["Decision", "HierarchicalAgent", "HighLevelActionWrapper"]
@@ -103,7 +103,11 @@ class HierarchicalAgent(nn.Module):
         return Decision(z, self.controller.context(state0), 0)
 
     def low_level(self, state: Tensor, decision: Decision, step: Optional[int] = None) -> Tensor:
-        """Action ``(B, da)`` at low-level step ``step`` (default ``decision.step``) of ``decision``."""
+        """Action ``(B, da)`` at low-level step ``step`` (default ``decision.step``) of ``decision``.
+
+        Members the controller cannot serve come back as NaN rows (see
+        :mod:`ohio_layers.lowlevel.base`); :meth:`act` raises on them instead.
+        """
         step = decision.step if step is None else step
         if not 0 <= step < self.horizon:
             raise ValueError(f"step must be in [0, {self.horizon}), got {step}")
@@ -136,7 +140,7 @@ class HierarchicalAgent(nn.Module):
         ob, _ = _as_batch(obs, dtype, device)
         if decision is None or decision.step >= self.horizon:
             decision = self.begin(ob, st, deterministic)
-        a = self.low_level(st, decision)
+        a = check_actions(self.controller, self.low_level(st, decision), "HierarchicalAgent.act")
         decision = Decision(decision.z, decision.context, decision.step + 1)
         a = a[0] if single else a
         return (a.cpu().numpy() if as_numpy else a), decision
@@ -199,7 +203,8 @@ class HighLevelActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         steps = 0
         for step in range(self.controller.horizon):
             state = state0 if step == 0 else self._state()
-            a = self.controller.act(state, zt, ctx, step)[0].cpu().numpy().astype(env_dtype)
+            a = check_actions(self.controller, self.controller.act(state, zt, ctx, step), "HighLevelActionWrapper.step")
+            a = a[0].cpu().numpy().astype(env_dtype)
             obs, reward, terminated, truncated, info = self.env.step(a)
             total += float(reward)
             steps += 1
