@@ -2,6 +2,8 @@
 import torch
 
 from ohio_layers.lowlevel import ConstantLinearization, LQRGoalController
+from ohio_layers.lowlevel.osc import OSCStateLayout
+from ohio_layers.lowlevel.rotations import axis_angle_to_matrix
 
 DT = 0.02
 
@@ -15,3 +17,38 @@ def reacher_like_linearization(dtype=torch.float64) -> ConstantLinearization:
 
 def reacher_like_lqr(action_bound=1.0) -> LQRGoalController:
     return LQRGoalController(reacher_like_linearization(), relative_dims=(0, 1), action_bound=action_bound)
+
+
+# ------------------------------------------------------------------ synthetic OSC robot states
+LAYOUT = OSCStateLayout(7)
+F64 = torch.float64
+
+
+def robot_quantities(B, seed=0):
+    """Random but well-conditioned arm quantities (dict of (B, ...) float64 tensors)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+    A = r(B, 7, 7)
+    return dict(
+        q=r(B, 7), qdot=0.3 * r(B, 7), q0=r(B, 7), pos=r(B, 3), rot=axis_angle_to_matrix(2.0 * r(B, 3)),
+        lin_vel=0.1 * r(B, 3), ang_vel=0.3 * r(B, 3),
+        mass=0.05 * A @ A.transpose(1, 2) + 0.3 * torch.eye(7, dtype=F64),
+        jac_pos=0.5 * r(B, 3, 7), jac_ori=r(B, 3, 7), bias=5.0 * r(B, 7),
+    )
+
+
+def substep_states(N, k=5, seed=0):
+    """``(N, k, ds)`` sub-step states drifting smoothly from a random start."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    base = robot_quantities(N, seed)
+    steps = []
+    for j in range(k):
+        s = dict(base)
+        drift = lambda t, scale: t + j * scale * torch.randn(t.shape, generator=g, dtype=F64)  # noqa: E731
+        s.update(q=drift(base["q"], 0.002), qdot=drift(base["qdot"], 0.05), pos=drift(base["pos"], 0.001),
+                 rot=axis_angle_to_matrix(0.003 * j * torch.randn(N, 3, generator=g, dtype=F64)) @ base["rot"],
+                 lin_vel=drift(base["lin_vel"], 0.01), ang_vel=drift(base["ang_vel"], 0.02),
+                 mass=base["mass"] + j * 1e-3 * torch.eye(7, dtype=F64), jac_pos=drift(base["jac_pos"], 0.002),
+                 jac_ori=drift(base["jac_ori"], 0.002), bias=drift(base["bias"], 0.05))
+        steps.append(LAYOUT.pack(s))
+    return torch.stack(steps, 1)

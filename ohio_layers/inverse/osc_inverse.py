@@ -40,6 +40,7 @@ from ..lowlevel.rotations import axis_angle_to_matrix, left_jacobian, orientatio
 from .convergence import assess
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
+from .solvers import check_setting
 
 class _Structure(NamedTuple):
     """Goal-independent parts of all sub-steps: ``tau = P dp + d + O e(Exp(dw) R0, R_sub)``."""
@@ -89,6 +90,11 @@ class OSCInverse:
     saturation_tol: float = 1e-9
     refine_tol: float = 1e-8
     refine: bool = True
+
+    def __post_init__(self) -> None:
+        check_setting(self, "max_iter", integer=True)
+        for name in ("damping", "gtol", "xtol", "ftol_abs", "saturation_tol", "refine_tol"):
+            check_setting(self, name)
 
     # ------------------------------------------------------------------ InverseProblem interface
     def solve(self, problem, batch, z0: Optional[Tensor] = None) -> InverseResult:  # noqa: ANN001

@@ -14,9 +14,11 @@ every solver, see :mod:`ohio_layers.inverse.result`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +26,20 @@ from .._validate import check_tensor
 from .convergence import finish
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
+
+
+def check_setting(owner: object, name: str, low: float = 0.0, high: float = math.inf, *, integer: bool = False,
+                  low_open: bool = False) -> None:
+    """Raise naming ``owner.name`` unless it is a finite number (an int if ``integer``) in ``[low, high]``
+    (``(low, high]`` if ``low_open``)."""
+    v = getattr(owner, name)
+    kind = "an int" if integer else "a finite number"
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer) if integer else (int, float, np.integer, np.floating)):
+        raise TypeError(f"{type(owner).__name__}.{name} must be {kind}, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f < low or f > high or (low_open and f == low):
+        rng = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
+        raise ValueError(f"{type(owner).__name__}.{name} must be {kind} in {rng}, got {v!r}")
 
 
 def _initial_z(problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor]) -> Tensor:
@@ -96,6 +112,10 @@ class AnalyticSolver:
     ridge: float = 0.0
     rcond: float = 1e-10
 
+    def __post_init__(self) -> None:
+        check_setting(self, "ridge")
+        check_setting(self, "rcond", 0.0, 1.0, low_open=True)
+
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
         if not c.is_affine:
@@ -127,6 +147,11 @@ class LevenbergMarquardt:
     ftol: float = 1e-14
     ftol_abs: float = 1e-24
     xtol: float = 1e-10
+
+    def __post_init__(self) -> None:
+        check_setting(self, "max_iter", integer=True)
+        for name in ("damping", "gtol", "ftol", "ftol_abs", "xtol"):
+            check_setting(self, name)
 
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
@@ -183,6 +208,13 @@ class AdamSolver:
     ftol: float = 1e-8
     patience: int = 10
 
+    def __post_init__(self) -> None:
+        check_setting(self, "lr", low_open=True)
+        check_setting(self, "max_iter", integer=True)
+        check_setting(self, "final_lr_ratio", 0.0, 1.0, low_open=True)
+        check_setting(self, "ftol")
+        check_setting(self, "patience", 1, integer=True)
+
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
         z = _initial_z(problem, batch, z0).clone().requires_grad_(True)
@@ -230,6 +262,16 @@ class CEMSolver:
     tol: float = 1e-7
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_setting(self, "population", 2, integer=True)
+        check_setting(self, "elite_frac", 0.0, 1.0, low_open=True)
+        check_setting(self, "max_iter", integer=True)
+        check_setting(self, "init_std", low_open=True)
+        check_setting(self, "min_std")
+        check_setting(self, "alpha", 0.0, 1.0, low_open=True)
+        check_setting(self, "tol")
+        check_setting(self, "seed", integer=True)
+
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
         mean = _initial_z(problem, batch, z0)
@@ -237,7 +279,7 @@ class CEMSolver:
         P = self.population
         E = max(dz + 1, int(P * self.elite_frac))
         if E > P:
-            raise ValueError(f"population must be at least z_dim + 1 = {dz + 1}, got {P}")
+            raise ValueError(f"CEMSolver.population must be at least z_dim + 1 = {dz + 1} (the elites must span z), got {P}")
         gen = torch.Generator(device=mean.device).manual_seed(self.seed)
         eye = torch.eye(dz, dtype=mean.dtype, device=mean.device)
         cov = (self.init_std ** 2) * eye.expand(n, dz, dz).clone()

@@ -195,8 +195,8 @@ def _gain(value: Gain, name: str) -> Tensor:
         t = t.expand(6).clone()
     if t.shape != (6,):
         raise ValueError(f"{name} must be a scalar or have 6 entries (position xyz, orientation xyz), got {tuple(t.shape)}")
-    if bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t.tolist()}")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {t.tolist()}")
     return t
 
 

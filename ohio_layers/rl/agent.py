@@ -69,8 +69,10 @@ class HierarchicalAgent(nn.Module):
                 raise ValueError(f"actor_or_agent outputs {actor_or_agent.action_dim}-D actions but the controller's "
                                  f"z has {controller.z_dim} dimensions")
             self.actor: Any = actor_or_agent.actor
+            self.obs_dim: Optional[int] = actor_or_agent.obs_dim
         elif callable(actor_or_agent):
             self.actor = actor_or_agent
+            self.obs_dim = None
         else:
             raise TypeError(f"actor_or_agent must be an Agent, an nn.Module or a callable, got {type(actor_or_agent).__name__}")
         self.controller = controller
@@ -89,6 +91,7 @@ class HierarchicalAgent(nn.Module):
 
     def high_level(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """``z (B, dz)`` for ``obs (B, do)``, projected onto the controller's z bounds."""
+        check_tensor("obs", obs, ("B", self.obs_dim), finite=False)
         if isinstance(self.actor, nn.Module) and hasattr(self.actor, "sample"):
             z = self.actor(obs, deterministic=deterministic)
         else:
@@ -99,6 +102,7 @@ class HierarchicalAgent(nn.Module):
     def begin(self, obs: Tensor, state0: Tensor, deterministic: bool = True) -> Decision:
         """Start a decision: ``z = actor(obs)``, ``ctx = controller.context(state0)``; ``obs (B, do)``, ``state0 (B, ds)``."""
         check_tensor("state0", state0, ("B", self.controller.state_dim))
+        check_tensor("obs", obs, (state0.shape[0], self.obs_dim), finite=False)
         z = self.high_level(obs, deterministic).to(state0)
         return Decision(z, self.controller.context(state0), 0)
 
