@@ -14,7 +14,10 @@ OSC, flow):
   solver finished: a derivative-free search can reproduce the data without being stationary.
 
 A member that cannot be evaluated (NaN inputs, a controller that flags it) has a NaN residual
-and is neither converged nor reproduced.
+and is neither converged nor reproduced. The closed-form flow inverse
+(:func:`~ohio_layers.inverse.flow_inverse.invert_flows`) has no iteration to stop: its
+``converged`` says the observed flows were executable and their replay solved, its residual
+is the replayed count mismatch in vehicles (0 = reproduced).
 """
 from __future__ import annotations
 
