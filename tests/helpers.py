@@ -1,4 +1,5 @@
 """Small systems shared by the tests."""
+import numpy as np
 import torch
 
 from ohio_layers.data import Dataset, EpisodeRecorder
@@ -79,3 +80,19 @@ def synthetic_dataset(controller, episodes=6, length=23, seed=0) -> Dataset:
 
 def make_inverter(controller):
     return ProblemInverter(InverseProblem(controller, LinearizedDynamics()), LevenbergMarquardt(), init=AnalyticSolver())
+
+
+def robosuite_equations_numpy(s, goal_pos, goal_rot, kp, kd, kn=10.0):
+    """The OSC_POSE law as robosuite writes it (inv / pinv, numpy), one sample, unclipped."""
+    M, Jp, Jo = s["mass"], s["jac_pos"], s["jac_ori"]
+    J = np.vstack([Jp, Jo])
+    Minv = np.linalg.inv(M)
+    lam_full = np.linalg.pinv(J @ Minv @ J.T)
+    lam_pos, lam_ori = np.linalg.pinv(Jp @ Minv @ Jp.T), np.linalg.pinv(Jo @ Minv @ Jo.T)
+    R = s["rot"]
+    e_o = 0.5 * sum(np.cross(R[:, i], goal_rot[:, i]) for i in range(3))
+    force = kp[:3] * (goal_pos - s["pos"]) - kd[:3] * s["lin_vel"]
+    torque = kp[3:] * e_o - kd[3:] * s["ang_vel"]
+    tau = J.T @ np.concatenate([lam_pos @ force, lam_ori @ torque]) + s["bias"]
+    null = np.eye(7) - Minv @ J.T @ lam_full @ J
+    return tau + null.T @ (M @ (kn * (s["q0"] - s["q"]) - 2 * np.sqrt(kn) * s["qdot"]))

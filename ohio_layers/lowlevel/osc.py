@@ -90,7 +90,7 @@ class OSCStateLayout:
             if lead is not None and this != lead:
                 raise ValueError(f"{name} has leading shape {this}, other fields {lead}")
             lead = this
-            parts.append(t.reshape(*this, -1))
+            parts.append(t.reshape(*this, math.prod(shape)))  # not -1: an empty batch has 0 elements
         return torch.cat(parts, -1)
 
     def unpack(self, state: Tensor) -> Dict[str, Tensor]:
