@@ -103,9 +103,11 @@ def window_starts(dataset: Dataset, k: int, stride: Optional[int] = None) -> np.
     trailing partial window is dropped. A window may end on a terminal step but never
     contain one earlier.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
     stride = k if stride is None else stride
+    if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1 (rows between window starts), got {stride!r}")
     terminals = dataset["terminals"].astype(bool)
     starts = []
     for rows in dataset.episodes():

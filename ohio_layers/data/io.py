@@ -52,13 +52,22 @@ def load_npz(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Inverse of :func:`save_npz`: ``(arrays, metadata)``."""
     arrays: Dict[str, np.ndarray] = {}
     metadata: Dict[str, Any] = {}
-    with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if name == _META:
-                metadata = json.loads(zf.read(name))
-            elif name.endswith(".npy"):
-                with zf.open(name) as f:
-                    arrays[name[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if name == _META:
+                    try:
+                        metadata = json.loads(zf.read(name))
+                    except (ValueError, UnicodeDecodeError) as e:
+                        raise ValueError(f"{path}: corrupt dataset metadata ({_META}): {e}") from None
+                    if not isinstance(metadata, dict):
+                        raise ValueError(f"{path}: dataset metadata ({_META}) must be a JSON object, "
+                                         f"got {type(metadata).__name__}")
+                elif name.endswith(".npy"):
+                    with zf.open(name) as f:
+                        arrays[name[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as e:
+        raise ValueError(f"{path}: not a readable dataset file (.npz): {e}") from None
     return arrays, metadata
 
 

@@ -86,11 +86,17 @@ class InverseProblem:
         if regularization < 0 or not np.isfinite(regularization):
             raise ValueError(f"regularization must be a finite number >= 0, got {regularization}")
         self.controller, self.dynamics, self.match = controller, dynamics, match
+        if steps is not None and (not isinstance(steps, (int, np.integer)) or isinstance(steps, bool)):
+            raise TypeError(f"steps must be an int, got {type(steps).__name__}")
         self.steps = controller.horizon if steps is None else int(steps)
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if not 1 <= self.steps <= controller.horizon:
+            raise ValueError(f"steps must be in [1, controller.horizon = {controller.horizon}] (the controller's "
+                             f"context holds {controller.horizon} steps per decision), got {steps}")
         self.regularization = float(regularization)
-        self.z_ref = None if z_ref is None else torch.as_tensor(z_ref, dtype=torch.float64)
+        self.z_ref = None
+        if z_ref is not None:
+            self.z_ref = torch.as_tensor(z_ref, dtype=torch.float64)
+            check_tensor("z_ref", self.z_ref, (controller.z_dim,))
 
     # ------------------------------------------------------------------ data
     def batch(
@@ -115,6 +121,8 @@ class InverseProblem:
             check_tensor("states", states, (n, k, c.state_dim))
             check_tensor("actions", actions, (n, k, c.action_dim))
         ctx = c.context(state0) if context is None else context
+        if self.match == "next_state" and hasattr(self.dynamics, "check_context"):
+            self.dynamics.check_context(ctx)
         return WindowBatch(state0, target, states, actions, ctx)
 
     def batch_from_dataset(self, dataset: Dataset, starts: np.ndarray, dtype: torch.dtype = torch.float64,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -74,14 +75,21 @@ class RelabelReport:
     def from_arrays(cls, residual: np.ndarray, converged: np.ndarray, tolerance: float, seconds: float = 0.0) -> "RelabelReport":
         if residual.size == 0:
             return cls(0, tolerance, float("nan"), float("nan"), *(float("nan"),) * 4, seconds)
-        q = np.quantile(residual, [0.5, 0.9, 0.99])
+        # a flagged window (NaN residual) counts as neither reproduced nor converged, and is
+        # reported in extra["failed"] instead of turning every statistic into NaN
+        finite = np.isfinite(residual)
+        r = residual[finite] if finite.any() else np.full(1, np.nan)
+        q = np.quantile(r, [0.5, 0.9, 0.99])
         return cls(int(residual.size), tolerance, float((residual <= tolerance).mean()), float(converged.mean()),
-                   float(q[0]), float(q[1]), float(q[2]), float(residual.max()), seconds)
+                   float(q[0]), float(q[1]), float(q[2]), float(r.max()), seconds,
+                   {"failed": int((~finite).sum())})
 
     def __str__(self) -> str:
+        failed = self.extra.get("failed", 0)
         return (f"{self.windows} windows: {100 * self.reproduced_share:.2f}% reproduced within {self.tolerance:g}, "
                 f"{100 * self.converged_share:.2f}% converged; residual median {self.residual_median:.3g}, "
-                f"p90 {self.residual_p90:.3g}, p99 {self.residual_p99:.3g}, max {self.residual_max:.3g}")
+                f"p90 {self.residual_p90:.3g}, p99 {self.residual_p99:.3g}, max {self.residual_max:.3g}"
+                + (f"; {failed} windows failed (NaN residual, see the converged column)" if failed else ""))
 
 
 def high_level_rows(dataset: Dataset, starts: np.ndarray, k: int, extra_keys: Sequence[str] = ()) -> Dict[str, np.ndarray]:
@@ -127,24 +135,29 @@ def relabel(
             is a valid decision point, so ``stride < k`` yields more high-level transitions;
             data from a hierarchical policy should keep its own decision grid (``stride = k``).
         tolerance: residual below which a window counts as reproduced.
-        resume: reuse finished chunks of an interrupted run with the same inputs.
+        resume: reuse finished chunks of an interrupted run with the same inputs. The chunks'
+            ``manifest.json`` records a content hash of the dataset, a hash of the inverter's
+            settings (solver fields, controller parameters and buffers, problem settings) and
+            ``k``, ``stride``, ``chunk_size``; chunks are reused only on an exact match. Chunks of
+            another run raise ``RuntimeError`` naming what differs (``resume=False`` discards them).
         extra_keys: per-step arrays copied from the window start (e.g. ``"z_true"``).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     out_path = Path(out_path)
     starts = window_starts(dataset, k, stride)
+    if starts.size == 0:  # checked before anything is written, so a failed call leaves nothing behind
+        raise ValueError(f"dataset has no complete window of k={k} steps")
     desc = description or (inverter.describe() if hasattr(inverter, "describe") else repr(inverter))
-    fingerprint = hashlib.sha256(starts.tobytes() + f"|{k}|{chunk_size}|{len(dataset)}|{desc}".encode()).hexdigest()
+    manifest_data = {
+        "version": 2, "k": int(k), "stride": int(stride or k), "chunk_size": int(chunk_size),
+        "windows": int(starts.size), "extra_keys": list(extra_keys),
+        "data": dataset_digest(dataset), "settings": settings_digest(inverter, desc),
+    }
     parts = out_path.with_name(out_path.name + ".parts")
-    manifest = parts / "manifest.json"
-    if parts.exists() and (not resume or not manifest.exists() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint):
-        if resume and manifest.exists():
-            raise RuntimeError(f"{parts} holds chunks of a different relabelling run (other data, k, chunk_size or solver); "
-                               f"delete it or pass resume=False")
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(manifest, json.dumps({"fingerprint": fingerprint, "windows": int(starts.size)}).encode())
+    _prepare_parts(parts, manifest_data, resume)
 
     n_chunks = (starts.size + chunk_size - 1) // chunk_size
     t0 = time.perf_counter()
@@ -162,14 +175,121 @@ def relabel(
         bar.set_postfix(residual_median=f"{float(np.median(cols['residual'])):.2e}")
     chunks = [Dataset.load(parts / f"chunk_{i:06d}.npz") for i in range(n_chunks)]
     seconds = time.perf_counter() - t0
-    if chunks:
-        merged = Dataset.concatenate(chunks)
-        report = RelabelReport.from_arrays(merged["residual"], merged["converged"], tolerance)
-    else:
-        raise ValueError(f"dataset has no complete window of k={k} steps")
+    merged = Dataset.concatenate(chunks)
+    report = RelabelReport.from_arrays(merged["residual"], merged["converged"], tolerance)
     merged.metadata = {"k": k, "stride": stride or k, "inverter": desc, "tolerance": tolerance, "source": dict(dataset.metadata),
                        "report": {k_: v for k_, v in asdict(report).items() if k_ != "seconds"}}
     merged.save(out_path)
     shutil.rmtree(parts)
     report.seconds = seconds
     return merged, report
+
+
+# ------------------------------------------------------------------ resume manifest
+_MANIFEST_LABELS = {"data": "the dataset content", "settings": "the inverter settings (solver, controller, problem)",
+                    "k": "k", "stride": "stride", "chunk_size": "chunk_size", "windows": "the number of windows",
+                    "extra_keys": "extra_keys", "version": "the manifest format"}
+
+
+def _prepare_parts(parts: Path, manifest: Dict[str, Any], resume: bool) -> None:
+    """Make ``parts`` hold only chunks of the run described by ``manifest`` (or raise naming the difference)."""
+    path = parts / "manifest.json"
+    if parts.exists():
+        chunks = list(parts.glob("chunk_*.npz"))
+        try:
+            old = json.loads(path.read_text()) if path.exists() else None
+        except (OSError, ValueError):
+            old = {"version": "unreadable"}
+        if old != manifest:
+            if resume and chunks:
+                if old is None:
+                    why = "it has no manifest.json"
+                else:
+                    why = "they differ in " + ", ".join(_MANIFEST_LABELS.get(k_, k_) for k_ in sorted(
+                        set(manifest) | set(old)) if old.get(k_) != manifest.get(k_))
+                raise RuntimeError(f"{parts} holds {len(chunks)} chunks of a different relabelling run ({why}); "
+                                   f"delete it or pass resume=False to recompute")
+            shutil.rmtree(parts)
+        elif not resume:
+            shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(manifest, sort_keys=True).encode())
+
+
+def dataset_digest(dataset: Dataset) -> str:
+    """SHA-256 of every array of ``dataset`` (names, dtypes, shapes and bytes) and its metadata."""
+    h = hashlib.sha256()
+    for key in sorted(dataset.keys()):
+        a = np.ascontiguousarray(dataset[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+    h.update(json.dumps(dataset.metadata, sort_keys=True, default=repr).encode())
+    return h.hexdigest()
+
+
+def settings_digest(inverter: Any, description: str = "") -> str:
+    """SHA-256 of everything that determines the inverter's answer, stable across processes.
+
+    Walks dataclass fields, module parameters, buffers and plain attributes, tensors and arrays
+    (bytes), containers and callables (qualified names); memory addresses never enter. A plain
+    function inverter is keyed on its qualified name and ``description`` (its ``describe()``)
+    only; use a class (e.g. :class:`ProblemInverter`) to have its settings checked.
+    """
+    h = hashlib.sha256(description.encode())
+    _digest_into(h, inverter, depth=0, seen=set())
+    return h.hexdigest()
+
+
+def _digest_into(h: Any, obj: Any, depth: int, seen: set) -> None:
+    put = lambda x: h.update((str(x) + "|").encode())  # noqa: E731
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.dtype, torch.device, np.generic)):
+        put(f"{type(obj).__name__}:{obj!r}")
+        return
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        put(f"tensor:{t.dtype}:{tuple(t.shape)}")
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        return
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        put(f"array:{a.dtype.str}:{a.shape}")
+        h.update(a.tobytes() if a.dtype != object else repr(a.tolist()).encode())
+        return
+    if depth > 8 or id(obj) in seen:
+        put(f"ref:{type(obj).__qualname__}")
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (list, tuple)):
+        put(f"{type(obj).__name__}:{len(obj)}")
+        for x in obj:
+            _digest_into(h, x, depth + 1, seen)
+        return
+    if isinstance(obj, dict):
+        put(f"dict:{len(obj)}")
+        for key in sorted(obj, key=repr):
+            put(repr(key))
+            _digest_into(h, obj[key], depth + 1, seen)
+        return
+    if callable(obj) and not hasattr(obj, "__dict__") or isinstance(obj, type):
+        put(f"callable:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}")
+        return
+    put(f"object:{type(obj).__module__}.{type(obj).__qualname__}")
+    if isinstance(obj, torch.nn.Module):
+        for name, t in sorted(list(obj.named_parameters(recurse=False)) + list(obj.named_buffers(recurse=False))):
+            put(name)
+            _digest_into(h, t, depth + 1, seen)
+        for name, m in sorted(obj.named_children()):
+            put(name)
+            _digest_into(h, m, depth + 1, seen)
+    if hasattr(obj, "__dataclass_fields__"):
+        fields = {f: getattr(obj, f) for f in obj.__dataclass_fields__}
+    else:
+        fields = {k_: v for k_, v in getattr(obj, "__dict__", {}).items()
+                  if not k_.startswith("_") and k_ not in ("training",)}
+    if hasattr(obj, "__code__"):
+        # a function is keyed on its name and ``describe()`` only: its closure may hold mutable state
+        put(f"function:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+        return
+    for key in sorted(fields):
+        put(key)
+        _digest_into(h, fields[key], depth + 1, seen)

@@ -8,19 +8,39 @@
 * :class:`CEMSolver` -- derivative-free cross-entropy method.
 
 All samples of a batch are solved together as one tensor; each sample stops on its own test.
-z is kept inside the controller's bounds (projection).
+z is kept inside the controller's bounds (projection). Whatever the stopping rule, the returned
+``converged`` is the common test of :mod:`ohio_layers.inverse.convergence` (one meaning for
+every solver, see :mod:`ohio_layers.inverse.result`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._validate import check_tensor
+from .convergence import finish
+from .jacobian import residual_jacobian
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
+
+
+def check_setting(owner: object, name: str, low: float = 0.0, high: float = math.inf, *, integer: bool = False,
+                  low_open: bool = False) -> None:
+    """Raise naming ``owner.name`` unless it is a finite number (an int if ``integer``) in ``[low, high]``
+    (``(low, high]`` if ``low_open``)."""
+    v = getattr(owner, name)
+    kind = "an int" if integer else "a finite number"
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer) if integer else (int, float, np.integer, np.floating)):
+        raise TypeError(f"{type(owner).__name__}.{name} must be {kind}, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f < low or f > high or (low_open and f == low):
+        rng = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if math.isinf(high) else ']'}"
+        raise ValueError(f"{type(owner).__name__}.{name} must be {kind} in {rng}, got {v!r}")
 
 
 def _initial_z(problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor]) -> Tensor:
@@ -29,29 +49,6 @@ def _initial_z(problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor]
         z0 = torch.zeros(len(batch), c.z_dim, dtype=batch.state0.dtype, device=batch.state0.device)
     check_tensor("z0", z0, (len(batch), c.z_dim))
     return c.clamp_z(z0.to(batch.state0))
-
-
-def residual_jacobian(problem: InverseProblem, z: Tensor, batch: WindowBatch, saturate: bool = True) -> tuple:
-    """``(r (B, m), J (B, m, dz))`` of the residual at ``z (B, dz)``, exact by automatic differentiation.
-
-    Samples are independent, so forward mode with the unit tangent ``e_i`` given to every
-    sample yields column ``i`` of every sample's Jacobian; the ``dz`` tangents are vmapped.
-    Layers without forward-mode support (custom autograd functions with only a backward)
-    fall back to ``m`` reverse-mode passes.
-    """
-    n, dz = z.shape
-    f = lambda zz: problem.residual(zz, batch, saturate)  # noqa: E731
-    tangents = torch.eye(dz, dtype=z.dtype, device=z.device)[:, None, :].expand(dz, n, dz)
-    try:
-        r, jv = torch.func.vmap(lambda t: torch.func.jvp(f, (z,), (t,)), out_dims=(None, 0))(tangents)
-        return r, jv.permute(1, 2, 0)
-    except (RuntimeError, NotImplementedError):
-        pass
-    with torch.enable_grad():
-        zz = z.detach().requires_grad_(True)
-        r = f(zz)
-        rows = [torch.autograd.grad(r[:, j].sum(), zz, retain_graph=j < r.shape[1] - 1)[0] for j in range(r.shape[1])]
-    return r.detach(), torch.stack(rows, 1)
 
 
 def _least_squares(J: Tensor, r0: Tensor, ridge: float, rcond: float) -> Tensor:
@@ -93,6 +90,10 @@ class AnalyticSolver:
     ridge: float = 0.0
     rcond: float = 1e-10
 
+    def __post_init__(self) -> None:
+        check_setting(self, "ridge")
+        check_setting(self, "rcond", 0.0, 1.0, low_open=True)
+
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
         if not c.is_affine:
@@ -102,9 +103,7 @@ class AnalyticSolver:
             r0, J = residual_jacobian(problem, torch.zeros(n, c.z_dim, dtype=x.dtype, device=x.device), batch, saturate=False)
             z = _least_squares(J, r0, self.ridge, self.rcond)
             z = c.clamp_z(z)
-            residual = problem.residual(z, batch).norm(dim=-1)
-        ones = torch.ones(n, dtype=torch.bool, device=x.device)
-        return InverseResult(z, residual, ones, torch.zeros(n, dtype=torch.int64, device=x.device))
+        return finish(problem, batch, z, torch.zeros(n, dtype=torch.int64, device=x.device))
 
 
 @dataclass
@@ -112,11 +111,12 @@ class LevenbergMarquardt:
     """Projected Levenberg-Marquardt through the saturated closed loop, batched.
 
     Step: ``(J'J + lam diag(J'J) + lam*eps I) dz = -J'r``; a step is kept only if it lowers the
-    cost, then ``lam /= 3``, else ``lam *= 4``. A sample converges when its gradient
+    cost, then ``lam /= 3``, else ``lam *= 4``. A sample stops when its gradient
     ``||J'r||_inf <= gtol``, its cost ``<= ftol_abs``, or an accepted step changes the cost by a
     relative ``< ftol``, or the proposed step is shorter than ``xtol * (||z|| + xtol)``.
-    ``damping=0`` gives Gauss-Newton (every step accepted). Samples that reach ``max_iter``
-    are returned with ``converged=False``.
+    ``damping=0`` gives Gauss-Newton (every step accepted). ``converged`` is the common test
+    at the returned z (a sample stopped by ``max_iter`` can still pass it, one stopped by
+    ``xtol`` on a flat region does not).
     """
 
     max_iter: int = 30
@@ -125,6 +125,11 @@ class LevenbergMarquardt:
     ftol: float = 1e-14
     ftol_abs: float = 1e-24
     xtol: float = 1e-10
+
+    def __post_init__(self) -> None:
+        check_setting(self, "max_iter", integer=True)
+        for name in ("damping", "gtol", "ftol", "ftol_abs", "xtol"):
+            check_setting(self, name)
 
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
@@ -161,7 +166,7 @@ class LevenbergMarquardt:
                 iters[act] += 1
                 tiny_step = step.norm(dim=-1) <= self.xtol * (za.norm(dim=-1) + self.xtol)
                 done[act] = small_grad | tiny_step | (cost[act] <= self.ftol_abs) | (accept & (rel < self.ftol))
-        return InverseResult(z, cost.sqrt(), done, iters)
+        return finish(problem, batch, z, iters)
 
 
 @dataclass
@@ -180,6 +185,13 @@ class AdamSolver:
     final_lr_ratio: float = 1e-3
     ftol: float = 1e-8
     patience: int = 10
+
+    def __post_init__(self) -> None:
+        check_setting(self, "lr", low_open=True)
+        check_setting(self, "max_iter", integer=True)
+        check_setting(self, "final_lr_ratio", 0.0, 1.0, low_open=True)
+        check_setting(self, "ftol")
+        check_setting(self, "patience", 1, integer=True)
 
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
@@ -206,10 +218,7 @@ class AdamSolver:
                     last = c_now
             if bool(done.all()):
                 break
-        z = z.detach()
-        with torch.no_grad():
-            residual = problem.residual(z, batch).norm(dim=-1)
-        return InverseResult(z, residual, done, iters)
+        return finish(problem, batch, z.detach(), iters)
 
 
 @dataclass
@@ -218,8 +227,8 @@ class CEMSolver:
 
     A full covariance (not a diagonal one) lets the search follow the correlated valleys of
     ill-conditioned closed loops. Keeps the best sample seen (not the elite mean); the refit is
-    smoothed by ``alpha`` and floored at ``min_std``. Converged when every standard deviation
-    is below ``tol``. Seeded by ``seed``, so results are reproducible.
+    smoothed by ``alpha`` and floored at ``min_std``. A sample stops when every standard
+    deviation is below ``tol``; ``converged`` is the common stationarity test at the best sample. Seeded by ``seed``, so results are reproducible.
     """
 
     population: int = 128
@@ -231,6 +240,16 @@ class CEMSolver:
     tol: float = 1e-7
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_setting(self, "population", 2, integer=True)
+        check_setting(self, "elite_frac", 0.0, 1.0, low_open=True)
+        check_setting(self, "max_iter", integer=True)
+        check_setting(self, "init_std", low_open=True)
+        check_setting(self, "min_std")
+        check_setting(self, "alpha", 0.0, 1.0, low_open=True)
+        check_setting(self, "tol")
+        check_setting(self, "seed", integer=True)
+
     def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
         c = problem.controller
         mean = _initial_z(problem, batch, z0)
@@ -238,7 +257,7 @@ class CEMSolver:
         P = self.population
         E = max(dz + 1, int(P * self.elite_frac))
         if E > P:
-            raise ValueError(f"population must be at least z_dim + 1 = {dz + 1}, got {P}")
+            raise ValueError(f"CEMSolver.population must be at least z_dim + 1 = {dz + 1} (the elites must span z), got {P}")
         gen = torch.Generator(device=mean.device).manual_seed(self.seed)
         eye = torch.eye(dz, dtype=mean.dtype, device=mean.device)
         cov = (self.init_std ** 2) * eye.expand(n, dz, dz).clone()
@@ -271,7 +290,7 @@ class CEMSolver:
                 done |= torch.diagonal(cov, dim1=1, dim2=2).sqrt().amax(-1) <= self.tol
                 if bool(done.all()):
                     break
-        return InverseResult(best_z, best.sqrt(), done, iters)
+        return finish(problem, batch, best_z, iters)
 
 
 def _select(batch: WindowBatch, idx: Tensor) -> WindowBatch:

@@ -1,5 +1,5 @@
 """Low-level controllers as differentiable, batched ``nn.Module``s, and their solvers."""
-from .base import Context, LowLevelController, index_context, repeat_context
+from .base import Context, ControllerFailure, LowLevelController, check_actions, index_context, repeat_context
 from .closed_loop import rollout
 from .dynamics import ConstantLinearization, Dynamics, LearnedLinearization, LinearizedDynamics
 from .lqr import LQRGoalController, riccati_gains
@@ -9,7 +9,7 @@ from .min_cost_flow import (FlowSolution, FlowStatus, MinCostFlowController, lar
                             regularized_transport)
 
 __all__ = [
-    "Context", "LowLevelController", "index_context", "repeat_context", "rollout",
+    "Context", "ControllerFailure", "LowLevelController", "check_actions", "index_context", "repeat_context", "rollout",
     "ConstantLinearization", "Dynamics", "LearnedLinearization", "LinearizedDynamics",
     "LQRGoalController", "riccati_gains", "FlowSolution", "FlowStatus", "MinCostFlowController",
     "largest_remainder", "metric_closure", "regularized_transport", "PANDA_TORQUE_LIMIT", "OperationalSpaceController",

@@ -14,6 +14,11 @@ The context is a plain ``dict[str, Tensor]`` whose tensors all have the batch as
 dimension, so a batch of contexts can be indexed, repeated or concatenated like data. Nothing
 is stored on the module between calls: controllers are stateless.
 
+A controller that cannot produce an action for a batch member (an infeasible flow target, a
+singular mass matrix, ...) returns **NaN** for that member's action instead of failing the
+batch or returning a plausible-looking value; :func:`check_actions` turns such members into a
+:class:`ControllerFailure` where an action must be executed (agents, env wrappers).
+
 Subclasses implement :meth:`law` (the unsaturated control law); :meth:`saturate` applies the
 action bounds (clipping by default). Controllers whose law is affine in ``z``,
 ``law = G(state) z + h(state)``, also implement :meth:`affine`; the analytic inverse uses it.
@@ -133,6 +138,25 @@ class LowLevelController(nn.Module, ABC):
 
     def extra_repr(self) -> str:
         return f"state_dim={self.state_dim}, z_dim={self.z_dim}, action_dim={self.action_dim}, horizon={self.horizon}"
+
+
+class ControllerFailure(RuntimeError):
+    """The controller could not produce an action for some batch members (their actions are NaN)."""
+
+
+def check_actions(controller: "LowLevelController", action: Tensor, where: str = "controller") -> Tensor:
+    """Return ``action (B, da)`` unchanged, or raise :class:`ControllerFailure` naming the members with NaN/inf.
+
+    Controllers mark members they cannot serve with NaN (see the module docstring); an env
+    must never execute such an action.
+    """
+    bad = ~torch.isfinite(action.detach()).all(-1)
+    if bool(bad.any()):
+        rows = bad.nonzero()[:, 0].tolist()
+        hint = getattr(controller, "failure_hint", "")
+        raise ControllerFailure(f"{where}: {type(controller).__name__} could not produce an action for batch members "
+                                f"{rows[:10]}{' ...' if len(rows) > 10 else ''} (NaN actions){'; ' + hint if hint else ''}")
+    return action
 
 
 def index_context(context: Context, index: Union[Tensor, slice]) -> Context:

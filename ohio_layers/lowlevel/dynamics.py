@@ -56,8 +56,16 @@ class LinearizedDynamics(Dynamics):
         self.linearization = linearization
         self.detach_jacobians = detach_jacobians
 
+    def check_context(self, context: Context) -> None:
+        """Raise if matrices are to come from ``context`` but it has no ``"A"`` / ``"B"``."""
+        if self.linearization is None and ("A" not in context or "B" not in context):
+            raise ValueError("LinearizedDynamics() without a linearization reads A and B from the controller's "
+                             f"context, but this context has only {sorted(context)}: pass "
+                             "LinearizedDynamics(linearization) (e.g. a ConstantLinearization) for this controller")
+
     def forward(self, state: Tensor, action: Tensor, context: Context) -> Tensor:
         if self.linearization is None:
+            self.check_context(context)
             A, B = context["A"], context["B"]
         else:
             A, B = self.linearization(state.detach() if self.detach_jacobians else state)

@@ -38,16 +38,30 @@ def riccati_gains(A: Tensor, B: Tensor, Q: Tensor, R: Tensor, horizon: int, term
     return torch.stack(gains[::-1], 1)
 
 
-def _diag(value: Union[float, Sequence[float], Tensor], dim: int, name: str) -> Tensor:
-    t = torch.as_tensor(value, dtype=torch.float64)
+def _weight(value: Union[float, Sequence[float], Tensor], dim: int, name: str, definite: bool) -> Tensor:
+    """A cost weight as a ``(dim, dim)`` matrix: finite, symmetric, PSD (PD if ``definite``)."""
+    try:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number, {dim} diagonal entries or a ({dim}, {dim}) matrix, "
+                        f"got {type(value).__name__}") from None
     if t.dim() == 0:
-        return t * torch.eye(dim, dtype=torch.float64)
-    if t.dim() == 1:
+        t = t * torch.eye(dim, dtype=torch.float64)
+    elif t.dim() == 1:
         if t.shape[0] != dim:
             raise ValueError(f"{name} must have {dim} diagonal entries, got {t.shape[0]}")
-        return torch.diag(t)
-    if t.shape != (dim, dim):
+        t = torch.diag(t)
+    elif t.shape != (dim, dim):
         raise ValueError(f"{name} must be ({dim}, {dim}), got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    if not torch.allclose(t, t.T, rtol=1e-12, atol=1e-12 * float(t.abs().max())):
+        raise ValueError(f"{name} must be symmetric")
+    low = float(torch.linalg.eigvalsh(t).min())
+    tol = 1e-12 * max(float(t.abs().max()), 1e-300)
+    if low < -tol or (definite and low <= tol):
+        need = "positive definite" if definite else "positive semi-definite"
+        raise ValueError(f"{name} must be {need} (the LQR cost is unbounded otherwise); smallest eigenvalue {low:.3g}")
     return t
 
 
@@ -64,7 +78,8 @@ class LQRGoalController(LowLevelController):
         linearization: ``state (B, n) -> (A (B, n, n), B (B, n, m))``.
         state_dim, action_dim: ``n``, ``m``.
         horizon: k (default 5).
-        Q, R: state and control weights (scalar, diagonal or full). Terminal weight = Q.
+        Q, R: state and control weights (scalar, diagonal or full; finite, symmetric, Q positive
+            semi-definite, R positive definite). Terminal weight = Q.
         relative_dims: indices of z measured relative to ``x_0``.
         z_bound: symmetric bound on z (scalar or ``(n,)``).
         action_bound: symmetric clip of u (scalar or ``(m,)``); ``None`` disables the clip.
@@ -90,8 +105,8 @@ class LQRGoalController(LowLevelController):
             action_low=None if ab is None else -ab, action_high=ab,
         )
         self.linearization = linearization
-        self.register_buffer("Q", _diag(Q, state_dim, "Q"))
-        self.register_buffer("R", _diag(R, action_dim, "R"))
+        self.register_buffer("Q", _weight(Q, state_dim, "Q", definite=False))
+        self.register_buffer("R", _weight(R, action_dim, "R", definite=True))
         mask = torch.zeros(state_dim, dtype=torch.float64)
         for i in relative_dims:
             if not 0 <= i < state_dim:

@@ -39,9 +39,18 @@ Gradients flow to ``z``, to the idle counts and to the edge costs (put per-sampl
 ``(B, E)`` that require grad into the context under ``"edge_cost"``).
 
 Per-sample problems do not fail the batch: :meth:`MinCostFlowController.solve` returns a
-:class:`FlowSolution` whose ``status`` flags negative or non-integer idle counts and infeasible
-targets (e.g. a node with target vehicles that no idle vehicle can reach in one hop on a
-disconnected or sparse graph); flagged members get zero flows (everybody stays).
+:class:`FlowSolution` whose ``status`` flags negative or non-integer idle counts, non-finite
+inputs, invalid distributions and infeasible targets (e.g. a node with target vehicles that no
+idle vehicle can reach in one hop on a disconnected or sparse graph); flagged members get zero
+flows there (everybody stays) next to their status. The controller contract path
+(``forward`` / ``act`` / ``law``, used by agents, wrappers and inverse problems) has no status
+field, so there a flagged member's flows are **NaN**: the flag travels with the tensor and
+cannot be mistaken for "nobody moves". ``forward`` (checked) raises on caller errors instead
+(negative or non-integer counts, z off the simplex).
+
+Module map: this file holds the controller; the exact LPs are in
+:mod:`~ohio_layers.lowlevel.flow_lp`, the differentiable regularised transport in
+:mod:`~ohio_layers.lowlevel.transport`.
 """
 from __future__ import annotations
 
@@ -50,13 +59,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .._extras import require
 from .._validate import check_tensor
 from .base import Context, LowLevelController
+from .flow_lp import TransportLP
+from .transport import dense_costs, regularized_transport
 
 __all__ = [
     "FlowStatus", "FlowSolution", "MinCostFlowController", "largest_remainder", "metric_closure",
@@ -72,6 +82,8 @@ class FlowStatus(IntEnum):
     NON_INTEGER_COUNTS = 2  # some idle count is not an integer (LP mode only)
     INFEASIBLE = 3  # the targets cannot be reached in one hop on this graph
     NOT_CONVERGED = 4  # the regularised Newton solve did not reach its tolerance
+    NON_FINITE = 5  # NaN or inf in the idle counts, z or the edge costs
+    INVALID_Z = 6  # z has a negative entry or its row does not sum to 1 (unchecked calls only)
 
 
 @dataclass
@@ -143,123 +155,7 @@ def metric_closure(graph: Any, cost_key: str = "time") -> Any:
     return out
 
 
-# -------------------------------------------------------------- regularised transport (dual Newton)
-def _dual_newton(a: Tensor, t: Tensor, C: Tensor, mask: Tensor, reg: float, tol: float, max_iter: int
-                 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Solve ``min_x <C, x> + reg/2 ||x||^2, x >= 0 on mask, row sums a, column sums t``.
 
-    Dual: ``max_{u, v} u.a + v.t - (1 / 2 reg) sum_mask relu(u_i + v_j - C_ij)^2``; the primal is
-    ``x_ij = relu(u_i + v_j - C_ij) / reg``. Regularised semi-smooth Newton with Armijo line
-    search (all float64, batched). Returns ``x (B, n, n)``, active mask, converged ``(B,)``.
-    """
-    B, n = a.shape
-    m = mask.to(C.dtype).expand(B, n, n)
-    big = torch.finfo(C.dtype).max / 4
-    Cm = torch.where(m > 0, C, torch.full_like(C, big))
-    # start with every allowed edge active and total flow ~ N
-    cnt = m.sum((1, 2))
-    cmax = torch.where(m > 0, C, torch.full_like(C, -big)).amax((1, 2))
-    two_s = torch.maximum(cmax + reg, (reg * a.sum(1) + (C * m).sum((1, 2))) / cnt)
-    u = (two_s / 2)[:, None].expand(B, n).clone()
-    v = u.clone()
-    scale = 1.0 + torch.maximum(a.abs().amax(1), t.abs().amax(1))
-    converged = torch.zeros(B, dtype=torch.bool)
-
-    def dual(u: Tensor, v: Tensor) -> Tensor:
-        r = torch.relu(u[:, :, None] + v[:, None, :] - Cm)
-        return (u * a).sum(1) + (v * t).sum(1) - 0.5 / reg * (r * r).sum((1, 2))
-
-    for _ in range(max_iter):
-        r = u[:, :, None] + v[:, None, :] - Cm
-        A = (r > 0).to(C.dtype)
-        x = torch.relu(r) / reg
-        gu, gv = a - x.sum(2), t - x.sum(1)  # ascent direction of the dual
-        gn = torch.maximum(gu.abs().amax(1), gv.abs().amax(1))
-        converged = gn <= tol * scale
-        if bool(converged.all()):
-            break
-        # Newton system (K + mu I) d = reg g with K = [[diag(A 1), A], [A', diag(A' 1)]]; the dual is
-        # invariant along (1, -1), so v[-1] is pinned (d_v[-1] = 0) and u eliminated (Schur complement)
-        mu = (1e-3 * gn.clamp_max(1.0) + 1e-10)[:, None]
-        dr = A.sum(2) + mu
-        S = torch.diag_embed(A.sum(1) + mu) - A.transpose(1, 2) @ (A / dr[:, :, None])
-        rhs = reg * gv - ((reg * gu / dr)[:, :, None] * A).sum(1)
-        L, info = torch.linalg.cholesky_ex(S[:, :-1, :-1])
-        dv = torch.zeros_like(v)
-        dv[:, :-1] = torch.cholesky_solve(rhs[:, :-1, None], L)[:, :, 0]
-        du = (reg * gu - (A * dv[:, None, :]).sum(2)) / dr
-        d0 = dual(u, v)
-        slope = (gu * du).sum(1) + (gv * dv).sum(1)
-        alpha = torch.ones(B, dtype=C.dtype)
-        done = converged | (info != 0)
-        for _ls in range(40):
-            ok = dual(u + alpha[:, None] * du, v + alpha[:, None] * dv) >= d0 + 1e-4 * alpha * slope - 1e-13 * d0.abs()
-            done = done | ok
-            if bool(done.all()):
-                break
-            alpha = torch.where(done, alpha, alpha * 0.5)
-        upd = (~converged & (info == 0))[:, None]
-        u = torch.where(upd, u + alpha[:, None] * du, u)
-        v = torch.where(upd, v + alpha[:, None] * dv, v)
-    r = u[:, :, None] + v[:, None, :] - Cm
-    return torch.relu(r) / reg, (r > 0) & (m > 0), converged
-
-
-class _RegTransport(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, t: Tensor, C: Tensor, mask: Tensor, reg: float, tol: float, max_iter: int
-                ) -> Tuple[Tensor, Tensor]:
-        dt = a.dtype
-        a64, t64 = a.detach().double(), t.detach().double()
-        t64 = t64 * (a64.sum(1, keepdim=True) / t64.sum(1, keepdim=True).clamp_min(1e-300))  # exact balance
-        x, act, conv = _dual_newton(a64, t64, C.detach().double(), mask, reg, tol, max_iter)
-        ctx.save_for_backward(act)
-        ctx.reg = reg
-        ctx.mark_non_differentiable(conv)
-        return x.to(dt), conv
-
-    @staticmethod
-    def backward(ctx: Any, gx: Tensor, _gconv: Any) -> Tuple[Optional[Tensor], ...]:
-        (act,) = ctx.saved_tensors
-        reg = ctx.reg
-        dt = gx.dtype
-        A = act.double()
-        G = gx.double() * A
-        B, n, _ = A.shape
-        K = torch.zeros(B, 2 * n, 2 * n, dtype=torch.float64)
-        K[:, :n, :n] = torch.diag_embed(A.sum(2))
-        K[:, n:, n:] = torch.diag_embed(A.sum(1))
-        K[:, :n, n:] = A
-        K[:, n:, :n] = A.transpose(1, 2)
-        rhs = torch.cat([G.sum(2), G.sum(1)], 1)
-        w = (torch.linalg.pinv(K, hermitian=True, rtol=1e-10) @ rhs[:, :, None])[:, :, 0]
-        wu, wv = w[:, :n], w[:, n:]
-        gC = A * (wu[:, :, None] + wv[:, None, :] - G) / reg
-        return wu.to(dt), wv.to(dt), gC.to(dt), None, None, None, None
-
-
-def regularized_transport(supply: Tensor, demand: Tensor, cost: Tensor, mask: Tensor, reg: float = 0.1,
-                          tol: float = 1e-12, max_iter: int = 100) -> Tuple[Tensor, Tensor]:
-    """Differentiable quadratically regularised transport, batched.
-
-    ``min_x sum_ij C_ij x_ij + reg/2 sum_ij x_ij^2`` over ``x >= 0`` supported on ``mask``, with row
-    sums ``supply`` and column sums ``demand`` (``sum(supply) == sum(demand)`` per problem).
-
-    Args:
-        supply: ``(B, n)``; demand: ``(B, n)``; cost: ``(B, n, n)`` (entries off the mask ignored);
-        mask: ``(n, n)`` bool allowed pairs (include the diagonal for "stay").
-    Returns:
-        ``x (B, n, n)`` (differentiable w.r.t. supply, demand and cost by implicit
-        differentiation; derivatives w.r.t. supply and demand are along perturbations that keep
-        the sums equal) and ``converged (B,)`` bool.
-    """
-    gap = (supply.detach().sum(1) - demand.detach().sum(1)).abs()
-    if bool((gap > 1e-9 * (1.0 + supply.detach().abs().sum(1))).any()):
-        raise ValueError(f"supply and demand must have equal sums per problem; differences {gap.tolist()[:10]}")
-    return _RegTransport.apply(supply, demand, cost, mask, float(reg), float(tol), int(max_iter))
-
-
-# ------------------------------------------------------------------------------------ controller
 class MinCostFlowController(LowLevelController):
     """Idle counts ``state (B, n)`` + distribution ``z (B, n)`` -> rebalancing flows ``(B, E)``.
 
@@ -339,6 +235,9 @@ class MinCostFlowController(LowLevelController):
         self.register_buffer("pair_mask", mask, persistent=False)
         self.complete = bool(mask.all())
         self._cache: Dict[str, Any] = {}
+        self.lp = TransportLP(self.edge_index, n, backend)
+
+    failure_hint = "solve(state, z, edge_cost).status gives the reason per member (FlowStatus)"
 
     # ------------------------------------------------------------------ pickling (solver cache)
     def __getstate__(self) -> Dict[str, Any]:
@@ -360,7 +259,24 @@ class MinCostFlowController(LowLevelController):
         return {"state0": state0, "edge_cost": self.edge_cost.to(state0).expand(state0.shape[0], -1)}
 
     def law(self, state: Tensor, z: Tensor, context: Context, step: int) -> Tensor:
-        return self.solve(state, z, context.get("edge_cost"), check=False).flows
+        """Flows ``(B, E)``; NaN for members :meth:`solve` flags (their status is in ``solve(...).status``)."""
+        sol = self.solve(state, z, context.get("edge_cost"), check=False)
+        return torch.where(sol.ok[:, None].to(sol.flows.device), sol.flows, torch.full_like(sol.flows, float("nan")))
+
+    def check_inputs(self, state: Tensor, z: Tensor) -> None:
+        """Base checks plus the caller errors of this controller: counts must be non-negative
+        (integers in LP mode) and every z row a distribution (sums to 1 within 1e-3)."""
+        super().check_inputs(state, z)
+        bad = (state < 0).any(1)
+        if bool(bad.any()):
+            raise ValueError(f"state (idle vehicles per node) must be >= 0; negative counts in rows "
+                             f"{bad.nonzero()[:, 0].tolist()[:10]}")
+        if self.mode == "lp":
+            bad = (state - state.round()).abs().amax(1) > 1e-6
+            if bool(bad.any()):
+                raise ValueError(f"state (idle vehicles per node) must hold integers in mode='lp'; rows "
+                                 f"{bad.nonzero()[:, 0].tolist()[:10]} do not")
+        _check_distribution(z)
 
     def saturate(self, action: Tensor, state: Tensor, context: Context) -> Tensor:
         """Flows are feasible by construction; returned unchanged."""
@@ -388,6 +304,8 @@ class MinCostFlowController(LowLevelController):
                 be within 1e-3 of 1).
             edge_cost: ``(E,)`` or ``(B, E)`` costs (default: the graph's).
             mode: override the controller's ``mode``.
+            check: raise on caller errors (shapes, NaN/inf, z off the simplex); ``False`` (the
+                ``act`` hot path) flags such members in ``status`` instead.
         """
         mode = self.mode if mode is None else mode
         n, E = self.num_nodes, self.num_edges
@@ -396,12 +314,7 @@ class MinCostFlowController(LowLevelController):
             check_tensor("z", z, ("B", n))
             if idle.shape[0] != z.shape[0]:
                 raise ValueError(f"idle and z batch sizes differ: {idle.shape[0]} vs {z.shape[0]}")
-            if bool((z < -1e-9).any()):
-                raise ValueError(f"z must be non-negative (a distribution over the {n} nodes)")
-        zs = z.sum(1)
-        if bool(((zs - 1).abs() > 1e-3).any()):
-            bad = ((zs - 1).abs() > 1e-3).nonzero()[:, 0].tolist()
-            raise ValueError(f"z rows must sum to 1 (a distribution over nodes); rows {bad[:10]} sum to {zs[bad[:10]].tolist()}")
+            _check_distribution(z)
         B = idle.shape[0]
         cost = self.edge_cost.to(z) if edge_cost is None else edge_cost
         if cost.dim() == 1:
@@ -411,19 +324,19 @@ class MinCostFlowController(LowLevelController):
         elif check:
             check_tensor("edge_cost", cost, (B, E))
         dtype = z.dtype
+        status = self._input_status(idle, z, cost, mode)
+        # flagged members get harmless inputs so that nothing below sees NaN (their flows are 0)
+        bad = (status != 0).to(z.device)[:, None]
+        z = torch.where(bad, torch.full_like(z, 1.0 / n), z)
+        idle = torch.where(bad, torch.zeros_like(idle), idle)
+        cost = torch.where(bad, torch.zeros_like(cost), cost)
         idle_d = idle.detach().to(torch.float64)
-        status = torch.zeros(B, dtype=torch.long)
-        status[(idle_d < 0).any(1)] = FlowStatus.NEGATIVE_COUNTS
-        if mode == "lp":
-            nonint = (idle_d - idle_d.round()).abs().amax(1) > 1e-6
-            status[nonint & (status == 0)] = FlowStatus.NON_INTEGER_COUNTS
-        zn = z / zs[:, None]
+        zn = z / z.sum(1, keepdim=True)
         total = idle.sum(1)
-        flows = torch.zeros(B, E, dtype=dtype, device=z.device)
         if mode == "lp":
             targets = self.targets(idle_d.round(), z.detach().double())
             ok = status == 0
-            x_lp, feas = self._solve_lp(idle_d.round(), targets, cost.detach().double(), ok)
+            x_lp, feas = self.lp.solve(idle_d.round(), targets, cost.detach().double(), ok)
             status[ok & ~feas] = FlowStatus.INFEASIBLE
             flows = x_lp.to(dtype)
             targets = targets.to(dtype)
@@ -435,11 +348,12 @@ class MinCostFlowController(LowLevelController):
                     surrogate = torch.zeros_like(flows).index_put((ok.nonzero()[:, 0],), x_qp - x_qp.detach())
                     flows = flows + surrogate
         else:
+            flows = torch.zeros(B, E, dtype=dtype, device=z.device)
             targets = total[:, None] * zn
             ok = status == 0
             if not self.complete and bool(ok.any()):
                 # one-hop feasibility on a sparse graph, decided by the (continuous) LP
-                _, feas = self._solve_lp(idle_d, targets.detach().double(), cost.detach().double(), ok, integral=False)
+                _, feas = self.lp.solve(idle_d, targets.detach().double(), cost.detach().double(), ok, integral=False)
                 status[ok & ~feas] = FlowStatus.INFEASIBLE
                 ok = status == 0
             if bool(ok.any()):
@@ -451,12 +365,27 @@ class MinCostFlowController(LowLevelController):
         objective = (flows.detach().double() * cost.detach().double()).sum(1).to(dtype)
         return FlowSolution(flows, targets, objective, status)
 
+    @staticmethod
+    def _input_status(idle: Tensor, z: Tensor, cost: Tensor, mode: str) -> Tensor:
+        """``(B,)`` int64 status from the inputs alone (first failing test wins)."""
+        idle_d, z_d, c_d = idle.detach().cpu().double(), z.detach().cpu().double(), cost.detach().cpu().double()
+        status = torch.zeros(idle.shape[0], dtype=torch.long)
+        finite = torch.isfinite(idle_d).all(1) & torch.isfinite(z_d).all(1) & torch.isfinite(c_d).all(1)
+        status[~finite] = FlowStatus.NON_FINITE
+        status[(idle_d < 0).any(1) & (status == 0)] = FlowStatus.NEGATIVE_COUNTS
+        if mode == "lp":
+            nonint = (idle_d - idle_d.round()).abs().amax(1) > 1e-6
+            status[nonint & (status == 0)] = FlowStatus.NON_INTEGER_COUNTS
+        on_simplex = ~(z_d < -1e-9).any(1) & ((z_d.sum(1) - 1).abs() <= 1e-3)
+        status[~on_simplex & (status == 0)] = FlowStatus.INVALID_Z
+        return status
+
     # ------------------------------------------------------------------ QP (differentiable)
     def _solve_qp(self, idle: Tensor, targets: Tensor, cost: Tensor) -> Tuple[Tensor, Tensor]:
         """Regularised flows ``(b, E)`` and converged ``(b,)`` for a sub-batch of valid members."""
         b, n = idle.shape
         src, dst = self.edge_index
-        C = _dense_costs(cost, src, dst, n)
+        C = dense_costs(cost, src, dst, n)
         if self.qp_backend == "cvxpylayers":
             X = self._cvxpylayers_qp(idle.to(cost.dtype), targets.to(cost.dtype), C)
             conv = torch.ones(b, dtype=torch.bool)
@@ -485,121 +414,15 @@ class MinCostFlowController(LowLevelController):
         (X,) = self._cache[key](idle, targets, C)
         return X
 
-    # ------------------------------------------------------------------ LP (exact, integral)
-    def _solve_lp(self, idle: Tensor, targets: Tensor, cost: Tensor, ok: Tensor, integral: bool = True
-                  ) -> Tuple[Tensor, Tensor]:
-        """Exact LP flows ``(B, E)`` float64 and feasible ``(B,)`` for members with ``ok``."""
-        B, E = cost.shape
-        flows = torch.zeros(B, E, dtype=torch.float64)
-        feas = torch.zeros(B, dtype=torch.bool)
-        a_np, t_np, c_np = idle.numpy(), targets.numpy(), cost.numpy()
-        for b in ok.nonzero()[:, 0].tolist():
-            if self.backend == "networkx":
-                x = self._lp_networkx(a_np[b], t_np[b], c_np[b])
-            else:
-                x = self._lp_highs(a_np[b], t_np[b], c_np[b])
-            if x is None:
-                continue
-            if integral:
-                x = np.round(x)
-                if not np.allclose(self._balance_np(a_np[b], x), t_np[b], atol=1e-6):  # pragma: no cover - TU guards this
-                    continue
-            flows[b] = torch.from_numpy(np.maximum(x, 0.0))
-            feas[b] = True
-        return flows, feas
 
-    def _balance_np(self, a: np.ndarray, x: np.ndarray) -> np.ndarray:
-        src, dst = self.edge_index.numpy()
-        return a - np.bincount(src, x, len(a)) + np.bincount(dst, x, len(a))
-
-    def _highs(self) -> Any:
-        if "highs" in self._cache:
-            return self._cache["highs"]
-        n, E = self.num_nodes, self.num_edges
-        src, dst = self.edge_index.numpy()
-        V = E + n  # edges then stays
-        s = np.r_[src, np.arange(n)]
-        d = np.r_[dst, np.arange(n)]
-        try:
-            highspy = require("highspy")
-        except ImportError:  # pragma: no cover - highspy is a dependency of scipy's HiGHS too
-            self._cache["highs"] = None
-            return None
-        import scipy.sparse as sp
-
-        A = sp.csc_matrix((np.ones(2 * V), (np.r_[s, n + d], np.r_[np.arange(V), np.arange(V)])), shape=(2 * n, V))
-        h = highspy.Highs()
-        h.silent()
-        h.setOptionValue("presolve", "off")
-        h.setOptionValue("solver", "simplex")
-        lp = highspy.HighsLp()
-        lp.num_col_, lp.num_row_ = V, 2 * n
-        lp.col_cost_ = np.zeros(V)
-        lp.col_lower_ = np.zeros(V)
-        lp.col_upper_ = np.full(V, highspy.kHighsInf)
-        lp.row_lower_ = np.zeros(2 * n)
-        lp.row_upper_ = np.zeros(2 * n)
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = A.indptr
-        lp.a_matrix_.index_ = A.indices
-        lp.a_matrix_.value_ = A.data
-        h.passModel(lp)
-        self._cache["highs"] = (h, highspy, np.arange(V, dtype=np.int32), np.arange(2 * n, dtype=np.int32))
-        return self._cache["highs"]
-
-    def _lp_highs(self, a: np.ndarray, t: np.ndarray, c: np.ndarray) -> Optional[np.ndarray]:
-        n, E = self.num_nodes, self.num_edges
-        cache = self._highs()
-        if cache is None:  # pragma: no cover
-            return self._lp_scipy(a, t, c)
-        h, highspy, cols, rows = cache
-        h.clearSolver()  # cold start: the answer depends on this problem only
-        h.changeColsCost(E + n, cols, np.r_[c, np.zeros(n)])
-        rhs = np.r_[a, t].astype(np.float64)
-        h.changeRowsBounds(2 * n, rows, rhs, rhs)
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return None
-        return np.asarray(h.getSolution().col_value)[:E]
-
-    def _lp_scipy(self, a: np.ndarray, t: np.ndarray, c: np.ndarray) -> Optional[np.ndarray]:  # pragma: no cover
-        from scipy.optimize import linprog
-        import scipy.sparse as sp
-
-        n, E = self.num_nodes, self.num_edges
-        src, dst = self.edge_index.numpy()
-        V = E + n
-        s, d = np.r_[src, np.arange(n)], np.r_[dst, np.arange(n)]
-        A = sp.csr_matrix((np.ones(2 * V), (np.r_[s, n + d], np.r_[np.arange(V), np.arange(V)])), shape=(2 * n, V))
-        res = linprog(np.r_[c, np.zeros(n)], A_eq=A, b_eq=np.r_[a, t], bounds=(0, None), method="highs-ds")
-        return res.x[:E] if res.status == 0 else None
-
-    def _lp_networkx(self, a: np.ndarray, t: np.ndarray, c: np.ndarray) -> Optional[np.ndarray]:
-        import networkx as nx
-
-        n, E = self.num_nodes, self.num_edges
-        src, dst = self.edge_index.numpy()
-        if np.all(c == np.round(c)):
-            w = c.astype(np.int64)
-        else:
-            w = np.round(c / max(np.abs(c).max(), 1e-300) * 1e9).astype(np.int64)
-        G = nx.DiGraph()
-        for i in range(n):
-            G.add_node(("s", i), demand=-int(round(a[i])))
-            G.add_node(("d", i), demand=int(round(t[i])))
-            G.add_edge(("s", i), ("d", i), weight=0)
-        for e in range(E):
-            G.add_edge(("s", int(src[e])), ("d", int(dst[e])), weight=int(w[e]))
-        try:
-            _, flow = nx.network_simplex(G)
-        except nx.NetworkXUnfeasible:
-            return None
-        return np.array([flow[("s", int(src[e]))][("d", int(dst[e]))] for e in range(E)], dtype=np.float64)
-
-
-def _dense_costs(cost: Tensor, src: Tensor, dst: Tensor, n: int) -> Tensor:
-    """``(b, E)`` edge costs -> ``(b, n, n)`` (zeros elsewhere, stays cost 0), differentiable."""
-    b = cost.shape[0]
-    flat = torch.zeros(b, n * n, dtype=cost.dtype, device=cost.device)
-    flat = flat.index_add(1, src * n + dst, cost)
-    return flat.view(b, n, n)
+def _check_distribution(z: Tensor) -> None:
+    """Raise naming the rows of ``z (B, n)`` that are not distributions over the nodes."""
+    neg = (z < -1e-9).any(1)
+    if bool(neg.any()):
+        raise ValueError(f"z must be non-negative (a distribution over the {z.shape[1]} nodes); rows "
+                         f"{neg.nonzero()[:, 0].tolist()[:10]} have negative entries")
+    zs = z.sum(1)
+    off = ~((zs - 1).abs() <= 1e-3)  # NaN-safe
+    if bool(off.any()):
+        bad = off.nonzero()[:, 0].tolist()[:10]
+        raise ValueError(f"z rows must sum to 1 (a distribution over nodes); rows {bad} sum to {zs[bad].tolist()}")

@@ -36,6 +36,7 @@ from .qp import solve_qp
 from .rotations import axis_angle_to_matrix, orientation_error
 
 PANDA_TORQUE_LIMIT = (80.0, 80.0, 80.0, 80.0, 80.0, 12.0, 12.0)
+ROBOSUITE_DELTA_LIMIT = (0.05, 0.05, 0.05, 0.5, 0.5, 0.5)  # OSC_POSE default output_max (m, rad)
 IMPEDANCE_MODES = ("fixed", "variable_kp", "variable")
 SATURATIONS = ("clip", "qp", "none")
 QP_WEIGHTS = ("identity", "mass", "mass_inverse")
@@ -89,7 +90,7 @@ class OSCStateLayout:
             if lead is not None and this != lead:
                 raise ValueError(f"{name} has leading shape {this}, other fields {lead}")
             lead = this
-            parts.append(t.reshape(*this, -1))
+            parts.append(t.reshape(*this, math.prod(shape)))  # not -1: an empty batch has 0 elements
         return torch.cat(parts, -1)
 
     def unpack(self, state: Tensor) -> Dict[str, Tensor]:
@@ -111,9 +112,20 @@ def task_space_inverse(A: Tensor, damping: float = 0.0) -> Tensor:
     value ``sigma``.
     """
     if damping == 0.0:
-        return torch.linalg.inv(A)
+        inv, info = torch.linalg.inv_ex(A)
+        return _nan_where_failed(inv, info)
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(A @ A + (damping ** 2) * eye, A)
+    x, info = torch.linalg.solve_ex(A @ A + (damping ** 2) * eye, A)
+    return _nan_where_failed(x, info)
+
+
+def _nan_where_failed(x: Tensor, info: Tensor) -> Tensor:
+    """NaN for the batch members whose factorisation failed (``info != 0``): one singular mass
+    matrix or Jacobian flags its member (NaN torques) instead of failing the whole batch."""
+    if info.dim() == 0 or not bool((info != 0).any()):
+        return x
+    bad = (info != 0).reshape(*info.shape, *([1] * (x.dim() - info.dim())))
+    return torch.where(bad, torch.full_like(x, float("nan")), x)
 
 
 class OSCTerms(NamedTuple):
@@ -140,7 +152,8 @@ def osc_terms(s: Mapping[str, Tensor], kp: Tensor, kd: Tensor, nullspace_kp: flo
     """
     M, Jp, Jo = s["mass"], s["jac_pos"], s["jac_ori"]
     J = torch.cat([Jp, Jo], -2)  # (B, 6, n)
-    Minv_Jt = torch.linalg.solve(M, J.transpose(-1, -2))  # (B, n, 6)
+    Minv_Jt, info = torch.linalg.solve_ex(M, J.transpose(-1, -2))  # (B, n, 6)
+    Minv_Jt = _nan_where_failed(Minv_Jt, info)
     A = J @ Minv_Jt
     lam_full = task_space_inverse(A, task_damping)
     lam_pos = task_space_inverse(A[..., :3, :3], task_damping)
@@ -182,8 +195,8 @@ def _gain(value: Gain, name: str) -> Tensor:
         t = t.expand(6).clone()
     if t.shape != (6,):
         raise ValueError(f"{name} must be a scalar or have 6 entries (position xyz, orientation xyz), got {tuple(t.shape)}")
-    if bool((t < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got {t.tolist()}")
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {t.tolist()}")
     return t
 
 
@@ -210,7 +223,9 @@ class OperationalSpaceController(LowLevelController):
         task_damping: damping of the task-space inverse (0 = robosuite; see
             :func:`task_space_inverse`).
         horizon: sub-steps per decision (5 at 100 Hz control / 500 Hz simulation).
-        delta_limit: optional symmetric bound on ``(dp, dw)`` (scalar or 6 values).
+        delta_limit: symmetric bound on ``(dp, dw)`` (scalar or 6 values); default robosuite's
+            OSC_POSE ``output_max`` (0.05 m, 0.5 rad), which robosuite clips every delta to.
+            ``None`` = unbounded (then an inverse may return deltas robosuite cannot command).
         trainable_gains: make ``kp`` / ``damping_ratio`` require gradients.
     """
 
@@ -229,7 +244,7 @@ class OperationalSpaceController(LowLevelController):
         qp_weight: str = "mass_inverse",
         task_damping: float = 0.0,
         horizon: int = 5,
-        delta_limit: Union[Gain, None] = None,
+        delta_limit: Union[Gain, None] = ROBOSUITE_DELTA_LIMIT,
         trainable_gains: bool = False,
     ) -> None:
         if impedance_mode not in IMPEDANCE_MODES:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validate import check_tensor
-from ..lowlevel.base import Context, LowLevelController
+from ..lowlevel.base import Context, LowLevelController, check_actions
 from .base import Agent
 
 __all__ = ["Decision", "HierarchicalAgent", "HighLevelActionWrapper"]
@@ -69,8 +69,10 @@ class HierarchicalAgent(nn.Module):
                 raise ValueError(f"actor_or_agent outputs {actor_or_agent.action_dim}-D actions but the controller's "
                                  f"z has {controller.z_dim} dimensions")
             self.actor: Any = actor_or_agent.actor
+            self.obs_dim: Optional[int] = actor_or_agent.obs_dim
         elif callable(actor_or_agent):
             self.actor = actor_or_agent
+            self.obs_dim = None
         else:
             raise TypeError(f"actor_or_agent must be an Agent, an nn.Module or a callable, got {type(actor_or_agent).__name__}")
         self.controller = controller
@@ -89,6 +91,7 @@ class HierarchicalAgent(nn.Module):
 
     def high_level(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """``z (B, dz)`` for ``obs (B, do)``, projected onto the controller's z bounds."""
+        check_tensor("obs", obs, ("B", self.obs_dim), finite=False)
         if isinstance(self.actor, nn.Module) and hasattr(self.actor, "sample"):
             z = self.actor(obs, deterministic=deterministic)
         else:
@@ -99,11 +102,16 @@ class HierarchicalAgent(nn.Module):
     def begin(self, obs: Tensor, state0: Tensor, deterministic: bool = True) -> Decision:
         """Start a decision: ``z = actor(obs)``, ``ctx = controller.context(state0)``; ``obs (B, do)``, ``state0 (B, ds)``."""
         check_tensor("state0", state0, ("B", self.controller.state_dim))
+        check_tensor("obs", obs, (state0.shape[0], self.obs_dim), finite=False)
         z = self.high_level(obs, deterministic).to(state0)
         return Decision(z, self.controller.context(state0), 0)
 
     def low_level(self, state: Tensor, decision: Decision, step: Optional[int] = None) -> Tensor:
-        """Action ``(B, da)`` at low-level step ``step`` (default ``decision.step``) of ``decision``."""
+        """Action ``(B, da)`` at low-level step ``step`` (default ``decision.step``) of ``decision``.
+
+        Members the controller cannot serve come back as NaN rows (see
+        :mod:`ohio_layers.lowlevel.base`); :meth:`act` raises on them instead.
+        """
         step = decision.step if step is None else step
         if not 0 <= step < self.horizon:
             raise ValueError(f"step must be in [0, {self.horizon}), got {step}")
@@ -136,7 +144,7 @@ class HierarchicalAgent(nn.Module):
         ob, _ = _as_batch(obs, dtype, device)
         if decision is None or decision.step >= self.horizon:
             decision = self.begin(ob, st, deterministic)
-        a = self.low_level(st, decision)
+        a = check_actions(self.controller, self.low_level(st, decision), "HierarchicalAgent.act")
         decision = Decision(decision.z, decision.context, decision.step + 1)
         a = a[0] if single else a
         return (a.cpu().numpy() if as_numpy else a), decision
@@ -199,7 +207,8 @@ class HighLevelActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         steps = 0
         for step in range(self.controller.horizon):
             state = state0 if step == 0 else self._state()
-            a = self.controller.act(state, zt, ctx, step)[0].cpu().numpy().astype(env_dtype)
+            a = check_actions(self.controller, self.controller.act(state, zt, ctx, step), "HighLevelActionWrapper.step")
+            a = a[0].cpu().numpy().astype(env_dtype)
             obs, reward, terminated, truncated, info = self.env.step(a)
             total += float(reward)
             steps += 1

@@ -289,6 +289,8 @@ class Agent(nn.Module):
         for high-level data).
         """
         dataset.require(["observations", action_key])
+        if len(dataset) == 0:
+            raise ValueError(f"dataset is empty: {cls.__name__}.from_dataset needs at least one transition to size the agent")
         obs, act = np.asarray(dataset["observations"]), np.asarray(dataset[action_key])
         if obs.ndim != 2 or act.ndim != 2:
             raise ValueError(f"observations and {action_key!r} must be 2-D, got {obs.shape} / {act.shape}")

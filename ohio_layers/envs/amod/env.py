@@ -187,11 +187,13 @@ class AMoDEnv(gym.Env):
 
     # ------------------------------------------------------------------ pieces
     def normalize_distribution(self, action: Any) -> np.ndarray:
-        """``(n,)`` -> point of the simplex (negatives clipped; all-zero or non-finite -> uniform)."""
+        """``(n,)`` -> point of the simplex (negatives clipped; all-zero -> uniform; NaN/inf raise)."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (self.n_regions,):
             raise ValueError(f"action must have shape ({self.n_regions},) in action_mode='distribution', got {np.shape(action)}")
-        a = np.where(np.isfinite(a), np.clip(a, 0.0, None), 0.0)
+        if not np.isfinite(a).all():
+            raise ValueError(f"action (distribution z) contains NaN or inf at regions {np.flatnonzero(~np.isfinite(a)).tolist()}")
+        a = np.clip(a, 0.0, None)
         s = a.sum()
         return a / s if s > 0 else np.full(self.n_regions, 1.0 / self.n_regions)
 

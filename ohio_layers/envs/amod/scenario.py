@@ -210,6 +210,11 @@ def synthetic_city(
         beta: operating cost per vehicle per **minute** of driving (converted to per step).
         lookahead_steps: demand is generated for ``max(2 horizon, horizon + lookahead_steps + 1)`` steps.
     """
+    for name, v in (("nlat", nlat), ("nlon", nlon), ("horizon", horizon)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"synthetic_city: {name} must be an int >= 1, got {v!r}")
+    if nlat * nlon < 2:
+        raise ValueError(f"synthetic_city: the city needs at least 2 regions, got nlat={nlat} x nlon={nlon}")
     rng = np.random.default_rng(seed)
     n = nlat * nlon
     coords, business, residential, topology = _city_layout(nlat, nlon, rng, spacing_km)

@@ -1,0 +1,35 @@
+"""Item 9 of issue 15 (data part): bad window arguments and corrupt files get named errors."""
+import zipfile
+
+import numpy as np
+import pytest
+
+from ohio_layers.data import Dataset
+from ohio_layers.data.dataset import window_starts
+
+
+def small():
+    return Dataset({"terminals": np.zeros(6, bool), "episode_ids": np.zeros(6, np.int64), "x": np.arange(6.0)})
+
+
+@pytest.mark.parametrize("k, stride, match", [(2, 0, "stride must be an int >= 1"), (2, 1.5, "stride"),
+                                              (0, None, "k must be an int >= 1"), ("2", None, "k must")])
+def test_window_arguments(k, stride, match):
+    with pytest.raises(ValueError, match=match):
+        window_starts(small(), k, stride)
+
+
+def test_corrupt_metadata_and_files_name_the_file(tmp_path):
+    path = tmp_path / "d.npz"
+    small().save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["__metadata__.json"] = b"{not json"
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    with pytest.raises(ValueError, match=r"d\.npz: corrupt dataset metadata"):
+        Dataset.load(path)
+    (tmp_path / "e.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"e\.npz: not a readable dataset file"):
+        Dataset.load(tmp_path / "e.npz")
