@@ -115,6 +115,7 @@ def relabel(
     progress: bool = True,
     extra_keys: Sequence[str] = (),
     description: Optional[str] = None,
+    discount: Optional[float] = None,
 ) -> tuple:
     """Relabel every k-step window of ``dataset``; returns ``(high_level Dataset, RelabelReport)``.
 
@@ -129,9 +130,14 @@ def relabel(
         tolerance: residual below which a window counts as reproduced.
         resume: reuse finished chunks of an interrupted run with the same inputs.
         extra_keys: per-step arrays copied from the window start (e.g. ``"z_true"``).
+        discount: low-level ``gamma``. Given, each row also stores ``discounts = gamma**k`` (its
+            SMDP discount; ``rewards`` stay the undiscounted k-step sums) and the agents' ``fit``
+            uses that column, so the k-step discount cannot be forgotten.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if discount is not None and not 0.0 <= discount <= 1.0:
+        raise ValueError(f"discount must be in [0, 1] or None, got {discount}")
     out_path = Path(out_path)
     starts = window_starts(dataset, k, stride)
     desc = description or (inverter.describe() if hasattr(inverter, "describe") else repr(inverter))
@@ -169,6 +175,9 @@ def relabel(
         raise ValueError(f"dataset has no complete window of k={k} steps")
     merged.metadata = {"k": k, "stride": stride or k, "inverter": desc, "tolerance": tolerance, "source": dict(dataset.metadata),
                        "report": {k_: v for k_, v in asdict(report).items() if k_ != "seconds"}}
+    if discount is not None:  # per-row SMDP discount (added after the chunks, so resuming is unaffected)
+        merged.arrays["discounts"] = np.full(len(merged), float(discount) ** k)
+        merged.metadata["discount"] = float(discount)
     merged.save(out_path)
     shutil.rmtree(parts)
     report.seconds = seconds

@@ -28,7 +28,7 @@ from ..data.dataset import Dataset
 from .base import Batch
 from .sac import SAC, SACConfig
 
-__all__ = ["CQLConfig", "CQL", "compute_mc_returns", "add_mc_returns"]
+__all__ = ["CQLConfig", "CQL", "compute_mc_returns", "add_mc_returns", "mc_chain_offset"]
 
 
 @dataclasses.dataclass
@@ -116,23 +116,46 @@ class CQL(SAC):
         return out
 
 
+def mc_chain_offset(dataset: Dataset) -> int:
+    """Rows between a k-step window and the one starting k low-level steps later (1 unless overlapping).
+
+    Relabelled data records ``k`` and ``stride`` in its metadata; windows ``stride`` apart overlap
+    when ``stride < k``, and the return of a window continues with the window ``k / stride`` rows
+    on. A stride that does not divide ``k`` leaves no such window, so it is refused.
+    """
+    k, stride = dataset.metadata.get("k"), dataset.metadata.get("stride")
+    if k is None or stride is None or int(stride) == int(k):
+        return 1
+    k, stride = int(k), int(stride)
+    if stride < 1 or k % stride != 0:
+        raise ValueError(f"Monte-Carlo returns need stride to divide k (the window k steps later must be a row), "
+                         f"got metadata k={k}, stride={stride}")
+    return k // stride
+
+
 def compute_mc_returns(dataset: Dataset, discount: float = 0.99, discount_key: Optional[str] = None) -> np.ndarray:
-    """Discounted returns-to-go ``(N,)`` per episode: ``G_t = r_t + gamma_t (1 - d_t) G_{t+1}``.
+    """Discounted returns-to-go ``(N,)`` per episode: ``G_t = r_t + gamma_t (1 - d_t) G_{t+k}``.
 
     Episodes are the contiguous runs of ``episode_ids`` (rows in time order, e.g. the relabelled
-    k-step rows with ``gamma`` per high-level step). Returns after a truncated episode's last row
-    are taken as 0 (a lower bound for non-negative rewards).
+    k-step rows with ``gamma`` per high-level step). Each row continues with the row whose window
+    starts where its own ends (:func:`mc_chain_offset`: the next row, or ``k / stride`` rows on for
+    overlapping windows). A ``"discounts"`` column (relabelled data) is used when ``discount_key`` is
+    not given. Returns after a truncated episode's last window are taken as 0 (a lower
+    bound for non-negative rewards).
     """
     dataset.require(["rewards", "terminals", "episode_ids"])
     r = np.asarray(dataset["rewards"], dtype=np.float64).reshape(-1)
     d = np.asarray(dataset["terminals"], dtype=np.float64).reshape(-1)
+    if discount_key is None and "discounts" in dataset:  # the per-row gamma**k of relabelled data wins
+        discount_key = "discounts"
     g_t = np.asarray(dataset[discount_key], dtype=np.float64).reshape(-1) if discount_key else np.full(r.shape, discount)
+    step = mc_chain_offset(dataset)
     out = np.zeros_like(r)
     for rows in dataset.episodes():
-        g = 0.0
-        for i in rows[::-1]:
-            g = r[i] + g_t[i] * (1.0 - d[i]) * g
-            out[i] = g
+        for j in range(len(rows) - 1, -1, -1):
+            i = rows[j]
+            tail = out[rows[j + step]] if j + step < len(rows) else 0.0
+            out[i] = r[i] + g_t[i] * (1.0 - d[i]) * tail
     return out
 
 
