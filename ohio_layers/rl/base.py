@@ -23,13 +23,14 @@ and any extra columns requested (e.g. ``mc_returns (B,)``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import random
 import warnings
 from abc import abstractmethod
 from collections import defaultdict
-from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ C = TypeVar("C", bound="AgentConfig")
 A = TypeVar("A", bound="Agent")
 
 __all__ = ["AgentConfig", "Agent", "Batch", "TransitionSampler", "ReplayBuffer", "concat_batches",
-           "seed_everything", "soft_update"]
+           "seed_everything", "soft_update", "adam"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,10 +59,14 @@ def seed_everything(seed: int) -> None:
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging ``target <- (1 - tau) target + tau source`` (parameters only)."""
+    """Polyak averaging ``target <- (1 - tau) target + tau source`` (parameters only, one fused call)."""
     with torch.no_grad():
-        for pt, ps in zip(target.parameters(), source.parameters()):
-            pt.lerp_(ps, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def adam(params: Iterable[Tensor], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused kernel (one call per step instead of ~10 tensor ops per parameter; also on CPU)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -79,6 +84,8 @@ class AgentConfig:
         grad_clip: max global grad norm per network (``None``: no clipping).
         obs_norm: normalise observations with the dataset mean/std (stored as buffers).
         device: torch device of the networks and batches.
+        mixed_precision: ``None`` (float32) or ``"bf16"``: the updates' forward passes run under
+            ``torch.autocast`` in bfloat16 (weights, optimizer states and losses stay float32).
     """
 
     seed: int = 0
@@ -89,6 +96,7 @@ class AgentConfig:
     grad_clip: Optional[float] = None
     obs_norm: bool = False
     device: str = "cpu"
+    mixed_precision: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -101,6 +109,8 @@ class AgentConfig:
             raise ValueError(f"discount must be in [0, 1], got {self.discount}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.mixed_precision not in (None, "bf16"):
+            raise ValueError(f"mixed_precision must be None or 'bf16', got {self.mixed_precision!r}")
 
     @classmethod
     def from_dict(cls: Type[C], values: Mapping[str, Any]) -> C:
@@ -189,6 +199,12 @@ class Agent(nn.Module):
     def rng_scope(self) -> ContextManager[torch.Generator]:
         """Block in which torch's global RNG of the agent's device draws from ``self.generator``."""
         return generator_scope(self.generator)
+
+    def autocast(self) -> ContextManager[Any]:
+        """``torch.autocast`` of ``config.mixed_precision`` on the agent's device (a no-op for float32)."""
+        if self.config.mixed_precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.action_low.device.type, dtype=torch.bfloat16)
 
     # -- construction helpers -----------------------------------------------------------
     @classmethod

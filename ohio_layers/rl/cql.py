@@ -82,24 +82,30 @@ class CQL(SAC):
         logp = torch.full((count,), -self.action_dim * math.log(2.0), device=like.device, dtype=like.dtype)
         return self.actor.scaler.to_env(u), logp
 
-    def conservative_penalty(self, batch: Batch) -> Dict[str, Tensor]:
-        """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``."""
+    def conservative_penalty(self, batch: Batch, q_data: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
+        """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``.
+
+        ``q_data``: the critics' ``(Q_1, Q_2)(s, a_data)``, each ``(B,)``, when already computed (the
+        TD loss has them); otherwise they are evaluated here.
+        """
         c = self.config
         obs, next_obs = batch["observations"], batch["next_observations"]
         b, n = obs.shape[0], c.num_samples
         obs_rep = obs.repeat_interleave(n, 0)
         with torch.no_grad():
             rand_a, rand_logp = self.random_actions(b * n, obs)
-            pi_a, pi_logp = self.sample_unit(obs_rep)
-            next_a, next_logp = self.sample_unit(next_obs.repeat_interleave(n, 0))
-        qs = self.q(obs_rep.repeat(3, 1), torch.cat([rand_a, pi_a, next_a]))  # one pass over all proposals
+            pi_a, pi_logp = self.sample_unit_n(obs, n)
+            next_a, next_logp = self.sample_unit_n(next_obs, n)
+        # one critic pass per proposal: (B n)-row activations stay in cache, one 3 B n-row pass does not
+        q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
         logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
-        q_data = self.q(obs, batch["actions"])
+        if q_data is None:
+            q_data = self.q(obs, batch["actions"])
         lower: Optional[Tensor] = batch["mc_returns"].view(1, b, 1) if c.calql else None
-        penalty = obs.new_zeros(())
+        penalty = obs.new_zeros((), dtype=torch.float32)
         lses = []
         for i in range(2):
-            q = qs[i].view(3, b, n)
+            q = torch.stack([qp[i] for qp in q_props]).view(3, b, n).float()
             if lower is not None:  # Cal-QL: policy proposals (rows 1, 2) bounded below by the MC return
                 q = torch.cat([q[:1], torch.maximum(q[1:], lower)])
             cat = (q - logps if c.importance_sampling else q).permute(1, 0, 2).reshape(b, 3 * n)
@@ -109,11 +115,11 @@ class CQL(SAC):
         return {"penalty": penalty, "lse": torch.stack(lses).mean(), "q_data": 0.5 * (q_data[0] + q_data[1]).detach().mean()}
 
     def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
-        out = super().critic_loss(batch)
-        cons = self.conservative_penalty(batch)
-        out["loss"] = out["loss"] + self.config.cql_alpha * cons["penalty"]
-        out["cql_penalty"] = cons["penalty"].detach()
-        return out
+        """SAC's TD loss plus ``cql_alpha`` times the penalty, sharing the critics' pass on the data actions."""
+        td, q1, q2 = self.td_loss(batch)
+        cons = self.conservative_penalty(batch, (q1, q2))
+        return {"loss": td + self.config.cql_alpha * cons["penalty"], "q": 0.5 * (q1 + q2).detach().mean(),
+                "cql_penalty": cons["penalty"].detach()}
 
 
 def mc_chain_offset(dataset: Dataset) -> int:

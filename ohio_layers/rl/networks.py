@@ -70,7 +70,9 @@ class MLP(nn.Module):
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        # under autocast the layers run in bf16; the output returns to the input's dtype, so the
+        # losses and distributions downstream stay in full precision
+        return self.net(x).to(x.dtype)
 
 
 class ObsNormalizer(nn.Module):
@@ -195,6 +197,14 @@ class TanhGaussianActor(nn.Module):
         """Reparameterised ``(action (B, da), log_prob (B,))``; ``deterministic`` gives ``scale(tanh(mu))``."""
         mean, log_std = self.dist_params(obs)
         x = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
+        return self.scaler.to_env(torch.tanh(x)), self._log_prob_pre(mean, log_std, x)
+
+    def sample_n(self, obs: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+        """``n`` samples per state from one pass over ``obs (B, do)``: ``(actions (B n, da), log_probs (B n,))``,
+        ordered like ``sample(obs.repeat_interleave(n, 0))`` (and drawing the same noise)."""
+        mean, log_std = self.dist_params(obs)
+        mean, log_std = mean.repeat_interleave(n, 0), log_std.repeat_interleave(n, 0)
+        x = mean + log_std.exp() * torch.randn_like(mean)
         return self.scaler.to_env(torch.tanh(x)), self._log_prob_pre(mean, log_std, x)
 
     def forward(self, obs: Tensor, deterministic: bool = True) -> Tensor:

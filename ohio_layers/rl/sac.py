@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from .._validate import check_config_keys
-from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, concat_batches, soft_update
+from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, adam, concat_batches, soft_update
 from .networks import ObsNormalizer, TanhGaussianActor, TwinQ
 
 __all__ = ["SACConfig", "SAC", "EpisodeReturns", "frozen"]
@@ -153,9 +153,9 @@ class SAC(Agent):
         self.target_entropy = self._target_entropy()
         self.replay: Optional[ReplayBuffer] = None  # online data of fit_online (not saved by save())
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
-            "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=c.alpha_lr),
+            "actor": adam(self.actor.parameters(), lr=c.actor_lr),
+            "q": adam(self.q.parameters(), lr=c.critic_lr),
+            "alpha": adam([self.log_alpha], lr=c.alpha_lr),
         }
 
     def _target_entropy(self) -> float:
@@ -199,6 +199,14 @@ class SAC(Agent):
         a, logp = self.actor.sample(obs)
         return a, logp + self.actor.scaler.log_abs_det()
 
+    def sample_unit_n(self, obs: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+        """:meth:`sample_unit` of ``n`` actions per row of ``obs (B, do)``: ``((B n, da), (B n,))``, rows of one state
+        adjacent (as for ``obs.repeat_interleave(n, 0)``); the actor runs once per state when it has ``sample_n``."""
+        if hasattr(self.actor, "sample_n"):
+            a, logp = self.actor.sample_n(obs, n)
+            return a, logp + self.actor.scaler.log_abs_det()
+        return self.sample_unit(obs.repeat_interleave(n, 0))
+
     def td_target(self, batch: Batch) -> Tensor:
         """Soft Bellman target ``(B,)`` (no gradient)."""
         with torch.no_grad():
@@ -206,11 +214,15 @@ class SAC(Agent):
             next_v = self.target_q.min(batch["next_observations"], next_a) - self.alpha * next_logp
             return batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * next_v
 
-    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
-        """``{"loss": L_Q, "q": mean Q(s,a)}``; reaches only ``self.q``."""
+    def td_loss(self, batch: Batch) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(L_Q, Q_1(s, a), Q_2(s, a))`` with ``Q_i (B,)``; reaches only ``self.q``."""
         target = self.td_target(batch)
         q1, q2 = self.q(batch["observations"], batch["actions"])
-        loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+        return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean(), q1, q2
+
+    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss": L_Q, "q": mean Q(s,a)}``; reaches only ``self.q``."""
+        loss, q1, q2 = self.td_loss(batch)
         return {"loss": loss, "q": 0.5 * (q1 + q2).detach().mean()}
 
     def actor_loss(self, batch: Batch) -> Dict[str, Tensor]:
@@ -236,9 +248,11 @@ class SAC(Agent):
 
     def update(self, batch: Batch) -> Dict[str, float]:
         """Critic step, actor step, temperature step, Polyak update."""
-        critic = self.critic_loss(batch)
+        with self.autocast():
+            critic = self.critic_loss(batch)
         self._optimize("q", critic["loss"], self.q)
-        actor = self.actor_loss(batch)
+        with self.autocast():
+            actor = self.actor_loss(batch)
         self._optimize("actor", actor["loss"], self.actor)
         metrics = {"loss_q": critic["loss"].item(), **{k: v.item() for k, v in critic.items() if k != "loss"}}
         if self.config.auto_alpha:
