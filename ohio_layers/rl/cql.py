@@ -91,13 +91,16 @@ class CQL(SAC):
         c = self.config
         obs, next_obs = batch["observations"], batch["next_observations"]
         b, n = obs.shape[0], c.num_samples
-        obs_rep = obs.repeat_interleave(n, 0)
         with torch.no_grad():
             rand_a, rand_logp = self.random_actions(b * n, obs)
             pi_a, pi_logp = self.sample_unit_n(obs, n)
             next_a, next_logp = self.sample_unit_n(next_obs, n)
         # one critic pass per proposal: (B n)-row activations stay in cache, one 3 B n-row pass does not
-        q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
+        if hasattr(self.q, "forward_repeated"):  # the state part of the first layer once per state
+            q_props = self.q.forward_repeated(obs, (rand_a, pi_a, next_a), n)
+        else:
+            obs_rep = obs.repeat_interleave(n, 0)
+            q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
         logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
         if q_data is None:
             q_data = self.q(obs, batch["actions"])

@@ -85,7 +85,7 @@ class TransitionSampler:
     def sample(self, batch_size: int, generator: Optional[torch.Generator] = None) -> Batch:
         """A batch of ``batch_size`` rows drawn uniformly with replacement (torch RNG)."""
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
-        return {k: v[idx] for k, v in self.columns.items()}
+        return {k: v.index_select(0, idx) for k, v in self.columns.items()}  # faster than v[idx]
 
 
 class ReplayBuffer:
@@ -140,7 +140,7 @@ class ReplayBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty ReplayBuffer")
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
-        return {k: v[idx] for k, v in self.columns.items()}
+        return {k: v.index_select(0, idx) for k, v in self.columns.items()}  # faster than v[idx]
 
 
 def concat_batches(*batches: Batch) -> Batch:
