@@ -25,11 +25,17 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from ohio_layers.data import Dataset
-from ohio_layers.rl import BC, CQL, IQL
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import random_transitions  # noqa: E402
+
+from ohio_layers.data import Dataset  # noqa: E402
+from ohio_layers.rl import BC, CQL, IQL  # noqa: E402
 
 OBS, ACT, BATCH, HIDDEN, SAMPLES = 42, 7, 256, (256, 256), 10
 Gemm = Tuple[int, int, int]  # (M, N, K): (M, K) @ (K, N)
@@ -88,15 +94,7 @@ def floor_step(gemms: List[Gemm], dtype: torch.dtype) -> Callable[[], None]:
 
 # ------------------------------------------------------------------------------------ contenders
 def make_data(n: int = 20_000, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    return Dataset({
-        "observations": rng.normal(size=(n, OBS)).astype(np.float32),
-        "actions": rng.uniform(-0.99, 0.99, size=(n, ACT)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_observations": rng.normal(size=(n, OBS)).astype(np.float32),
-        "terminals": (rng.random(n) < 0.01).astype(np.float32),
-        "episode_ids": np.repeat(np.arange(n // 200), 200),
-    })
+    return random_transitions(n, OBS, ACT, seed, episodes=n // 200, terminal_rate=0.01, action_bound=0.99)
 
 
 def ohio_step(algo: str, data: Dataset, precision: Optional[str]) -> Callable[[], None]:

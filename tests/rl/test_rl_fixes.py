@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import random_transitions
 
 from ohio_layers.data import Dataset
 from ohio_layers.inverse.relabel import relabel
@@ -22,16 +23,9 @@ from ohio_layers.rl.networks import ObsNormalizer
 TINY = {"hidden": (16, 16), "batch_size": 32}
 
 
-def _dataset(n: int = 160, do: int = 3, da: int = 2, seed: int = 0, episodes: int = 4) -> Dataset:
-    rng = np.random.default_rng(seed)
-    return Dataset({
-        "observations": (3.0 + 2.0 * rng.normal(size=(n, do))).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(n, da)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_observations": rng.normal(size=(n, do)).astype(np.float32),
-        "terminals": np.zeros(n, bool),
-        "episode_ids": np.repeat(np.arange(episodes), n // episodes),
-    })
+def _dataset(n: int = 160, episodes: int = 4):
+    """Observations off-centre (mean 3, std 2) so normalisation statistics are visible; no terminals."""
+    return random_transitions(n, 3, 2, episodes=episodes, obs_loc=3.0, obs_scale=2.0, terminal_rate=0.0, action_bound=1.0)
 
 
 # ---------------------------------------------------------------------------- 1. simplex target entropy

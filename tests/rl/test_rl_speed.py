@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_transitions
 
-from ohio_layers.data import Dataset
 from ohio_layers.rl import CQL, IQL, BC
 from ohio_layers.rl.base import soft_update
 from ohio_layers.rl.iql import iql_actor_loss, iql_critic_loss, iql_value_loss
@@ -18,16 +18,8 @@ from ohio_layers.rl.networks import TanhGaussianActor, TwinQ
 TINY = {"hidden": (32, 32), "batch_size": 64}
 
 
-def _dataset(n: int = 256, do: int = 5, da: int = 3, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    return Dataset({
-        "observations": rng.normal(size=(n, do)).astype(np.float32),
-        "actions": rng.uniform(-0.9, 0.9, size=(n, da)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_observations": rng.normal(size=(n, do)).astype(np.float32),
-        "terminals": (rng.random(n) < 0.1).astype(np.float32),
-        "episode_ids": np.repeat(np.arange(8), n // 8),
-    })
+def _dataset():
+    return random_transitions(256, 5, 3)
 
 
 def test_iql_update_equals_the_three_separate_losses_in_sequence():
