@@ -96,3 +96,21 @@ def robosuite_equations_numpy(s, goal_pos, goal_rot, kp, kd, kn=10.0):
     tau = J.T @ np.concatenate([lam_pos @ force, lam_ori @ torque]) + s["bias"]
     null = np.eye(7) - Minv @ J.T @ lam_full @ J
     return tau + null.T @ (M @ (kn * (s["q0"] - s["q"]) - 2 * np.sqrt(kn) * s["qdot"]))
+
+
+def random_transitions(n: int = 256, do: int = 5, da: int = 3, seed: int = 0, episodes: int = 8, obs_loc: float = 0.0,
+                       obs_scale: float = 1.0, terminal_rate: float = 0.1, action_bound: float = 0.9):
+    """A random transition :class:`~ohio_layers.data.Dataset` (float32 columns, ``episodes`` equal episodes)."""
+    import numpy as np
+
+    from ohio_layers.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    return Dataset({
+        "observations": (obs_loc + obs_scale * rng.normal(size=(n, do))).astype(np.float32),
+        "actions": rng.uniform(-action_bound, action_bound, size=(n, da)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_observations": rng.normal(size=(n, do)).astype(np.float32),
+        "terminals": (rng.random(n) < terminal_rate).astype(np.float32),
+        "episode_ids": np.repeat(np.arange(episodes), n // episodes),
+    })

@@ -199,7 +199,7 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
     flat = job["method"] == "flat"
     action_key = "actions" if flat else "z"
     config = {"seed": job["seed"], "steps": job["train_steps"], "hidden": job["hidden"], "batch_size": job["batch_size"],
-              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K}
+              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K, "mixed_precision": job.get("mixed_precision")}
     learner = BC
     if job["variant"].startswith("bc-"):
         config["loss"] = job["variant"][3:]

@@ -123,6 +123,7 @@ def relabel(
     progress: bool = True,
     extra_keys: Sequence[str] = (),
     description: Optional[str] = None,
+    discount: Optional[float] = None,
 ) -> tuple:
     """Relabel every k-step window of ``dataset``; returns ``(high_level Dataset, RelabelReport)``.
 
@@ -141,11 +142,16 @@ def relabel(
             ``k``, ``stride``, ``chunk_size``; chunks are reused only on an exact match. Chunks of
             another run raise ``RuntimeError`` naming what differs (``resume=False`` discards them).
         extra_keys: per-step arrays copied from the window start (e.g. ``"z_true"``).
+        discount: low-level ``gamma``. Given, each row also stores ``discounts = gamma**k`` (its
+            SMDP discount; ``rewards`` stay the undiscounted k-step sums) and the agents' ``fit``
+            uses that column, so the k-step discount cannot be forgotten.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    if discount is not None and not (isinstance(discount, (int, float)) and 0.0 <= discount <= 1.0):
+        raise ValueError(f"discount must be in [0, 1] or None, got {discount!r}")
     out_path = Path(out_path)
     starts = window_starts(dataset, k, stride)
     if starts.size == 0:  # checked before anything is written, so a failed call leaves nothing behind
@@ -179,6 +185,9 @@ def relabel(
     report = RelabelReport.from_arrays(merged["residual"], merged["converged"], tolerance)
     merged.metadata = {"k": k, "stride": stride or k, "inverter": desc, "tolerance": tolerance, "source": dict(dataset.metadata),
                        "report": {k_: v for k_, v in asdict(report).items() if k_ != "seconds"}}
+    if discount is not None:  # per-row SMDP discount (added after the chunks, so resuming is unaffected)
+        merged.arrays["discounts"] = np.full(len(merged), float(discount) ** k)
+        merged.metadata["discount"] = float(discount)
     merged.save(out_path)
     shutil.rmtree(parts)
     report.seconds = seconds

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..data.dataset import Dataset
-from .base import Agent, AgentConfig, Batch, TransitionSampler
+from .base import Agent, AgentConfig, Batch, TransitionSampler, adam
 from .networks import TanhGaussianActor
 
 __all__ = ["BCConfig", "BC", "bc_loss"]
@@ -95,7 +95,7 @@ class BC(Agent):
         c = self.config
         self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, self.action_low, self.action_high, c.hidden,
                                        c.log_std_min, c.log_std_max, c.state_dependent_std)
-        self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=c.lr, weight_decay=c.weight_decay)}
+        self.optimizers = {"actor": adam(self.actor.parameters(), lr=c.lr, weight_decay=c.weight_decay)}
 
     def make_sampler(self, dataset: Dataset, action_key: str = "actions", discount_key: Optional[str] = None) -> TransitionSampler:
         sampler = _ObsActionSampler(dataset, action_key, self.obs_dim, self.action_dim, self.config.device)
@@ -106,7 +106,8 @@ class BC(Agent):
         return {"loss_actor": bc_loss(self.actor, batch, self.config.loss)}
 
     def update(self, batch: Batch) -> Dict[str, float]:
-        loss = bc_loss(self.actor, batch, self.config.loss)
+        with self.autocast():
+            loss = bc_loss(self.actor, batch, self.config.loss)
         self._optimize("actor", loss, self.actor)
         self.step += 1
         return {"loss_actor": loss.item()}

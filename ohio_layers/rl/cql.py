@@ -28,7 +28,7 @@ from ..data.dataset import Dataset
 from .base import Batch
 from .sac import SAC, SACConfig
 
-__all__ = ["CQLConfig", "CQL", "compute_mc_returns", "add_mc_returns"]
+__all__ = ["CQLConfig", "CQL", "compute_mc_returns", "add_mc_returns", "mc_chain_offset"]
 
 
 @dataclasses.dataclass
@@ -82,24 +82,33 @@ class CQL(SAC):
         logp = torch.full((count,), -self.action_dim * math.log(2.0), device=like.device, dtype=like.dtype)
         return self.actor.scaler.to_env(u), logp
 
-    def conservative_penalty(self, batch: Batch) -> Dict[str, Tensor]:
-        """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``."""
+    def conservative_penalty(self, batch: Batch, q_data: Optional[Tuple[Tensor, Tensor]] = None) -> Dict[str, Tensor]:
+        """``{"penalty": sum_i (lse_i - Q_i(s, a_data)).mean(), "lse": ..., "q_data": ...}``; reaches only ``self.q``.
+
+        ``q_data``: the critics' ``(Q_1, Q_2)(s, a_data)``, each ``(B,)``, when already computed (the
+        TD loss has them); otherwise they are evaluated here.
+        """
         c = self.config
         obs, next_obs = batch["observations"], batch["next_observations"]
         b, n = obs.shape[0], c.num_samples
-        obs_rep = obs.repeat_interleave(n, 0)
         with torch.no_grad():
             rand_a, rand_logp = self.random_actions(b * n, obs)
-            pi_a, pi_logp = self.sample_unit(obs_rep)
-            next_a, next_logp = self.sample_unit(next_obs.repeat_interleave(n, 0))
-        qs = self.q(obs_rep.repeat(3, 1), torch.cat([rand_a, pi_a, next_a]))  # one pass over all proposals
+            pi_a, pi_logp = self.sample_unit_n(obs, n)
+            next_a, next_logp = self.sample_unit_n(next_obs, n)
+        # one critic pass per proposal: (B n)-row activations stay in cache, one 3 B n-row pass does not
+        if hasattr(self.q, "forward_repeated"):  # the state part of the first layer once per state
+            q_props = self.q.forward_repeated(obs, (rand_a, pi_a, next_a), n)
+        else:
+            obs_rep = obs.repeat_interleave(n, 0)
+            q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
         logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
-        q_data = self.q(obs, batch["actions"])
+        if q_data is None:
+            q_data = self.q(obs, batch["actions"])
         lower: Optional[Tensor] = batch["mc_returns"].view(1, b, 1) if c.calql else None
-        penalty = obs.new_zeros(())
+        penalty = obs.new_zeros((), dtype=torch.float32)
         lses = []
         for i in range(2):
-            q = qs[i].view(3, b, n)
+            q = torch.stack([qp[i] for qp in q_props]).view(3, b, n).float()
             if lower is not None:  # Cal-QL: policy proposals (rows 1, 2) bounded below by the MC return
                 q = torch.cat([q[:1], torch.maximum(q[1:], lower)])
             cat = (q - logps if c.importance_sampling else q).permute(1, 0, 2).reshape(b, 3 * n)
@@ -109,30 +118,53 @@ class CQL(SAC):
         return {"penalty": penalty, "lse": torch.stack(lses).mean(), "q_data": 0.5 * (q_data[0] + q_data[1]).detach().mean()}
 
     def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
-        out = super().critic_loss(batch)
-        cons = self.conservative_penalty(batch)
-        out["loss"] = out["loss"] + self.config.cql_alpha * cons["penalty"]
-        out["cql_penalty"] = cons["penalty"].detach()
-        return out
+        """SAC's TD loss plus ``cql_alpha`` times the penalty, sharing the critics' pass on the data actions."""
+        td, q1, q2 = self.td_loss(batch)
+        cons = self.conservative_penalty(batch, (q1, q2))
+        return {"loss": td + self.config.cql_alpha * cons["penalty"], "q": 0.5 * (q1 + q2).detach().mean(),
+                "cql_penalty": cons["penalty"].detach()}
+
+
+def mc_chain_offset(dataset: Dataset) -> int:
+    """Rows between a k-step window and the one starting k low-level steps later (1 unless overlapping).
+
+    Relabelled data records ``k`` and ``stride`` in its metadata; windows ``stride`` apart overlap
+    when ``stride < k``, and the return of a window continues with the window ``k / stride`` rows
+    on. A stride that does not divide ``k`` leaves no such window, so it is refused.
+    """
+    k, stride = dataset.metadata.get("k"), dataset.metadata.get("stride")
+    if k is None or stride is None or int(stride) == int(k):
+        return 1
+    k, stride = int(k), int(stride)
+    if stride < 1 or k % stride != 0:
+        raise ValueError(f"Monte-Carlo returns need stride to divide k (the window k steps later must be a row), "
+                         f"got metadata k={k}, stride={stride}")
+    return k // stride
 
 
 def compute_mc_returns(dataset: Dataset, discount: float = 0.99, discount_key: Optional[str] = None) -> np.ndarray:
-    """Discounted returns-to-go ``(N,)`` per episode: ``G_t = r_t + gamma_t (1 - d_t) G_{t+1}``.
+    """Discounted returns-to-go ``(N,)`` per episode: ``G_t = r_t + gamma_t (1 - d_t) G_{t+k}``.
 
     Episodes are the contiguous runs of ``episode_ids`` (rows in time order, e.g. the relabelled
-    k-step rows with ``gamma`` per high-level step). Returns after a truncated episode's last row
-    are taken as 0 (a lower bound for non-negative rewards).
+    k-step rows with ``gamma`` per high-level step). Each row continues with the row whose window
+    starts where its own ends (:func:`mc_chain_offset`: the next row, or ``k / stride`` rows on for
+    overlapping windows). A ``"discounts"`` column (relabelled data) is used when ``discount_key`` is
+    not given. Returns after a truncated episode's last window are taken as 0 (a lower
+    bound for non-negative rewards).
     """
     dataset.require(["rewards", "terminals", "episode_ids"])
     r = np.asarray(dataset["rewards"], dtype=np.float64).reshape(-1)
     d = np.asarray(dataset["terminals"], dtype=np.float64).reshape(-1)
+    if discount_key is None and "discounts" in dataset:  # the per-row gamma**k of relabelled data wins
+        discount_key = "discounts"
     g_t = np.asarray(dataset[discount_key], dtype=np.float64).reshape(-1) if discount_key else np.full(r.shape, discount)
+    step = mc_chain_offset(dataset)
     out = np.zeros_like(r)
     for rows in dataset.episodes():
-        g = 0.0
-        for i in rows[::-1]:
-            g = r[i] + g_t[i] * (1.0 - d[i]) * g
-            out[i] = g
+        for j in range(len(rows) - 1, -1, -1):
+            i = rows[j]
+            tail = out[rows[j + step]] if j + step < len(rows) else 0.0
+            out[i] = r[i] + g_t[i] * (1.0 - d[i]) * tail
     return out
 
 

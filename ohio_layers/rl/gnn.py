@@ -434,6 +434,18 @@ class GraphNetworks:
             logp = logp + self.actor.scaler.log_abs_det()  # type: ignore[union-attr]
         return a, logp
 
+    def default_target_entropy(self) -> float:
+        """Simplex: one nat per simplex dimension below the uniform Dirichlet's ``-lgamma(n)`` (``-da`` is unreachable for n >= 8)."""
+        if self.config.per_edge:
+            return super().default_target_entropy()  # type: ignore[misc]
+        return -math.lgamma(self.action_dim) - (self.action_dim - 1)
+
+    def max_entropy(self) -> Optional[float]:
+        """Simplex: ``-lgamma(n)``, the entropy of ``Dirichlet(1)`` (uniform, density ``(n-1)!``)."""
+        if self.config.per_edge:
+            return super().max_entropy()  # type: ignore[misc]
+        return -math.lgamma(self.action_dim)
+
     def random_actions(self, count: int, like: Tensor) -> Tuple[Tensor, Tensor]:
         """Uniform proposals: ``Dirichlet(1)`` on the simplex, or uniform on the per-edge flow box."""
         if self.config.per_edge:

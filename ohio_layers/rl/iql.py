@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import ClassVar, Dict, Type
+from typing import ClassVar, Dict, Optional, Type
 
 import torch
 from torch import Tensor, nn
 
-from .base import Agent, AgentConfig, Batch, soft_update
+from .base import Agent, AgentConfig, Batch, adam, soft_update
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
 
 __all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
@@ -75,31 +75,47 @@ def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def iql_value_loss(value: ValueNetwork, target_q: TwinQ, batch: Batch, expectile: float) -> Tensor:
-    """Expectile regression of ``V(s)`` towards ``min_i Qbar_i(s, a)`` -- both at the *current* state ``s``."""
+def iql_value_loss(value: ValueNetwork, target_q: TwinQ, batch: Batch, expectile: float,
+                   q_target: Optional[Tensor] = None) -> Tensor:
+    """Expectile regression of ``V(s)`` towards ``min_i Qbar_i(s, a)`` -- both at the *current* state ``s``.
+
+    ``q_target (B,)``: ``min_i Qbar_i(s, a)`` if already computed (else evaluated here).
+    """
     obs = batch["observations"]
-    with torch.no_grad():
-        q = target_q.min(obs, batch["actions"])
-    return expectile_loss(q - value(obs), expectile)
+    if q_target is None:
+        with torch.no_grad():
+            q_target = target_q.min(obs, batch["actions"])
+    return expectile_loss(q_target - value(obs), expectile)
 
 
-def iql_critic_loss(q: TwinQ, value: ValueNetwork, batch: Batch) -> Tensor:
-    """Squared TD error of both critics towards ``r + gamma_row (1 - d) V(s')`` (``V`` not trained here)."""
+def iql_critic_loss(q: TwinQ, value: ValueNetwork, batch: Batch, next_value: Optional[Tensor] = None) -> Tensor:
+    """Squared TD error of both critics towards ``r + gamma_row (1 - d) V(s')`` (``V`` not trained here).
+
+    ``next_value (B,)``: ``V(s')`` if already computed (else evaluated here).
+    """
     with torch.no_grad():
-        target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * value(batch["next_observations"])
+        if next_value is None:
+            next_value = value(batch["next_observations"])
+        target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * next_value
     q1, q2 = q(batch["observations"], batch["actions"])
     return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
 
 
 def iql_actor_loss(actor: TanhGaussianActor, target_q: TwinQ, value: ValueNetwork, batch: Batch,
-                   temperature: float, max_weight: float) -> Dict[str, Tensor]:
+                   temperature: float, max_weight: float, q_target: Optional[Tensor] = None,
+                   state_value: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """Advantage-weighted regression; returns ``{"loss": ..., "weights": (B,), "advantages": (B,)}``.
 
-    The advantage ``min_i Qbar_i(s, a) - V(s)`` is evaluated at the current state ``s``.
+    The advantage ``min_i Qbar_i(s, a) - V(s)`` is evaluated at the current state ``s``
+    (``q_target``, ``state_value (B,)``: those two terms if already computed).
     """
     obs, act = batch["observations"], batch["actions"]
     with torch.no_grad():
-        adv = target_q.min(obs, act) - value(obs)
+        if q_target is None:
+            q_target = target_q.min(obs, act)
+        if state_value is None:
+            state_value = value(obs)
+        adv = q_target - state_value
         weights = torch.exp(temperature * adv).clamp(max=max_weight)
     loss = -(weights * actor.log_prob(obs, act)).mean()
     return {"loss": loss, "weights": weights, "advantages": adv}
@@ -125,9 +141,9 @@ class IQL(Agent):
         self.value = self._make_value()
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
-            "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
-            "value": torch.optim.Adam(self.value.parameters(), lr=c.value_lr),
+            "actor": adam(self.actor.parameters(), lr=c.actor_lr),
+            "q": adam(self.q.parameters(), lr=c.critic_lr),
+            "value": adam(self.value.parameters(), lr=c.value_lr),
         }
 
     # network factories: subclasses (e.g. graph networks in ``ohio_layers.rl.gnn``) override these
@@ -157,11 +173,20 @@ class IQL(Agent):
     def update(self, batch: Batch) -> Dict[str, float]:
         """Value step, actor step (with the updated V), critic step, Polyak update of the targets."""
         c = self.config
-        loss_v = iql_value_loss(self.value, self.target_q, batch, c.expectile)
+        obs, b = batch["observations"], batch["observations"].shape[0]
+        with self.autocast():  # Qbar(s, a) serves the V and the actor loss: Qbar changes only after the critic step
+            with torch.no_grad():
+                q_target = self.target_q.min(obs, batch["actions"])
+            loss_v = iql_value_loss(self.value, self.target_q, batch, c.expectile, q_target)
         self._optimize("value", loss_v, self.value)
-        actor_out = iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight)
+        with self.autocast():  # the updated V at s (advantage) and s' (TD target) in one pass
+            with torch.no_grad():
+                values = self.value(torch.cat([obs, batch["next_observations"]]))
+            actor_out = iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight,
+                                       q_target, values[:b])
         self._optimize("actor", actor_out["loss"], self.actor)
-        loss_q = iql_critic_loss(self.q, self.value, batch)
+        with self.autocast():
+            loss_q = iql_critic_loss(self.q, self.value, batch, values[b:])
         self._optimize("q", loss_q, self.q)
         soft_update(self.target_q, self.q, c.tau)
         self.step += 1

@@ -15,7 +15,7 @@ Conventions (batch-first, ``B`` = batch):
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Type, Union
+from typing import List, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -63,14 +63,16 @@ class MLP(nn.Module):
             layers.append(nn.Linear(last, h))
             if layer_norm:
                 layers.append(nn.LayerNorm(h))
-            layers.append(activation())
+            layers.append(nn.ReLU(inplace=True) if activation is nn.ReLU else activation())  # in place: no new buffer
             last = h
         layers.append(nn.Linear(last, out_dim))
         self.net = nn.Sequential(*layers)
         self.in_dim, self.out_dim = in_dim, out_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        # under autocast the layers run in bf16; the output returns to the input's dtype, so the
+        # losses and distributions downstream stay in full precision
+        return self.net(x).to(x.dtype)
 
 
 class ObsNormalizer(nn.Module):
@@ -197,6 +199,14 @@ class TanhGaussianActor(nn.Module):
         x = mean if deterministic else mean + log_std.exp() * torch.randn_like(mean)
         return self.scaler.to_env(torch.tanh(x)), self._log_prob_pre(mean, log_std, x)
 
+    def sample_n(self, obs: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+        """``n`` samples per state from one pass over ``obs (B, do)``: ``(actions (B n, da), log_probs (B n,))``,
+        ordered like ``sample(obs.repeat_interleave(n, 0))`` (and drawing the same noise)."""
+        mean, log_std = self.dist_params(obs)
+        mean, log_std = mean.repeat_interleave(n, 0), log_std.repeat_interleave(n, 0)
+        x = mean + log_std.exp() * torch.randn_like(mean)
+        return self.scaler.to_env(torch.tanh(x)), self._log_prob_pre(mean, log_std, x)
+
     def forward(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """Action ``(B, da)`` in the environment scale (deterministic by default)."""
         mean, log_std = self.dist_params(obs)
@@ -226,6 +236,28 @@ class TwinQ(nn.Module):
         """``min(Q1, Q2)`` ``(B,)``."""
         q1, q2 = self(obs, action)
         return torch.minimum(q1, q2)
+
+    def forward_repeated(self, obs: Tensor, actions: Sequence[Tensor], n: int) -> List[Tuple[Tensor, Tensor]]:
+        """``(q1, q2)`` each ``(B n,)`` for every ``actions[j] (B n, da)`` holding ``n`` actions per state of ``obs (B, do)``.
+
+        Equals ``self(obs.repeat_interleave(n, 0), actions[j])`` up to rounding, but the observation part of
+        each first layer, ``W_obs s + b``, is computed once per state and shared by all ``n`` actions of
+        every ``actions[j]`` (``[s; a] W^T = s W_obs^T + a W_act^T``).
+        """
+        o = self.normalizer(obs)
+        b, do = o.shape
+        units = [self.scaler.to_unit(a) for a in actions]
+        heads = []
+        for mlp in (self.q1, self.q2):
+            first, rest = mlp.net[0], mlp.net[1:]
+            shared = F.linear(o, first.weight[:, :do], first.bias).unsqueeze(1)  # (B, 1, h)
+            w_act = first.weight[:, do:]
+            outs = []
+            for u in units:
+                h = (F.linear(u, w_act).view(b, n, -1) + shared).view(b * n, -1)
+                outs.append(rest(h).to(o.dtype).squeeze(-1))
+            heads.append(outs)
+        return list(zip(heads[0], heads[1]))
 
 
 class ValueNetwork(nn.Module):

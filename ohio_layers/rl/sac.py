@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from .._validate import check_config_keys
-from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, concat_batches, soft_update
-from .networks import TanhGaussianActor, TwinQ
+from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, adam, concat_batches, soft_update
+from .networks import ObsNormalizer, TanhGaussianActor, TwinQ
 
-__all__ = ["SACConfig", "SAC", "frozen"]
+__all__ = ["SACConfig", "SAC", "EpisodeReturns", "frozen"]
 
 
 @contextlib.contextmanager
@@ -47,6 +47,39 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, f in zip(module.parameters(), flags):
             p.requires_grad_(f)
+
+
+class EpisodeReturns:
+    """The running episode's rows in a :class:`ReplayBuffer`, with returns-to-go ``mc_returns`` kept current.
+
+    :meth:`add` appends a row at once with ``mc_returns = r`` and adds its reward to the earlier
+    rows of the episode, each times its discount product ``prod gamma_i (1 - d_i)``; so every row
+    always holds the discounted return of the rewards seen so far (the unseen tail counts as 0) and,
+    at the episode's end, its full return-to-go.
+    """
+
+    def __init__(self, buffer: ReplayBuffer) -> None:
+        self.buffer = buffer
+        self.idx: Optional[Tensor] = None  # (T,) buffer rows of the episode
+        self.coef: Optional[Tensor] = None  # (T,) multiplier of the next reward for each row
+
+    def add(self, row: Dict[str, np.ndarray]) -> None:
+        """Append one row ``{column: (1, ...)}`` (without ``mc_returns``)."""
+        r = float(row["rewards"][0])
+        g = float(row["discounts"][0]) * (1.0 - float(row["terminals"][0]))
+        if self.idx is not None:
+            self.buffer.columns["mc_returns"][self.idx] += (self.coef * r).to(self.buffer.dtype)
+        new = self.buffer.add(**row, mc_returns=np.array([r]))
+        coef = torch.full((1,), g, dtype=torch.float64, device=new.device)
+        if self.idx is None or self.coef is None:
+            self.idx, self.coef = new, coef
+        else:  # rows older than the buffer's capacity were overwritten: stop tracking them
+            self.idx = torch.cat([self.idx, new])[-self.buffer.capacity:]
+            self.coef = torch.cat([self.coef * g, coef])[-self.buffer.capacity:]
+
+    def close(self) -> None:
+        """End the episode (its rows keep their returns)."""
+        self.idx = self.coef = None
 
 
 @dataclasses.dataclass
@@ -117,13 +150,31 @@ class SAC(Agent):
         self.q = self._make_q()
         self.target_q = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(c.init_alpha)))
-        self.target_entropy = float(-self.action_dim if c.target_entropy is None else c.target_entropy)
+        self.target_entropy = self._target_entropy()
         self.replay: Optional[ReplayBuffer] = None  # online data of fit_online (not saved by save())
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr),
-            "q": torch.optim.Adam(self.q.parameters(), lr=c.critic_lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=c.alpha_lr),
+            "actor": adam(self.actor.parameters(), lr=c.actor_lr),
+            "q": adam(self.q.parameters(), lr=c.critic_lr),
+            "alpha": adam([self.log_alpha], lr=c.alpha_lr),
         }
+
+    def _target_entropy(self) -> float:
+        """``config.target_entropy``, default ``-da`` (unit box); refused when above the actor's maximum."""
+        c = self.config
+        max_h = self.max_entropy()
+        target = self.default_target_entropy() if c.target_entropy is None else float(c.target_entropy)
+        if c.auto_alpha and max_h is not None and target >= max_h:
+            raise ValueError(f"target_entropy={target:.4g} is unreachable: the actor's entropy is at most {max_h:.4g}, "
+                             f"so auto_alpha would raise alpha without bound; pass a target below it")
+        return target
+
+    def default_target_entropy(self) -> float:
+        """``-da``: well below the box maximum ``da log 2``."""
+        return float(-self.action_dim)
+
+    def max_entropy(self) -> Optional[float]:
+        """Largest entropy the actor can reach, in the units of :meth:`sample_unit` (``da log 2`` in the unit box)."""
+        return self.action_dim * math.log(2.0)
 
     # network factories: subclasses (e.g. graph networks in ``ohio_layers.rl.gnn``) override these
     def _make_actor(self) -> nn.Module:
@@ -148,6 +199,14 @@ class SAC(Agent):
         a, logp = self.actor.sample(obs)
         return a, logp + self.actor.scaler.log_abs_det()
 
+    def sample_unit_n(self, obs: Tensor, n: int) -> Tuple[Tensor, Tensor]:
+        """:meth:`sample_unit` of ``n`` actions per row of ``obs (B, do)``: ``((B n, da), (B n,))``, rows of one state
+        adjacent (as for ``obs.repeat_interleave(n, 0)``); the actor runs once per state when it has ``sample_n``."""
+        if hasattr(self.actor, "sample_n"):
+            a, logp = self.actor.sample_n(obs, n)
+            return a, logp + self.actor.scaler.log_abs_det()
+        return self.sample_unit(obs.repeat_interleave(n, 0))
+
     def td_target(self, batch: Batch) -> Tensor:
         """Soft Bellman target ``(B,)`` (no gradient)."""
         with torch.no_grad():
@@ -155,11 +214,15 @@ class SAC(Agent):
             next_v = self.target_q.min(batch["next_observations"], next_a) - self.alpha * next_logp
             return batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * next_v
 
-    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
-        """``{"loss": L_Q, "q": mean Q(s,a)}``; reaches only ``self.q``."""
+    def td_loss(self, batch: Batch) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(L_Q, Q_1(s, a), Q_2(s, a))`` with ``Q_i (B,)``; reaches only ``self.q``."""
         target = self.td_target(batch)
         q1, q2 = self.q(batch["observations"], batch["actions"])
-        loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+        return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean(), q1, q2
+
+    def critic_loss(self, batch: Batch) -> Dict[str, Tensor]:
+        """``{"loss": L_Q, "q": mean Q(s,a)}``; reaches only ``self.q``."""
+        loss, q1, q2 = self.td_loss(batch)
         return {"loss": loss, "q": 0.5 * (q1 + q2).detach().mean()}
 
     def actor_loss(self, batch: Batch) -> Dict[str, Tensor]:
@@ -185,9 +248,11 @@ class SAC(Agent):
 
     def update(self, batch: Batch) -> Dict[str, float]:
         """Critic step, actor step, temperature step, Polyak update."""
-        critic = self.critic_loss(batch)
+        with self.autocast():
+            critic = self.critic_loss(batch)
         self._optimize("q", critic["loss"], self.q)
-        actor = self.actor_loss(batch)
+        with self.autocast():
+            actor = self.actor_loss(batch)
         self._optimize("actor", actor["loss"], self.actor)
         metrics = {"loss_q": critic["loss"].item(), **{k: v.item() for k, v in critic.items() if k != "loss"}}
         if self.config.auto_alpha:
@@ -223,7 +288,9 @@ class SAC(Agent):
         if isinstance(getattr(agent, "log_alpha", None), torch.Tensor):
             with torch.no_grad():
                 sac.log_alpha.copy_(agent.log_alpha)
-        sac.obs_stats_set.copy_(agent.obs_stats_set)
+        if bool(agent.obs_stats_set):  # every normaliser of the agent holds the same stats: copy them to all of ours
+            norm = next(m for m in agent.modules() if isinstance(m, ObsNormalizer))
+            sac.set_obs_stats(norm.mean.cpu(), norm.std.cpu())
         return sac
 
     # -- online training ------------------------------------------------------------------------
@@ -240,9 +307,10 @@ class SAC(Agent):
             action_key: action column of ``offline``.
             seed: seed of the first ``env.reset`` (default ``config.seed``).
             log_every: env steps per history row (mean losses and finished episode returns).
-        Online rows enter the replay buffer at once, or -- when the agent needs ``mc_returns``
-        (Cal-QL) -- at the end of their episode (returns-to-go need the whole episode; a
-        truncated tail counts as 0). The buffer persists in ``self.replay`` across calls.
+        Online rows enter the replay buffer at once. When the agent needs ``mc_returns`` (Cal-QL)
+        a row carries the discounted return of the rewards seen so far, completed as the episode
+        goes on (:class:`EpisodeReturns`; a truncated or unfinished tail counts as 0 and stays
+        non-terminal). The buffer persists in ``self.replay`` across calls.
 
         Returns:
             ``self.history``; rows carry ``"env_step"`` and ``"episode_return"`` (when episodes ended).
@@ -264,14 +332,13 @@ class SAC(Agent):
         if self.replay is None:
             self.replay = ReplayBuffer(c.buffer_size, c.device)
         buffer = self.replay
-        episode: List[Dict[str, np.ndarray]] = []
+        episode = EpisodeReturns(buffer) if extra else None
         returns: List[float] = []
         sums: Dict[str, float] = defaultdict(float)
         n_updates = 0
         low, high = box.low.astype(np.float64), box.high.astype(np.float64)
         self.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self._rng_state)
+        with self.rng_scope():
             obs, _ = env.reset(seed=c.seed if seed is None else seed)
             env.action_space.seed(c.seed if seed is None else seed)
             ep_return = 0.0
@@ -287,14 +354,14 @@ class SAC(Agent):
                 row = {"observations": np.asarray(obs, np.float64)[None], "actions": action[None],
                        "rewards": np.array([float(reward)]), "next_observations": np.asarray(next_obs, np.float64)[None],
                        "terminals": np.array([float(terminated)]), "discounts": np.array([c.discount])}
-                if extra:
-                    episode.append(row)
+                if episode is not None:
+                    episode.add(row)
                 else:
                     buffer.add(**row)
                 obs = next_obs
                 if terminated or truncated:
-                    if extra:
-                        self._flush_episode(buffer, episode)
+                    if episode is not None:
+                        episode.close()
                     returns.append(ep_return)
                     ep_return = 0.0
                     obs, _ = env.reset()
@@ -315,21 +382,8 @@ class SAC(Agent):
                         logger(hist)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in hist.items() if k not in ("step", "env_step")})
                     sums, n_updates, returns = defaultdict(float), 0, []
-            self._rng_state = torch.get_rng_state()
         self.eval()
         return self.history
-
-    def _flush_episode(self, buffer: ReplayBuffer, episode: List[Dict[str, np.ndarray]]) -> None:
-        """Add a finished episode with its discounted returns-to-go under ``mc_returns``."""
-        if not episode:
-            return
-        cols = {k: np.concatenate([r[k] for r in episode]) for k in episode[0]}
-        g, mc = 0.0, np.zeros(len(episode))
-        for i in range(len(episode) - 1, -1, -1):
-            g = cols["rewards"][i] + cols["discounts"][i] * (1.0 - cols["terminals"][i]) * g
-            mc[i] = g
-        buffer.add(**cols, mc_returns=mc)
-        episode.clear()
 
     def _mixed_batch(self, buffer: ReplayBuffer, offline: Optional[TransitionSampler]) -> Batch:
         b = self.config.batch_size

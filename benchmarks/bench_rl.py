@@ -1,0 +1,217 @@
+"""Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
+
+    python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp]
+
+Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
+sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
+``alpha_learning_rate=0``); BC maximises the Gaussian likelihood on both sides (d3rlpy
+``policy_type="stochastic"``). Each block runs ``--steps`` updates of one implementation; the
+blocks of all implementations are interleaved (rotating order) in this one process, and the table
+gives the median ms per update and the ratio ``d3rlpy / ohio`` (> 1: ohio is faster). The ohio
+step includes drawing its batch from a ``TransitionSampler``; d3rlpy's gets prebuilt numpy
+minibatches (its own ``fit`` samples batches in Python and would be slower).
+
+``bf16``: the same ohio agent with ``mixed_precision="bf16"`` (autocast on the forward passes).
+``floor``: the time of the GEMMs a minimal implementation of the algorithm needs at these shapes
+(forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
+in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
+like the updates; ``ohio/floor`` is how far the float32 step is above it. d3rlpy is skipped with a message when it is not installed
+(``pip install -e ".[bench]" -c constraints.txt``; 2.8.0 installs next to numpy<2).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import random_transitions  # noqa: E402
+
+from ohio_layers.data import Dataset  # noqa: E402
+from ohio_layers.rl import BC, CQL, IQL  # noqa: E402
+
+OBS, ACT, BATCH, HIDDEN, SAMPLES = 42, 7, 256, (256, 256), 10
+Gemm = Tuple[int, int, int]  # (M, N, K): (M, K) @ (K, N)
+
+
+# ------------------------------------------------------------------------------------ GEMM floor
+def mlp_gemms(rows: int, in_dim: int, out_dim: int, mode: str) -> List[Gemm]:
+    """GEMMs of one pass through an ``in -> 256 -> 256 -> out`` MLP.
+
+    ``mode``: ``"fwd"`` (no gradient), ``"train"`` (weight gradients; input gradients except at the
+    input layer), ``"through"`` (input gradients down to the input, no weight gradients).
+    """
+    dims = [in_dim, *HIDDEN, out_dim]
+    out: List[Gemm] = []
+    for i, (fi, fo) in enumerate(zip(dims[:-1], dims[1:])):
+        out.append((rows, fo, fi))  # y = x W^T
+        if mode == "train":
+            out.append((fo, fi, rows))  # dW = dy^T x
+        if (mode == "train" and i > 0) or mode == "through":
+            out.append((rows, fi, fo))  # dx = dy W
+    return out
+
+
+def algorithm_gemms(algo: str) -> List[Gemm]:
+    """The GEMMs a minimal implementation needs per update at the benchmark's shapes."""
+    b, sa = BATCH, OBS + ACT
+    if algo == "bc":  # Gaussian actor with a state-dependent std: mean and log-std heads
+        return mlp_gemms(b, OBS, 2 * ACT, "train")
+    if algo == "iql":
+        g = 2 * mlp_gemms(b, sa, 1, "fwd")  # target critics at (s, a), shared by the V and actor losses
+        g += mlp_gemms(b, OBS, 1, "train")  # V(s)
+        g += mlp_gemms(2 * b, OBS, 1, "fwd")  # updated V(s) for the advantage and V(s') for the TD target
+        g += mlp_gemms(b, OBS, ACT, "train")  # actor (state-independent std, as in the paper)
+        g += 2 * mlp_gemms(b, sa, 1, "train")  # critics
+        return g
+    if algo == "cql":
+        g = 2 * mlp_gemms(b, OBS, 2 * ACT, "fwd")  # actor at s and s' (the sampled proposals and a')
+        g += 2 * mlp_gemms(b, sa, 1, "fwd")  # target critics at (s', a')
+        g += 2 * mlp_gemms(b * (1 + 3 * SAMPLES), sa, 1, "train")  # critics: data actions + 3 x 10 proposals
+        g += mlp_gemms(b, OBS, 2 * ACT, "train") + 2 * mlp_gemms(b, sa, 1, "through")  # actor loss through Q
+        return g
+    raise ValueError(f"unknown algorithm {algo!r}")
+
+
+def floor_step(gemms: List[Gemm], dtype: torch.dtype) -> Callable[[], None]:
+    """One ``torch.mm`` per GEMM of ``gemms`` on preallocated ``dtype`` operands (timed like an update)."""
+    operands = {shape: (torch.randn(shape[0], shape[2], dtype=dtype), torch.randn(shape[2], shape[1], dtype=dtype))
+                for shape in set(gemms)}
+    calls = [operands[shape] for shape in gemms]
+
+    def step() -> None:
+        for a, w in calls:
+            torch.mm(a, w)
+    return step
+
+
+# ------------------------------------------------------------------------------------ contenders
+def make_data(n: int = 20_000, seed: int = 0) -> Dataset:
+    return random_transitions(n, OBS, ACT, seed, episodes=n // 200, terminal_rate=0.01, action_bound=0.99)
+
+
+def ohio_step(algo: str, data: Dataset, precision: Optional[str]) -> Callable[[], None]:
+    cfg = {"batch_size": BATCH, "hidden": HIDDEN, "mixed_precision": precision}
+    if algo == "iql":
+        agent = IQL(OBS, ACT, -1.0, 1.0, cfg)
+    elif algo == "cql":
+        agent = CQL(OBS, ACT, -1.0, 1.0, {**cfg, "num_samples": SAMPLES, "cql_alpha": 5.0})
+    else:
+        agent = BC(OBS, ACT, -1.0, 1.0, cfg)
+    sampler = agent.make_sampler(data)
+    agent.train()
+
+    def step() -> None:
+        with agent.rng_scope():
+            agent.update(sampler.sample(BATCH))
+    return step
+
+
+def d3rlpy_step(algo: str, data: Dataset) -> Optional[Callable[[], None]]:
+    try:
+        import logging
+
+        import d3rlpy
+        import structlog
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    except ImportError:
+        return None
+    from d3rlpy.dataset import TransitionMiniBatch
+
+    if algo == "iql":
+        algo_ = d3rlpy.algos.IQLConfig(batch_size=BATCH).create(device="cpu:0")
+    elif algo == "cql":
+        algo_ = d3rlpy.algos.CQLConfig(batch_size=BATCH, n_action_samples=SAMPLES, conservative_weight=5.0,
+                                       alpha_learning_rate=0.0).create(device="cpu:0")
+    else:
+        algo_ = d3rlpy.algos.BCConfig(batch_size=BATCH, policy_type="stochastic").create(device="cpu:0")
+    algo_.create_impl((OBS,), ACT)
+    rng = np.random.default_rng(1)
+    pool = []
+    for _ in range(16):
+        i = rng.integers(0, len(data), BATCH)
+        col = lambda k, i=i: np.ascontiguousarray(np.asarray(data[k])[i], dtype=np.float32)  # noqa: E731
+        pool.append(TransitionMiniBatch(
+            observations=col("observations"), actions=col("actions"), rewards=col("rewards")[:, None],
+            next_observations=col("next_observations"), next_actions=col("actions"),
+            terminals=col("terminals")[:, None], intervals=np.ones((BATCH, 1), np.float32), transitions=[]))
+    count = [0]
+
+    def step() -> None:
+        algo_.update(pool[count[0] % len(pool)])
+        count[0] += 1
+    return step
+
+
+# ------------------------------------------------------------------------------------ timing
+def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: int) -> Dict[str, float]:
+    """Median ms per step of each contender over ``blocks`` interleaved blocks of ``steps`` steps."""
+    names = list(contenders)
+    for fn in contenders.values():  # warm-up
+        for _ in range(3):
+            fn()
+    times: Dict[str, List[float]] = {n: [] for n in names}
+    for b in range(blocks):
+        for name in names[b % len(names):] + names[:b % len(names)]:
+            fn = contenders[name]
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append(1e3 * (time.perf_counter() - t) / steps)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=9)
+    ap.add_argument("--steps", type=int, default=10, help="updates per block (CQL uses a third)")
+    ap.add_argument("--algos", default="iql,cql,bc")
+    ap.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast rows")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    data = make_data()
+    rows = []
+    missing = False
+    for algo in args.algos.split(","):
+        contenders: Dict[str, Callable[[], None]] = {"fp32": ohio_step(algo, data, None)}
+        if not args.no_amp:
+            contenders["bf16"] = ohio_step(algo, data, "bf16")
+        gemms = algorithm_gemms(algo)
+        contenders["floor32"] = floor_step(gemms, torch.float32)
+        contenders["floor16"] = floor_step(gemms, torch.bfloat16)
+        d3 = d3rlpy_step(algo, data)
+        if d3 is None:
+            missing = True
+        else:
+            contenders["d3rlpy"] = d3
+        steps = max(1, args.steps // 3) if algo == "cql" else args.steps
+        med = interleaved(contenders, args.blocks, steps)
+        floor32, floor16 = med.pop("floor32"), med.pop("floor16")
+        gflop = sum(2 * m * n * k for m, n, k in gemms) / 1e9
+        rows.append((algo, med, floor32, floor16, gflop))
+
+    def fmt(v: Optional[float], spec: str = ".2f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    print(f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
+    print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy | GEMM floor fp32 ms "
+          "(GFLOP) | ohio fp32 / floor | bf16 floor ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for algo, med, f32, f16, gflop in rows:
+        d3, bf = med.get("d3rlpy"), med.get("bf16")
+        print(f"| {algo.upper()} | {fmt(med['fp32'])} | {fmt(bf)} | {fmt(d3)} | "
+              f"{fmt(d3 / med['fp32'] if d3 else None)} | {fmt(d3 / bf if d3 and bf else None)} | "
+              f"{f32:.2f} ({gflop:.2f}) | {med['fp32'] / f32:.2f} | {f16:.2f} |")
+    if missing:
+        print("d3rlpy is not installed: its columns are empty (pip install -e '.[bench]' -c constraints.txt)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The fast update paths of issue 16 compute the documented losses: IQL's shared target-critic and
+value passes, CQL's once-per-state actor samples and shared first layer, and the opt-in bf16 mode."""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import random_transitions
+
+from ohio_layers.rl import CQL, IQL, BC
+from ohio_layers.rl.base import soft_update
+from ohio_layers.rl.iql import iql_actor_loss, iql_critic_loss, iql_value_loss
+from ohio_layers.rl.networks import TanhGaussianActor, TwinQ
+
+TINY = {"hidden": (32, 32), "batch_size": 64}
+
+
+def _dataset():
+    return random_transitions(256, 5, 3)
+
+
+def test_iql_update_equals_the_three_separate_losses_in_sequence():
+    data = _dataset()
+    fast = IQL(5, 3, config={**TINY, "expectile": 0.8})
+    ref = copy.deepcopy(fast)
+    batch = fast.make_sampler(data).sample(64)
+    metrics = fast.update(batch)
+    c = ref.config
+    loss_v = iql_value_loss(ref.value, ref.target_q, batch, c.expectile)
+    ref._optimize("value", loss_v, ref.value)
+    loss_pi = iql_actor_loss(ref.actor, ref.target_q, ref.value, batch, c.temperature, c.max_weight)["loss"]
+    ref._optimize("actor", loss_pi, ref.actor)
+    loss_q = iql_critic_loss(ref.q, ref.value, batch)
+    ref._optimize("q", loss_q, ref.q)
+    soft_update(ref.target_q, ref.q, c.tau)
+    assert metrics["loss_value"] == pytest.approx(loss_v.item(), rel=1e-6)
+    assert metrics["loss_actor"] == pytest.approx(loss_pi.item(), rel=1e-5)
+    assert metrics["loss_q"] == pytest.approx(loss_q.item(), rel=1e-5)
+    for (name, p), r in zip(fast.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_twin_q_forward_repeated_equals_the_repeated_pass():
+    q = TwinQ(5, 3, -2.0, 2.0, (16, 16))
+    obs = torch.randn(7, 5)
+    acts = [torch.rand(7 * 4, 3) * 4 - 2 for _ in range(3)]
+    for (q1, q2), a in zip(q.forward_repeated(obs, acts, 4), acts):
+        r1, r2 = q(obs.repeat_interleave(4, 0), a)
+        torch.testing.assert_close(q1, r1, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(q2, r2, rtol=1e-5, atol=1e-6)
+
+
+def test_actor_sample_n_draws_like_the_repeated_sample():
+    actor = TanhGaussianActor(5, 3, -1.0, 2.0, (16, 16))
+    obs = torch.randn(6, 5)
+    torch.manual_seed(4)
+    a, logp = actor.sample_n(obs, 3)
+    torch.manual_seed(4)
+    ra, rlogp = actor.sample(obs.repeat_interleave(3, 0))
+    torch.testing.assert_close(a, ra, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logp, rlogp, rtol=1e-5, atol=1e-5)
+
+
+def _reference_penalty(agent: CQL, batch):
+    """The pre-optimisation penalty: every proposal through the actor and critics on repeated states."""
+    c = agent.config
+    obs, next_obs = batch["observations"], batch["next_observations"]
+    b, n = obs.shape[0], c.num_samples
+    obs_rep = obs.repeat_interleave(n, 0)
+    with torch.no_grad():
+        rand_a, rand_logp = agent.random_actions(b * n, obs)
+        pi_a, pi_logp = agent.sample_unit(obs_rep)
+        next_a, next_logp = agent.sample_unit(next_obs.repeat_interleave(n, 0))
+    qs = agent.q(obs_rep.repeat(3, 1), torch.cat([rand_a, pi_a, next_a]))
+    logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
+    q_data = agent.q(obs, batch["actions"])
+    penalty = 0.0
+    for i in range(2):
+        q = qs[i].view(3, b, n)
+        if c.calql:
+            q = torch.cat([q[:1], torch.maximum(q[1:], batch["mc_returns"].view(1, b, 1))])
+        cat = (q - logps).permute(1, 0, 2).reshape(b, 3 * n)
+        penalty = penalty + (c.cql_temperature * torch.logsumexp(cat / c.cql_temperature, 1) - q_data[i]).mean()
+    return penalty
+
+
+@pytest.mark.parametrize("calql", [False, True])
+def test_cql_penalty_and_its_gradient_match_the_unshared_computation(calql):
+    data = _dataset()
+    data.arrays["mc_returns"] = np.linspace(-1, 1, len(data)).astype(np.float32)
+    agent = CQL(5, 3, config={**TINY, "num_samples": 4, "calql": calql, "cql_temperature": 0.7})
+    batch = agent.make_sampler(data).sample(32)
+    torch.manual_seed(9)
+    fast = agent.conservative_penalty(batch)["penalty"]
+    g_fast = torch.autograd.grad(fast, list(agent.q.parameters()))
+    torch.manual_seed(9)
+    ref = _reference_penalty(agent, batch)
+    g_ref = torch.autograd.grad(ref, list(agent.q.parameters()))
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-5)
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the critic loss reuses the TD pass on the data actions: TD + alpha * penalty
+    torch.manual_seed(3)
+    out = agent.critic_loss(batch)
+    torch.manual_seed(3)
+    td = agent.td_loss(batch)[0]
+    pen = agent.conservative_penalty(batch)["penalty"]
+    assert out["loss"].item() == pytest.approx((td + agent.config.cql_alpha * pen).item(), rel=1e-6)
+
+
+def test_bf16_mode_autocasts_the_forward_passes_and_keeps_float32_state():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        IQL(5, 3, config={**TINY, "mixed_precision": "fp8"})
+    data = _dataset()
+    for cls, extra in ((IQL, {}), (CQL, {"num_samples": 2}), (BC, {})):
+        agent = cls(5, 3, config={**TINY, **extra, "mixed_precision": "bf16"})
+        with agent.autocast():
+            assert agent.actor.net.net[0](torch.randn(2, 5)).dtype == torch.bfloat16
+            assert agent.actor.dist_params(torch.randn(2, 5))[0].dtype == torch.float32  # outputs back in fp32
+        agent.fit(data, 3, show_progress=False)
+        assert all(p.dtype == torch.float32 for p in agent.parameters())
+        assert all(math.isfinite(v) for v in agent.history[-1].values())
