@@ -9,7 +9,8 @@ Pipeline (cached under ``out_dir``; an interrupted run resumes):
    shares from shipments, identity for production) and its replay check;
 4. OHIO agents (edge-conditioned graph network, Dirichlet over nodes + Beta production head,
    deployed through the lexicographic LP) and end-to-end agents (per-edge shipments + production
-   on the factory self-loop, executed after the env rounds and clips them), with IQL, CQL (the
+   on the factory self-loop, bounded by 1.25 x the data's largest shipment + 1, executed after the
+   env rounds and clips them), with IQL, CQL (the
    conservative penalty applied) and BC, several seeds; evaluated on ``eval_episodes`` episodes;
 5. transfer (``1w10s`` only): the ``1w10s`` agents deployed on ``1w10s-cap`` without
    retraining. The OHIO agent's LP uses the new capacities; neither agent's observation shows
@@ -229,7 +230,9 @@ def agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], List
         graph = graph_fields(env.n_nodes, env.graph_edges, edge_attr=env.edge_attr, production_node=S)
         return data, "z", graph, [0.0] * (S + 2), [1.0] * (S + 1) + [C]
     graph = graph_fields(env.n_nodes, env.graph_edges, env.flow_edges, edge_attr=env.edge_attr)
-    return data, "actions", graph, [0.0] * (S + 1), [float(sc.factory_capacity)] * S + [C]
+    # shipments within 1.25 x the data's largest + 1 (a [0, Cap_f] box leaves the data in a corner of the tanh range)
+    ship_high = min(float(sc.factory_capacity), 1.25 * float(np.asarray(data["actions"])[:, :S].max()) + 1.0)
+    return data, "actions", graph, [0.0] * (S + 1), [ship_high] * S + [C]
 
 
 def build_agent(job: Dict[str, Any], algo: str):
