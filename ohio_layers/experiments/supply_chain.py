@@ -424,6 +424,11 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{r['scenario']} {r['dataset']}\n{r['agent']} {r['algorithm']}" for r in rows], fontsize=5, rotation=70)
     ax.axhline(100, ls="--", color="k", lw=0.8)
+    floor = -150.0  # collapsed agents (thousands of % below) would hide the differences that matter
+    ax.set_ylim(max(floor, min(r["score"] for r in rows) - 5), 115)
+    for i, r in enumerate(rows):
+        if r["score"] < floor:
+            ax.text(i, floor + 5, f"{r['score']:.0f}", rotation=90, fontsize=5, ha="center", va="bottom")
     ax.set_ylabel("return, % of MPC")
     ax.set_title("offline agents and transfer (grey: behaviour, blue: OHIO, red: end-to-end)")
     for i, (key, cv) in enumerate(results["finetune_curves"].items()):
@@ -434,6 +439,8 @@ def plot(results: Dict[str, Any], path: Path) -> None:
             ax2.fill_between(cv["env_steps"], c.min(0), c.max(0), color=colors[kind], alpha=0.15)
         if i % 2 == 0:
             ax2.axhline(cv["behaviour_score"], color=colors["behaviour"], ls=":", label=f"behaviour ({key.split('/')[0]})")
+    low = min(min(np.min(cv["scores"]) for cv in results["finetune_curves"].values()), 0.0) if results["finetune_curves"] else 0.0
+    ax2.set_ylim(max(floor, low - 5), 115)
     ax2.set_xlabel("online env steps")
     ax2.set_ylabel("deterministic return, % of MPC")
     ax2.set_title("Cal-QL -> SAC fine-tuning")
