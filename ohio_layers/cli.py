@@ -5,6 +5,7 @@
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
+    ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
 """
 from __future__ import annotations
 
@@ -65,6 +66,14 @@ def _amod(args: argparse.Namespace) -> None:
     _run("amod", AMoDExperimentConfig, run, args, QUICK if args.quick else {}, "runs/amod-quick" if args.quick else "runs/amod")
 
 
+def _supply_chain(args: argparse.Namespace) -> None:
+    from .experiments.supply_chain import QUICK, SupplyChainExperimentConfig, run
+
+    suffix = "-quick" if args.quick else ""
+    _run("supply-chain", SupplyChainExperimentConfig, run, args, QUICK if args.quick else {},
+         f"runs/supply-chain-{args.scenario}{suffix}", {"scenario": args.scenario})
+
+
 def _add_common(p: argparse.ArgumentParser, config_name: str, default_out: str) -> None:
     p.add_argument("--out", help=f"output directory (default {default_out})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -91,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "AMoDExperimentConfig", "runs/amod")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.set_defaults(func=_amod)
+
+    p = sub.add_parser("supply-chain", help="inventory network: OHIO vs end-to-end from MPC / S-type data, transfer, fine-tuning")
+    p.add_argument("--scenario", choices=("1w3s", "1w10s"), default="1w3s")
+    _add_common(p, "SupplyChainExperimentConfig", "runs/supply-chain-<scenario>")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.set_defaults(func=_supply_chain)
     return parser
 
 

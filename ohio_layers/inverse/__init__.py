@@ -5,11 +5,12 @@ from .osc_inverse import OSCInverse
 from .problem import InverseProblem, WindowBatch
 from .relabel import Inverter, ProblemInverter, RelabelReport, high_level_rows, relabel
 from .result import InverseResult
+from .supply_chain_inverse import SupplyChainInverter, SupplyReplay, replay_supply, shipments_to_z
 from .solvers import AdamSolver, AnalyticSolver, CEMSolver, LevenbergMarquardt, residual_jacobian
 
 __all__ = [
     "InverseProblem", "WindowBatch", "InverseResult", "Inverter", "ProblemInverter", "RelabelReport",
     "high_level_rows", "relabel", "AdamSolver", "AnalyticSolver", "CEMSolver", "LevenbergMarquardt",
     "residual_jacobian", "FlowInverter", "FlowReplay", "counts_after_flows", "flows_to_distribution", "invert_flows",
-    "replay_flows", "OSCInverse",
+    "replay_flows", "OSCInverse", "SupplyChainInverter", "SupplyReplay", "replay_supply", "shipments_to_z",
 ]

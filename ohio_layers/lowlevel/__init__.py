@@ -7,6 +7,7 @@ from .osc import PANDA_TORQUE_LIMIT, OperationalSpaceController, OSCStateLayout,
 from .qp import QPSolution, QPStatus, solve_qp
 from .min_cost_flow import (FlowSolution, FlowStatus, MinCostFlowController, largest_remainder, metric_closure,
                             regularized_transport)
+from .supply_chain import SupplyChainController, SupplyChainInputError, SupplySolution, SupplyStatus
 
 __all__ = [
     "Context", "ControllerFailure", "LowLevelController", "check_actions", "index_context", "repeat_context", "rollout",
@@ -14,4 +15,5 @@ __all__ = [
     "LQRGoalController", "riccati_gains", "FlowSolution", "FlowStatus", "MinCostFlowController",
     "largest_remainder", "metric_closure", "regularized_transport", "PANDA_TORQUE_LIMIT", "OperationalSpaceController",
     "OSCStateLayout", "OSCTerms", "osc_terms", "osc_torques", "task_space_inverse", "QPSolution", "QPStatus", "solve_qp",
+    "SupplyChainController", "SupplyChainInputError", "SupplySolution", "SupplyStatus",
 ]

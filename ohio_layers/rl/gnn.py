@@ -7,7 +7,9 @@ Observations are flat ``(B, n * F)`` vectors, the row-major flattening of node f
   agent sets statistics), and
 * its own :class:`GCNEncoder`: ``layers`` GCN convolutions ``h <- h + relu(A_hat h W + b)`` with
   ``A_hat = D^-1/2 (A + I) D^-1/2`` of a fixed directed ``edge_index (2, E_graph)`` (messages
-  flow ``src -> dst``; ``A_hat`` is a dense ``(n, n)`` buffer, as graphs here have tens of nodes).
+  flow ``src -> dst``; ``A_hat`` is a dense ``(n, n)`` buffer, as graphs here have tens of nodes),
+  or, when the config has static edge features ``edge_attr (E_graph, d_e)``, an
+  :class:`~ohio_layers.rl.graph_layers.EdgeConvEncoder` (messages on ``[x_i, x_j, e_ij]``).
 
 Actors (same interface as :class:`~ohio_layers.rl.networks.TanhGaussianActor`:
 ``forward(obs, deterministic)``, ``log_prob(obs, action)``, reparameterised ``sample(obs)``):
@@ -19,6 +21,9 @@ Actors (same interface as :class:`~ohio_layers.rl.networks.TanhGaussianActor`:
 * :class:`EdgeGaussianActor` -- one tanh-squashed Gaussian per edge of ``flow_edges (2, E)``
   (the end-to-end baseline's per-edge vehicle flows), from ``mlp([h_src, h_dst])``; it *is* a
   :class:`TanhGaussianActor` (exact squashed density, deployment = ``scale(tanh(mu))``).
+* :class:`DirichletBetaActor` -- a :class:`DirichletActor` plus a second head: a Beta
+  distribution on the ``production_node``'s embedding, scaled by ``production_max``; actions
+  ``(B, n + 1)`` = ``[z on the simplex, production]`` (the supply chain's OHIO high level).
 
 Critics: :class:`GraphTwinQ` (per-node ``[h_i, a_i]`` or per-edge ``[h_src, h_dst, a_e]`` MLP,
 summed over the graph, then linear) and :class:`GraphValue` (sum-pooled encoder, then an MLP).
@@ -27,103 +32,35 @@ Agents: :class:`GraphIQL`, :class:`GraphCQL` (``calql=True`` for Cal-QL) and :cl
 are the library's agents with these networks (the :class:`GraphNetworks` mixin overrides their
 network factories). The graph lives in the config (``n_nodes``, ``graph_edges``, ``flow_edges``;
 see :func:`graph_fields`), so ``save``/``load`` and ``GraphSAC.from_agent`` rebuild it. Empty
-``flow_edges`` = Dirichlet over nodes (OHIO's high level); non-empty = per-edge flows (end-to-end).
+``flow_edges`` = Dirichlet over nodes (OHIO's high level); non-empty = per-edge flows (end-to-end);
+``production_node >= 0`` adds the Beta head (critics then append the production to every node's
+input). :class:`GraphBC` is behaviour cloning with the same actors.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Dirichlet
+from torch.distributions import Beta, Dirichlet
 
 from .._validate import check_tensor
+from ..config import setting
+from .bc import BC, BCConfig
 from .cql import CQL, CQLConfig
+from .graph_layers import EdgesLike, GCNEncoder, GraphTrunk, _edge_tensor, _PairLayer, normalized_adjacency
 from .iql import IQL, IQLConfig
 from .networks import MLP, ActionScaler, BoundLike, ObsNormalizer, TanhGaussianActor
 from .sac import SAC, SACConfig
 
-__all__ = ["normalized_adjacency", "GCNEncoder", "DirichletActor", "EdgeGaussianActor", "GraphTwinQ", "GraphValue",
-           "GraphSpec", "graph_fields", "GraphNetworks", "GraphIQLConfig", "GraphIQL", "GraphCQLConfig", "GraphCQL",
-           "GraphSACConfig", "GraphSAC"]
-
-EdgesLike = Union[Tensor, np.ndarray, Sequence[Sequence[int]]]
-
-
-def _edge_tensor(edges: EdgesLike, n_nodes: int, name: str) -> Tensor:
-    """``(2, E)`` int64 tensor of node indices in ``[0, n_nodes)``; raises naming ``name``."""
-    e = torch.as_tensor(np.asarray(edges, dtype=np.int64).reshape(2, -1) if not isinstance(edges, Tensor) else edges)
-    e = e.long()
-    if e.dim() != 2 or e.shape[0] != 2:
-        raise ValueError(f"{name} must have shape (2, E), got {tuple(e.shape)}")
-    if e.numel() and (int(e.min()) < 0 or int(e.max()) >= n_nodes):
-        raise ValueError(f"{name} has node indices outside [0, {n_nodes})")
-    return e
-
-
-def normalized_adjacency(edge_index: EdgesLike, n_nodes: int) -> Tensor:
-    """Dense GCN propagation matrix ``D^-1/2 (A + I) D^-1/2`` ``(n, n)``, ``A[dst, src] = 1`` per edge.
-
-    Row ``i`` of ``A_hat @ H`` aggregates node ``i``'s own features and those of its in-neighbours
-    (duplicate edges count once, self-loops are added once).
-    """
-    e = _edge_tensor(edge_index, n_nodes, "edge_index")
-    a = torch.zeros(n_nodes, n_nodes)
-    a[e[1], e[0]] = 1.0
-    a = ((a + torch.eye(n_nodes)) > 0).float()
-    deg = a.sum(1)
-    d = deg.rsqrt()
-    return d[:, None] * a * d[None, :]
-
-
-class GCNEncoder(nn.Module):
-    """Residual GCN over node features: ``(B, n, F) -> (B, n, F)``.
-
-    Each layer: ``h <- h + relu(A_hat h W + b)`` (``W (F, F)``; the reference uses one layer).
-
-    Args:
-        n_nodes, n_features: ``n``, ``F``.
-        edge_index: ``(2, E_graph)`` directed message-passing edges.
-        layers: number of convolutions.
-    """
-
-    def __init__(self, n_nodes: int, n_features: int, edge_index: EdgesLike, layers: int = 1) -> None:
-        super().__init__()
-        for name, v in (("n_nodes", n_nodes), ("n_features", n_features)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"layers must be a positive int, got {layers!r}")
-        self.n_nodes, self.n_features = int(n_nodes), int(n_features)
-        self.register_buffer("adjacency", normalized_adjacency(edge_index, self.n_nodes))
-        self.convs = nn.ModuleList(nn.Linear(self.n_features, self.n_features) for _ in range(layers))
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_tensor("x", x, ("B", self.n_nodes, self.n_features), finite=False)
-        h = x
-        for conv in self.convs:
-            h = h + F.relu(torch.matmul(self.adjacency, conv(h)))
-        return h
-
-
-class _GraphTrunk(nn.Module):
-    """Normaliser + encoder shared by every graph network: flat ``(B, n F)`` -> nodes ``(B, n, F)``."""
-
-    def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, layers: int) -> None:
-        super().__init__()
-        if not isinstance(n_nodes, (int, np.integer)) or n_nodes < 1 or obs_dim % n_nodes != 0:
-            raise ValueError(f"obs_dim ({obs_dim}) must be a positive multiple of n_nodes ({n_nodes!r})")
-        self.obs_dim, self.n_nodes, self.n_features = int(obs_dim), int(n_nodes), int(obs_dim // n_nodes)
-        self.normalizer = ObsNormalizer(self.obs_dim)
-        self.encoder = GCNEncoder(self.n_nodes, self.n_features, graph_edges, layers)
-
-    def forward(self, obs: Tensor) -> Tensor:
-        x = self.normalizer(obs)
-        return self.encoder(x.reshape(*x.shape[:-1], self.n_nodes, self.n_features))
+__all__ = ["normalized_adjacency", "GCNEncoder", "DirichletActor", "DirichletBetaActor", "EdgeGaussianActor", "GraphTwinQ",
+           "GraphValue", "GraphSpec", "graph_fields", "GraphNetworks", "GraphIQLConfig", "GraphIQL", "GraphCQLConfig",
+           "GraphCQL", "GraphSACConfig", "GraphSAC", "GraphBCConfig", "GraphBC"]
+EdgeAttr = Optional[Sequence[Sequence[float]]]
 
 
 # ---------------------------------------------------------------------------------- actors
@@ -144,13 +81,13 @@ class DirichletActor(nn.Module):
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, hidden: Sequence[int] = (256, 256),
                  layers: int = 1, min_concentration: float = 1e-3, max_concentration: float = 1e4,
-                 z_min: float = 1e-6) -> None:
+                 z_min: float = 1e-6, edge_attr: EdgeAttr = None) -> None:
         super().__init__()
         if not 0 < min_concentration < max_concentration:
             raise ValueError(f"need 0 < min_concentration < max_concentration, got {min_concentration} / {max_concentration}")
         if not 0 < z_min < 1.0 / n_nodes:
             raise ValueError(f"z_min must be in (0, 1/n_nodes), got {z_min}")
-        self.trunk = _GraphTrunk(obs_dim, n_nodes, graph_edges, layers)
+        self.trunk = GraphTrunk(obs_dim, n_nodes, graph_edges, layers, edge_attr)
         self.n_nodes, self.action_dim = int(n_nodes), int(n_nodes)
         self.min_concentration, self.max_concentration, self.z_min = min_concentration, max_concentration, z_min
         self.head = MLP(self.trunk.n_features, 1, tuple(hidden))
@@ -190,42 +127,57 @@ class DirichletActor(nn.Module):
         return self._floor(Dirichlet(alpha).rsample())
 
 
-class _PairLayer(nn.Module):
-    """First layer on per-edge inputs ``[h_src, h_dst, extra]`` without materialising the concatenation.
+class DirichletBetaActor(DirichletActor):
+    """``[z ~ Dirichlet(alpha(s)) (n), production = production_max * y, y ~ Beta(a(s), b(s))]``, actions ``(B, n + 1)``.
 
-    ``W [h_src; h_dst; e] + b = (h W_s)[src] + (h W_d)[dst] + e W_e + b``: the node projections are
-    computed once per node, so the cost per edge is a gather and an add.
-    Shapes: ``h (..., n, F)``, ``extra (..., E, d_extra)`` or ``None`` -> ``(..., E, out)``.
+    ``a, b = softplus(mlp(h_k)) + min_concentration`` on the embedding of node ``k =
+    production_node``. ``log_prob`` = Dirichlet + Beta log-densities ``- log(production_max)``
+    (``y`` clamped to ``[y_eps, 1 - y_eps]``); deterministic action = both means.
     """
 
-    def __init__(self, n_features: int, out: int, edges: Tensor, n_nodes: int, extra: int = 0) -> None:
-        super().__init__()
-        e = torch.arange(edges.shape[1])
-        # gathers as one-hot matmuls (E, n): much faster than indexing, forward and backward, on CPU
-        for name, row in (("src_onehot", edges[0]), ("dst_onehot", edges[1])):
-            m = torch.zeros(edges.shape[1], n_nodes)
-            m[e, row] = 1.0
-            self.register_buffer(name, m)
-        self.src = nn.Linear(n_features, out)
-        self.dst = nn.Linear(n_features, out, bias=False)
-        self.extra = nn.Linear(extra, out, bias=False) if extra else None
+    def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, production_node: int, production_max: float,
+                 hidden: Sequence[int] = (256, 256), layers: int = 1, min_concentration: float = 1e-3,
+                 edge_attr: EdgeAttr = None, y_eps: float = 1e-4) -> None:
+        super().__init__(obs_dim, n_nodes, graph_edges, hidden, layers, min_concentration, edge_attr=edge_attr)
+        if not 0 <= production_node < n_nodes or not production_max > 0:
+            raise ValueError(f"need 0 <= production_node < {n_nodes} and production_max > 0, got {production_node} / {production_max}")
+        self.production_node, self.production_max, self.y_eps = int(production_node), float(production_max), float(y_eps)
+        self.action_dim = int(n_nodes) + 1
+        self.beta_head = MLP(self.trunk.n_features, 2, tuple(hidden))
 
-    def forward(self, h: Tensor, extra: Optional[Tensor] = None) -> Tensor:
-        x = torch.matmul(self.src_onehot, self.src(h)) + torch.matmul(self.dst_onehot, self.dst(h))
-        if self.extra is not None:
-            if extra is None:
-                raise ValueError("extra must be given to a _PairLayer built with extra inputs")
-            x = x + self.extra(extra)
-        return x
+    def distributions(self, obs: Tensor) -> Tuple[Dirichlet, Beta]:
+        h = self.trunk(obs)
+        alpha = (F.softplus(self.head(h).squeeze(-1)) + self.min_concentration).clamp(max=self.max_concentration)
+        ab = (F.softplus(self.beta_head(h[..., self.production_node, :])) + self.min_concentration).clamp(max=self.max_concentration)
+        return Dirichlet(alpha), Beta(ab[..., 0], ab[..., 1])
+
+    def _y(self, production: Tensor) -> Tensor:
+        return (production / self.production_max).clamp(self.y_eps, 1.0 - self.y_eps)
+
+    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        check_tensor("action", action, (obs.shape[0], self.action_dim))
+        dz, dy = self.distributions(obs)
+        n = self.n_nodes
+        return dz.log_prob(self._floor(action[:, :n])) + dy.log_prob(self._y(action[:, n])) - math.log(self.production_max)
+
+    def sample(self, obs: Tensor, deterministic: bool = False) -> Tuple[Tensor, Tensor]:
+        dz, dy = self.distributions(obs)
+        z = self._floor(dz.mean if deterministic else dz.rsample())
+        y = (dy.mean if deterministic else dy.rsample()).clamp(self.y_eps, 1.0 - self.y_eps)
+        logp = dz.log_prob(z) + dy.log_prob(y) - math.log(self.production_max)
+        return torch.cat([z, self.production_max * y[:, None]], -1), logp
+
+    def forward(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        return self.sample(obs, deterministic)[0]
 
 
 class _EdgeHead(nn.Module):
     """``(B, n F) -> (B, E, out)``: ``mlp([h_src, h_dst])`` per edge of ``flow_edges`` (first layer via :class:`_PairLayer`)."""
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, flow_edges: EdgesLike, out: int,
-                 hidden: Sequence[int], layers: int) -> None:
+                 hidden: Sequence[int], layers: int, edge_attr: EdgeAttr = None) -> None:
         super().__init__()
-        self.trunk = _GraphTrunk(obs_dim, n_nodes, graph_edges, layers)
+        self.trunk = GraphTrunk(obs_dim, n_nodes, graph_edges, layers, edge_attr)
         hidden = tuple(hidden)
         self.pair = _PairLayer(self.trunk.n_features, hidden[0], _edge_tensor(flow_edges, n_nodes, "flow_edges"), n_nodes)
         self.mlp = MLP(hidden[0], out, hidden[1:]) if len(hidden) > 1 else nn.Linear(hidden[0], out)
@@ -248,11 +200,11 @@ class EdgeGaussianActor(TanhGaussianActor):
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, flow_edges: EdgesLike,
                  action_low: BoundLike, action_high: BoundLike, hidden: Sequence[int] = (256, 256), layers: int = 1,
-                 log_std_min: float = -5.0, log_std_max: float = 2.0) -> None:
+                 log_std_min: float = -5.0, log_std_max: float = 2.0, edge_attr: EdgeAttr = None) -> None:
         n_edges = _edge_tensor(flow_edges, n_nodes, "flow_edges").shape[1]
         super().__init__(obs_dim, n_edges, action_low, action_high, hidden=(1,), log_std_min=log_std_min,
                          log_std_max=log_std_max, state_dependent_std=True)
-        self.net = _EdgeHead(obs_dim, n_nodes, graph_edges, flow_edges, 2, hidden, layers)
+        self.net = _EdgeHead(obs_dim, n_nodes, graph_edges, flow_edges, 2, hidden, layers, edge_attr)
         self.normalizer = self.net.trunk.normalizer
 
     def dist_params(self, obs: Tensor) -> Tuple[Tensor, Tensor]:
@@ -266,26 +218,33 @@ class _GraphQ(nn.Module):
     """One critic: ``relu(W [features_u, a_u] + b)`` per node (or per edge ``u``), summed over the graph, then an MLP.
 
     ``hidden[0]`` is the per-unit width, ``hidden[1:]`` the MLP after pooling (per-edge inputs use
-    :class:`_PairLayer`, so the per-edge cost is a gather and an add).
+    :class:`_PairLayer`, so the per-edge cost is a gather and an add). Per node, the last
+    ``global_actions`` action entries (e.g. the production) are appended to every node's input.
     """
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, flow_edges: Optional[EdgesLike],
-                 hidden: Sequence[int], layers: int, layer_norm: bool) -> None:
+                 hidden: Sequence[int], layers: int, layer_norm: bool, global_actions: int = 0,
+                 edge_attr: EdgeAttr = None) -> None:
         super().__init__()
-        self.trunk = _GraphTrunk(obs_dim, n_nodes, graph_edges, layers)
+        self.trunk = GraphTrunk(obs_dim, n_nodes, graph_edges, layers, edge_attr)
+        self.n_nodes, self.global_actions = int(n_nodes), int(global_actions)
         f, hidden = self.trunk.n_features, tuple(hidden)
         self.per_edge = flow_edges is not None
         if self.per_edge:
             self.pair = _PairLayer(f, hidden[0], _edge_tensor(flow_edges, n_nodes, "flow_edges"), n_nodes, extra=1)
         else:
-            self.node = nn.Linear(f + 1, hidden[0])
+            self.node = nn.Linear(f + 1 + self.global_actions, hidden[0])
         self.norm = nn.LayerNorm(hidden[0]) if layer_norm else nn.Identity()
         self.mlp = MLP(hidden[0], 1, hidden[1:], layer_norm=layer_norm)
 
     def forward(self, obs: Tensor, action_unit: Tensor) -> Tensor:
         h = self.trunk(obs)
-        a = action_unit.unsqueeze(-1)
-        x = self.pair(h, a) if self.per_edge else self.node(torch.cat([h, a], -1))
+        if self.per_edge:
+            x = self.pair(h, action_unit.unsqueeze(-1))
+        else:
+            n = self.n_nodes
+            g = action_unit[..., None, n:].expand(*action_unit.shape[:-1], n, self.global_actions)
+            x = self.node(torch.cat([h, action_unit[..., :n, None], g], -1))
         return self.mlp(self.norm(F.relu(x).sum(-2))).squeeze(-1)
 
 
@@ -294,18 +253,19 @@ class GraphTwinQ(nn.Module):
 
     Args:
         flow_edges: ``None`` -> one action entry per node (``(B, n)``); else one per edge ``(B, E)``.
+        global_actions: per-node actions only: extra entries after the ``n`` node entries (``(B, n + g)``).
     Shapes: ``obs (B, n F), action (B, da) -> (q1 (B,), q2 (B,))``.
     """
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, action_low: BoundLike = 0.0,
                  action_high: BoundLike = 1.0, hidden: Sequence[int] = (256, 256), flow_edges: Optional[EdgesLike] = None,
-                 layers: int = 1, layer_norm: bool = False) -> None:
+                 layers: int = 1, layer_norm: bool = False, global_actions: int = 0, edge_attr: EdgeAttr = None) -> None:
         super().__init__()
-        da = n_nodes if flow_edges is None else _edge_tensor(flow_edges, n_nodes, "flow_edges").shape[1]
+        da = n_nodes + global_actions if flow_edges is None else _edge_tensor(flow_edges, n_nodes, "flow_edges").shape[1]
         self.action_dim = int(da)
         self.scaler = ActionScaler(action_low, action_high, self.action_dim)
-        self.q1 = _GraphQ(obs_dim, n_nodes, graph_edges, flow_edges, hidden, layers, layer_norm)
-        self.q2 = _GraphQ(obs_dim, n_nodes, graph_edges, flow_edges, hidden, layers, layer_norm)
+        self.q1, self.q2 = (_GraphQ(obs_dim, n_nodes, graph_edges, flow_edges, hidden, layers, layer_norm, global_actions,
+                                    edge_attr) for _ in range(2))
 
     def forward(self, obs: Tensor, action: Tensor) -> Tuple[Tensor, Tensor]:
         check_tensor("action", action, (obs.shape[0], self.action_dim), finite=False)
@@ -322,9 +282,9 @@ class GraphValue(nn.Module):
     """State value: encoder, sum over nodes, MLP. ``(B, n F) -> (B,)``."""
 
     def __init__(self, obs_dim: int, n_nodes: int, graph_edges: EdgesLike, hidden: Sequence[int] = (256, 256),
-                 layers: int = 1) -> None:
+                 layers: int = 1, edge_attr: EdgeAttr = None) -> None:
         super().__init__()
-        self.trunk = _GraphTrunk(obs_dim, n_nodes, graph_edges, layers)
+        self.trunk = GraphTrunk(obs_dim, n_nodes, graph_edges, layers, edge_attr)
         self.mlp = MLP(self.trunk.n_features, 1, tuple(hidden))
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -343,6 +303,9 @@ class GraphSpec:
             over the nodes (OHIO's high level).
         gnn_layers: GCN layers per encoder.
         min_concentration: Dirichlet ``alpha`` floor.
+        edge_attr: ``(E_graph, d_e)`` static edge features; non-empty = edge-conditioned encoder.
+        production_node: ``>= 0`` adds the Beta production head on that node (node actions
+            ``(n + 1,)``, the last scaled to ``[0, action_high[-1]]``); ``-1`` = none.
     """
 
     n_nodes: int = 0
@@ -350,6 +313,8 @@ class GraphSpec:
     flow_edges: Tuple[Tuple[int, ...], Tuple[int, ...]] = ((), ())
     gnn_layers: int = 1
     min_concentration: float = 1e-3
+    edge_attr: Tuple[Tuple[float, ...], ...] = setting((), allow_empty=True)
+    production_node: int = -1
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -370,6 +335,13 @@ class GraphSpec:
             raise ValueError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
         if self.min_concentration <= 0:
             raise ValueError(f"min_concentration must be > 0, got {self.min_concentration}")
+        self.edge_attr = tuple(tuple(float(v) for v in row) for row in self.edge_attr)
+        if self.edge_attr and (len(self.edge_attr) != len(self.graph_edges[0]) or len({len(r) for r in self.edge_attr}) != 1):
+            raise ValueError(f"edge_attr must have one equally long row per graph edge ({len(self.graph_edges[0])}), "
+                             f"got {len(self.edge_attr)} rows")
+        self.production_node = int(self.production_node)
+        if not -1 <= self.production_node < self.n_nodes or (self.production_node >= 0 and self.per_edge):
+            raise ValueError(f"production_node must be -1 or a node index (node actions only), got {self.production_node}")
 
     @property
     def per_edge(self) -> bool:
@@ -377,13 +349,19 @@ class GraphSpec:
         return len(self.flow_edges[0]) > 0
 
 
-def graph_fields(n_nodes: int, graph_edges: EdgesLike, flow_edges: Optional[EdgesLike] = None) -> Dict[str, Any]:
-    """Config entries ``{"n_nodes", "graph_edges", "flow_edges"}`` from ``(2, E)`` arrays (``flow_edges=None``: Dirichlet)."""
+def graph_fields(n_nodes: int, graph_edges: EdgesLike, flow_edges: Optional[EdgesLike] = None,
+                 edge_attr: Optional[Any] = None, production_node: Optional[int] = None) -> Dict[str, Any]:
+    """Config entries of :class:`GraphSpec` from ``(2, E)`` arrays (``flow_edges=None``: Dirichlet;
+    ``edge_attr (E_graph, d_e)``: edge-conditioned encoder; ``production_node``: Beta production head)."""
     g = _edge_tensor(graph_edges, n_nodes, "graph_edges")
     out: Dict[str, Any] = {"n_nodes": int(n_nodes), "graph_edges": (tuple(g[0].tolist()), tuple(g[1].tolist()))}
     if flow_edges is not None:
         f = _edge_tensor(flow_edges, n_nodes, "flow_edges")
         out["flow_edges"] = (tuple(f[0].tolist()), tuple(f[1].tolist()))
+    if edge_attr is not None:
+        out["edge_attr"] = tuple(tuple(float(v) for v in row) for row in np.asarray(edge_attr, dtype=np.float64).reshape(g.shape[1], -1))
+    if production_node is not None:
+        out["production_node"] = int(production_node)
     return out
 
 
@@ -404,7 +382,7 @@ class GraphNetworks:
 
     def _check_dims(self) -> None:
         c = self.config
-        da = len(c.flow_edges[0]) if c.per_edge else c.n_nodes
+        da = len(c.flow_edges[0]) if c.per_edge else c.n_nodes + (c.production_node >= 0)
         if self.action_dim != da:
             raise ValueError(f"action_dim must be {da} for this graph ({'edges' if c.per_edge else 'nodes'}), got {self.action_dim}")
         if self.obs_dim % c.n_nodes != 0:
@@ -413,25 +391,32 @@ class GraphNetworks:
     def _make_actor(self) -> nn.Module:
         self._check_dims()
         c = self.config
+        ea = c.edge_attr or None
         if c.per_edge:
             return EdgeGaussianActor(self.obs_dim, c.n_nodes, c.graph_edges, c.flow_edges, self.action_low, self.action_high,
-                                     c.hidden, c.gnn_layers, c.log_std_min, c.log_std_max)
-        return DirichletActor(self.obs_dim, c.n_nodes, c.graph_edges, c.hidden, c.gnn_layers, c.min_concentration)
+                                     c.hidden, c.gnn_layers, c.log_std_min, c.log_std_max, edge_attr=ea)
+        if c.production_node >= 0:
+            return DirichletBetaActor(self.obs_dim, c.n_nodes, c.graph_edges, c.production_node, float(self.action_high[-1]),
+                                      c.hidden, c.gnn_layers, c.min_concentration, edge_attr=ea)
+        return DirichletActor(self.obs_dim, c.n_nodes, c.graph_edges, c.hidden, c.gnn_layers, c.min_concentration, edge_attr=ea)
 
     def _make_q(self) -> nn.Module:
         c = self.config
         return GraphTwinQ(self.obs_dim, c.n_nodes, c.graph_edges, self.action_low, self.action_high, c.hidden,
-                          c.flow_edges if c.per_edge else None, c.gnn_layers, bool(getattr(c, "layer_norm", False)))
+                          c.flow_edges if c.per_edge else None, c.gnn_layers, bool(getattr(c, "layer_norm", False)),
+                          int(c.production_node >= 0), c.edge_attr or None)
 
     def _make_value(self) -> nn.Module:
         c = self.config
-        return GraphValue(self.obs_dim, c.n_nodes, c.graph_edges, c.hidden, c.gnn_layers)
+        return GraphValue(self.obs_dim, c.n_nodes, c.graph_edges, c.hidden, c.gnn_layers, c.edge_attr or None)
 
     def sample_unit(self, obs: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(action, log-density)``: on the simplex (Dirichlet) or in the unit box (per-edge)."""
+        """``(action, log-density)``: on the simplex (Dirichlet; production in the unit interval) or in the unit box (per-edge)."""
         a, logp = self.actor.sample(obs)  # type: ignore[operator]
         if self.config.per_edge:
             logp = logp + self.actor.scaler.log_abs_det()  # type: ignore[union-attr]
+        elif self.config.production_node >= 0:
+            logp = logp + math.log(self.actor.production_max)  # type: ignore[union-attr]
         return a, logp
 
     def default_target_entropy(self) -> float:
@@ -450,9 +435,11 @@ class GraphNetworks:
         """Uniform proposals: ``Dirichlet(1)`` on the simplex, or uniform on the per-edge flow box."""
         if self.config.per_edge:
             return super().random_actions(count, like)  # type: ignore[misc]
-        n = self.action_dim
+        n = self.config.n_nodes
         z = -torch.rand(count, n, device=like.device, dtype=like.dtype).clamp_min(1e-12).log()  # Exp(1)
         z = z / z.sum(-1, keepdim=True)
+        if self.config.production_node >= 0:  # uniform production: density 1 in the unit interval
+            z = torch.cat([z, self.action_high[-1].to(like) * torch.rand(count, 1, device=like.device, dtype=like.dtype)], -1)
         return z, torch.full((count,), math.lgamma(n), device=like.device, dtype=like.dtype)
 
 
@@ -490,3 +477,21 @@ class GraphSAC(GraphNetworks, SAC):
 
     config_class: ClassVar[Type[GraphSACConfig]] = GraphSACConfig
     config: GraphSACConfig
+
+
+@dataclasses.dataclass
+class GraphBCConfig(GraphSpec, BCConfig):
+    """:class:`~ohio_layers.rl.bc.BCConfig` plus :class:`GraphSpec` (``loss="nll"`` only)."""
+
+
+class GraphBC(GraphNetworks, BC):
+    """Behaviour cloning (likelihood) with the graph actors."""
+
+    config_class: ClassVar[Type[GraphBCConfig]] = GraphBCConfig
+    config: GraphBCConfig
+
+    def _build(self) -> None:
+        if self.config.loss != "nll":
+            raise ValueError(f"GraphBC supports loss='nll' only, got {self.config.loss!r}")
+        self.actor = self._make_actor()
+        self.optimizers = {"actor": torch.optim.Adam(self.actor.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)}

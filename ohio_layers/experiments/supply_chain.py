@@ -1,0 +1,448 @@
+"""``ohio supply-chain --scenario 1w3s|1w10s``: OHIO versus end-to-end agents on the inventory network.
+
+Pipeline (cached under ``out_dir``; an interrupted run resumes):
+
+1. MPC (rolling-horizon LP, the reference of every score) and the S-type policy on the
+   evaluation episodes (and on ``1w10s-cap`` for the transfer);
+2. behaviour datasets: MPC and S-type (rows = executed shipments and production);
+3. relabelling with the analytic inverse (:class:`~ohio_layers.inverse.SupplyChainInverter`,
+   shares from shipments, identity for production) and its replay check;
+4. OHIO agents (edge-conditioned graph network, Dirichlet over nodes + Beta production head,
+   deployed through the lexicographic LP) and end-to-end agents (per-edge shipments + production
+   on the factory self-loop, bounded by 1.25 x the data's largest shipment + 1, executed after the
+   env rounds and clips them), with IQL, CQL (the
+   conservative penalty applied) and BC, several seeds; evaluated on ``eval_episodes`` episodes;
+5. transfer (``1w10s`` only): the ``1w10s`` agents deployed on ``1w10s-cap`` without
+   retraining. The OHIO agent's LP uses the new capacities; neither agent's observation shows
+   them (the capacity column keeps the training value: the change is unknown to the policies);
+6. fine-tuning: Cal-QL pre-training and SAC online for both kinds on ``finetune_datasets``, with a
+   deterministic evaluation every ``eval_every`` env steps;
+7. ``results.json`` (``rows``: ``scenario, dataset, agent, algorithm, score, capacity_violations``
+   plus ``score_std``, ``seed_scores``, ``return``, ``overflow``), a table and ``supply_chain.png``.
+
+``score`` = return as % of the MPC's return on the same episodes; ``capacity_violations`` =
+units shipped per episode beyond the stores' room with the exact mean forecast (what shipping
+less could have avoided; env ``info``); ``overflow`` = realised units above capacity per episode.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._validate import check_config_keys
+from ..data import Dataset
+from .common import cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+
+ALGOS = ("iql", "cql", "bc")
+KINDS = ("ohio", "end_to_end")
+DATASETS = ("mpc", "s_type")
+TRANSFER = {"1w10s": "1w10s-cap"}
+
+#: overrides for a smoke run (``ohio supply-chain --quick``)
+QUICK: Dict[str, Any] = {"episodes": 8, "seeds": [0], "iql_steps": 150, "cql_steps": 80, "bc_steps": 150, "eval_episodes": 3,
+                         "calql_steps": 80, "online_steps": 60, "eval_every": 30, "finetune_eval_episodes": 2}
+
+
+@dataclasses.dataclass
+class SupplyChainExperimentConfig:
+    """Settings of ``ohio supply-chain``.
+
+    Default size, from CPU time per step measured with one torch thread (process time, on the
+    loaded 2-core machine; 1w10s / 1w3s): IQL 22 / 15 ms, CQL 47 / 28 ms, BC 6 / 4 ms, Cal-QL
+    55 / 30 ms, an evaluation episode 70 ms, an MPC episode about 0.3 s. 24 offline jobs and 4
+    fine-tuning jobs come to about 1500 CPU-s for 1w10s, i.e. about 13 min on 2 idle cores
+    (1w3s about 9 min). The full defaults were not run on the loaded machine (see ``QUICK``).
+
+    Attributes:
+        out_dir: datasets, agents, per-run results, ``results.json`` and the plot.
+        scenario: ``"1w3s"`` or ``"1w10s"`` (``1w10s`` adds the transfer to ``1w10s-cap``).
+        datasets: behaviour policies with one dataset each; episodes: episodes per dataset (30 rows each).
+        algos, seeds: offline algorithms (``iql``, ``cql``, ``bc``) trained for both kinds, per seed.
+        hidden, batch_size, reward_scale, discount: networks and training (rewards x ``reward_scale``).
+        z_eps: smoothing of the relabelled shares (Dirichlet density; replay stays exact).
+        iql_steps, expectile, temperature: IQL. cql_steps, cql_alpha, cql_samples, alpha: CQL (fixed entropy weight).
+        bc_steps: BC.
+        finetune_datasets: datasets whose Cal-QL agents are fine-tuned online with SAC (empty: none).
+        calql_steps, calql_alpha, calql_bc_weight: Cal-QL pre-training (its actor also clones the data).
+        online_steps, offline_ratio, online_lr, eval_every, finetune_eval_episodes: SAC fine-tuning.
+        eval_episodes, eval_seed: evaluation episodes ``reset(seed=eval_seed + i)``; data_seed: datasets.
+        workers: parallel training processes (one torch thread each).
+    """
+
+    out_dir: str = "runs/supply-chain"
+    scenario: str = "1w3s"
+    datasets: Tuple[str, ...] = DATASETS
+    episodes: int = 60
+    algos: Tuple[str, ...] = ALGOS
+    seeds: Tuple[int, ...] = (0, 1)
+    hidden: Tuple[int, ...] = (64, 64)
+    batch_size: int = 64
+    reward_scale: float = 0.01
+    discount: float = 0.97
+    z_eps: float = 1e-5
+    iql_steps: int = 2000
+    expectile: float = 0.7
+    temperature: float = 3.0
+    cql_steps: int = 1500
+    cql_alpha: float = 1.0
+    cql_samples: int = 2
+    alpha: float = 0.01
+    bc_steps: int = 2000
+    finetune_datasets: Tuple[str, ...] = ("s_type",)
+    calql_steps: int = 1000
+    calql_alpha: float = 1.0
+    calql_bc_weight: float = 1.0
+    online_steps: int = 600
+    offline_ratio: float = 0.5
+    online_lr: float = 1e-4
+    eval_every: int = 150
+    finetune_eval_episodes: int = 5
+    eval_episodes: int = 10
+    eval_seed: int = 10_000
+    data_seed: int = 1_000
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.datasets, self.algos = tuple(self.datasets), tuple(self.algos)
+        self.finetune_datasets = tuple(self.finetune_datasets)
+        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
+        if self.scenario not in ("1w3s", "1w10s"):
+            raise ValueError(f"scenario must be '1w3s' or '1w10s', got {self.scenario!r}")
+        for name, given, allowed in (("datasets", self.datasets, DATASETS), ("algos", self.algos, ALGOS)):
+            if not given or set(given) - set(allowed):
+                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(given)}")
+        if set(self.finetune_datasets) - set(self.datasets):
+            raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
+        for name in ("episodes", "iql_steps", "cql_steps", "bc_steps", "calql_steps", "eval_episodes", "batch_size",
+                     "cql_samples", "eval_every", "finetune_eval_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.online_steps < 0 or not self.seeds:
+            raise ValueError(f"need online_steps >= 0 and at least one seed, got {self.online_steps} / {list(self.seeds)}")
+        if self.reward_scale <= 0 or not 0 < self.discount <= 1 or not 0 <= self.offline_ratio <= 1:
+            raise ValueError("need reward_scale > 0, discount in (0, 1] and offline_ratio in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "SupplyChainExperimentConfig":
+        check_config_keys(cls, values)
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------------ evaluation
+def make_env(scenario: str, kind: str):
+    from ..envs.supply_chain import SupplyChainEnv
+
+    return SupplyChainEnv(scenario, "ohio" if kind == "ohio" else "shipments")
+
+
+def observe_as(train_scenario: str, env: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Observation map that shows ``train_scenario``'s capacities (the policies do not see a capacity change)."""
+    from ..envs.supply_chain import get_scenario
+
+    u, sc = env.unwrapped, get_scenario(train_scenario)
+    col = 15 + u.scenario.lead_time
+    caps = np.r_[sc.store_capacity, sc.factory_capacity].astype(np.float32)
+
+    def view(obs: np.ndarray) -> np.ndarray:
+        x = np.array(obs, dtype=np.float32).reshape(u.n_nodes, u.n_features)
+        x[:, col] = caps
+        return x.reshape(-1)
+
+    return view
+
+
+def run_episode(env: Any, decide: Callable[[np.ndarray], np.ndarray], seed: int, view: Optional[Callable] = None) -> Dict[str, float]:
+    """One episode; return, capacity violations, overflow and over-orders (sums over the episode)."""
+    obs, _ = env.reset(seed=seed)
+    stats = {"return": 0.0, "capacity_violations": 0.0, "overflow": 0.0, "over_order": 0.0}
+    done = False
+    while not done:
+        obs, r, term, trunc, info = env.step(np.asarray(decide(view(obs) if view else obs), dtype=np.float64))
+        stats["return"] += float(r)
+        for k in ("capacity_violations", "overflow", "over_order"):
+            stats[k] += float(info[k])
+        done = term or trunc
+    return stats
+
+
+def evaluate(env: Any, decide: Callable, seeds: List[int], view: Optional[Callable] = None) -> Dict[str, Any]:
+    eps = [run_episode(env, decide, int(s), view) for s in seeds]
+    out: Dict[str, Any] = {k: [e[k] for e in eps] for k in eps[0]}
+    out.update({f"mean_{k}": float(np.mean(v)) for k, v in list(out.items())})
+    return out
+
+
+def policy_decider(name: str, env: Any, seed: int) -> Callable:
+    from ..envs.supply_chain import make_policy
+
+    policy, rng = make_policy(name), np.random.default_rng([seed, 7])
+    return lambda obs: policy(env.unwrapped, rng)[0]
+
+
+def reference(cfg: SupplyChainExperimentConfig, out: Path, scenario: str) -> Dict[str, Any]:
+    """MPC and S-type on the evaluation episodes of ``scenario`` (cached)."""
+    path = out / f"reference_{scenario}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+    env = make_env(scenario, "end_to_end")
+    ref = {name: evaluate(env, policy_decider(name, env, cfg.eval_seed), seeds) for name in DATASETS}
+    write_json(path, ref)
+    return ref
+
+
+def prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dict[str, Any]:
+    """Collect one behaviour dataset and relabel it; returns the replay statistics (cached)."""
+    import torch
+
+    from ..envs.supply_chain import SupplyChainEnv, collect
+    from ..inverse import SupplyChainInverter, relabel, replay_supply
+
+    stats_path = out / "data" / f"{name}_ohio.json"
+    if stats_path.exists():
+        return json.loads(stats_path.read_text())
+    seed = cfg.data_seed + 100_000 * DATASETS.index(name)
+    low = collect(name, cfg.episodes, seed, cfg.scenario, path=out / "data" / f"{name}.npz")
+    controller = SupplyChainEnv(cfg.scenario).controller
+    t0 = time.perf_counter()
+    high, report = relabel(low, SupplyChainInverter(controller, cfg.z_eps), 1, out / "data" / f"{name}_ohio.npz", progress=False)
+    rep = replay_supply(controller, torch.as_tensor(low["states"]), torch.as_tensor(low["actions"]),
+                        torch.as_tensor(high["z"]))
+    stats = {**rep.summary(), "seconds": time.perf_counter() - t0, "behaviour_return": float(low["rewards"].sum() / cfg.episodes),
+             "behaviour_capacity_violations": float(low["capacity_violations"].sum() / cfg.episodes)}
+    write_json(stats_path, stats)
+    return stats
+
+
+# ------------------------------------------------------------------------------ agents
+def agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], List[float], List[float]]:
+    """Training data (rewards scaled), action key, graph config fields and action bounds of one job."""
+    from ..envs.supply_chain import SupplyChainEnv
+    from ..rl.gnn import graph_fields
+
+    env = SupplyChainEnv(job["scenario"])
+    sc, S = env.scenario, env.n_stores
+    data = Dataset.load(job["data_path"])
+    arrays = dict(data.arrays)
+    arrays["rewards"] = np.asarray(data["rewards"], dtype=np.float64) * job["reward_scale"]
+    data = Dataset(arrays, dict(data.metadata))
+    C = float(sc.production_capacity)
+    if job["kind"] == "ohio":
+        graph = graph_fields(env.n_nodes, env.graph_edges, edge_attr=env.edge_attr, production_node=S)
+        return data, "z", graph, [0.0] * (S + 2), [1.0] * (S + 1) + [C]
+    graph = graph_fields(env.n_nodes, env.graph_edges, env.flow_edges, edge_attr=env.edge_attr)
+    # shipments within 1.25 x the data's largest + 1 (a [0, Cap_f] box leaves the data in a corner of the tanh range)
+    ship_high = min(float(sc.factory_capacity), 1.25 * float(np.asarray(data["actions"])[:, :S].max()) + 1.0)
+    return data, "actions", graph, [0.0] * (S + 1), [ship_high] * S + [C]
+
+
+def build_agent(job: Dict[str, Any], algo: str):
+    """The configured (untrained) agent of ``algo`` (``iql``, ``cql``, ``bc`` or ``calql``), its data and action key."""
+    from ..rl.cql import add_mc_returns
+    from ..rl.gnn import GraphBC, GraphCQL, GraphIQL
+
+    data, key, graph, low, high = agent_setup(job)
+    cfg = {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"], "discount": job["discount"],
+           "grad_clip": 10.0, "obs_norm": True}
+    obs_dim, da = int(np.asarray(data["observations"]).shape[1]), len(low)
+    if algo == "iql":
+        cfg.update(steps=job["iql_steps"], expectile=job["expectile"], temperature=job["temperature"], actor_lr=1e-3,
+                   critic_lr=1e-3, value_lr=1e-3)
+        return GraphIQL(obs_dim, da, low, high, cfg), data, key
+    if algo == "bc":
+        cfg.update(steps=job["bc_steps"], lr=1e-3)
+        return GraphBC(obs_dim, da, low, high, cfg), data, key
+    calql = algo == "calql"
+    cfg.update(steps=job["calql_steps" if calql else "cql_steps"], cql_alpha=job["calql_alpha" if calql else "cql_alpha"],
+               calql=calql, num_samples=job["cql_samples"], importance_sampling=False, init_alpha=job["alpha"],
+               auto_alpha=False, actor_lr=1e-3, critic_lr=1e-3, bc_weight=job["calql_bc_weight"] if calql else 0.0)
+    return GraphCQL(obs_dim, da, low, high, cfg), add_mc_returns(data, job["discount"]) if calql else data, key
+
+
+def _decider(agent: Any) -> Callable:
+    return lambda obs: agent.act(np.asarray(obs, dtype=np.float32), deterministic=True)
+
+
+def _evaluations(job: Dict[str, Any], agent: Any) -> Dict[str, Any]:
+    env = make_env(job["scenario"], job["kind"])
+    out = {job["scenario"]: evaluate(env, _decider(agent), job["eval_seeds"])}
+    if job.get("transfer"):
+        tenv = make_env(job["transfer"], job["kind"])
+        out[job["transfer"]] = evaluate(tenv, _decider(agent), job["eval_seeds"], observe_as(job["scenario"], tenv))
+    return out
+
+
+def train_offline(job: Dict[str, Any]) -> Dict[str, Any]:
+    """Train one offline agent and evaluate it (and its transfer); runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    agent, data, key = build_agent(job, job["algo"])
+    agent.fit(data, action_key=key, show_progress=False, log_every=max(1, agent.config.steps // 10))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0  # CPU time: the cost on an idle core
+    c1 = time.process_time()
+    evaluations = _evaluations(job, agent)
+    return {**{k: job[k] for k in ("dataset", "kind", "algo", "seed")}, "evaluations": evaluations, "train_seconds": seconds,
+            "train_cpu_seconds": cpu, "eval_cpu_seconds": time.process_time() - c1, "steps": agent.config.steps,
+            "history": agent.history}
+
+
+def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
+    """Cal-QL pre-training, then SAC online with a deterministic evaluation every ``eval_every`` env steps."""
+    import gymnasium as gym
+    import torch
+
+    from ..rl.gnn import GraphSAC
+
+    torch.set_num_threads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    pre, data, key = build_agent(job, "calql")
+    pre.fit(data, action_key=key, show_progress=False, log_every=max(1, pre.config.steps // 10))
+    sac = GraphSAC.from_agent(pre, {"offline_ratio": job["offline_ratio"], "update_after": 1, "start_steps": 0,
+                                    "actor_lr": job["online_lr"], "critic_lr": job["online_lr"], "auto_alpha": False,
+                                    "buffer_size": max(job["online_steps"], 1)})
+    env = make_env(job["scenario"], job["kind"])
+    seeds = job["eval_seeds"][: job["finetune_eval_episodes"]]
+    curve = [{"env_step": 0, **{k: v for k, v in evaluate(env, _decider(sac), seeds).items() if k.startswith("mean_")}}]
+
+    def log(row: Dict[str, float]) -> None:
+        ev = evaluate(env, _decider(sac), seeds)
+        curve.append({"env_step": int(row["env_step"]), **{k: v for k, v in ev.items() if k.startswith("mean_")}})
+
+    train_env = gym.wrappers.TransformReward(make_env(job["scenario"], job["kind"]), lambda r: r * job["reward_scale"])
+    if job["online_steps"] > 0:
+        sac.fit_online(train_env, job["online_steps"], offline=data, action_key=key, seed=job["seed"] + 50_000,
+                       show_progress=False, log_every=job["eval_every"], logger=log)
+    return {**{k: job[k] for k in ("dataset", "kind", "seed")}, "curve": curve, "evaluations": _evaluations(job, sac),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+
+
+def _job(cfg: SupplyChainExperimentConfig, out: Path, dataset: str, kind: str, algo: str, seed: int) -> Dict[str, Any]:
+    data = out / "data" / (f"{dataset}_ohio.npz" if kind == "ohio" else f"{dataset}.npz")
+    return {"name": f"{dataset}_{kind}_{algo}_seed{seed}", "dataset": dataset, "kind": kind, "algo": algo, "seed": seed,
+            "data_path": str(data), "scenario": cfg.scenario, "transfer": TRANSFER.get(cfg.scenario),
+            "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)],
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+               if f.name not in ("out_dir", "scenario", "datasets", "algos", "seeds", "finetune_datasets")}}
+
+
+# ------------------------------------------------------------------------------ the experiment
+def _row(scenario: str, dataset: str, agent: str, algorithm: str, evals: List[Dict[str, Any]], mpc: List[float]) -> Dict[str, Any]:
+    """One results row from the evaluations of every seed (``mpc``: MPC returns on the same episodes)."""
+    ref = float(np.mean(mpc))
+    scores = [100.0 * e["mean_return"] / ref for e in evals]
+    m = lambda k: float(np.mean([e[f"mean_{k}"] for e in evals]))  # noqa: E731
+    return {"scenario": scenario, "dataset": dataset, "agent": agent, "algorithm": algorithm, "score": float(np.mean(scores)),
+            "capacity_violations": m("capacity_violations"), "score_std": float(np.std(scores)), "seed_scores": scores,
+            "return": m("return"), "overflow": m("overflow"), "over_order": m("over_order")}
+
+
+def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
+    """Run (or resume) the experiment; prints the tables and returns the results dict."""
+    cfg = cfg or SupplyChainExperimentConfig()
+    out = Path(cfg.out_dir)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(cfg))
+    t0, workers = time.perf_counter(), cpu_workers(cfg.workers)
+    scenarios = [cfg.scenario] + ([TRANSFER[cfg.scenario]] if cfg.scenario in TRANSFER else [])
+    print(f"[1/5] MPC and S-type on {cfg.eval_episodes} evaluation episodes of {', '.join(scenarios)}")
+    refs = {s: reference(cfg, out, s) for s in scenarios}
+    relabel_stats = {}
+    for name in cfg.datasets:
+        print(f"[2/5] {name} data ({cfg.episodes} episodes) and relabelling")
+        relabel_stats[name] = prepare_data(cfg, out, name)
+    jobs = [_job(cfg, out, d, k, a, s) for d in cfg.datasets for k in KINDS for a in cfg.algos for s in cfg.seeds]
+    jobs.sort(key=lambda j: {"cql": 3, "iql": 2, "bc": 1}[j["algo"]] * (2 if j["kind"] == "end_to_end" else 1), reverse=True)
+    print(f"[3/5] train and evaluate {len(jobs)} offline agents ({workers} processes)")
+    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline")
+    ft_jobs = [dict(_job(cfg, out, d, k, "calql", s), name=f"finetune_{d}_{k}_seed{s}")
+               for d in cfg.finetune_datasets for k in KINDS for s in cfg.seeds]
+    print(f"[4/5] Cal-QL + SAC fine-tuning ({cfg.online_steps} env steps) of {len(ft_jobs)} agents")
+    ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune") if ft_jobs else []
+    print("[5/5] results")
+    rows: List[Dict[str, Any]] = []
+    for sc in scenarios:
+        mpc = refs[sc]["mpc"]["return"]
+        for d in cfg.datasets:
+            rows.append(_row(sc, d, "behaviour", "none", [refs[sc][d]], mpc))
+            for kind in KINDS:
+                for algo in cfg.algos:
+                    mine = [r["evaluations"][sc] for r in runs if (r["dataset"], r["kind"], r["algo"]) == (d, kind, algo)]
+                    rows.append(_row(sc, d, kind, algo, mine, mpc))
+                mine = [r["evaluations"][sc] for r in ft_runs if (r["dataset"], r["kind"]) == (d, kind)]
+                if mine:
+                    rows.append(_row(sc, d, kind, "calql_sac", mine, mpc))
+    curves = {}
+    for d in cfg.finetune_datasets:
+        mpc_c = float(np.mean(refs[cfg.scenario]["mpc"]["return"][: cfg.finetune_eval_episodes]))
+        behaviour = 100.0 * float(np.mean(refs[cfg.scenario][d]["return"][: cfg.finetune_eval_episodes])) / mpc_c
+        for kind in KINDS:
+            mine = [r for r in ft_runs if (r["dataset"], r["kind"]) == (d, kind)]
+            c = [[100.0 * p["mean_return"] / mpc_c for p in r["curve"]] for r in mine]
+            curves[f"{d}/{kind}"] = {"env_steps": [p["env_step"] for p in mine[0]["curve"]], "scores": c,
+                                     "violations": [[p["mean_capacity_violations"] for p in r["curve"]] for r in mine],
+                                     "behaviour_score": behaviour, "min_score": float(np.min(c))}
+    header = ["scenario", "dataset", "agent", "algorithm", "score", "std", "cap. viol./ep", "overflow/ep"]
+    text = format_table([[r["scenario"], r["dataset"], r["agent"], r["algorithm"], r["score"], r["score_std"],
+                          r["capacity_violations"], r["overflow"]] for r in rows], header)
+    for key, cv in curves.items():
+        text += (f"\nfine-tuning {key}: lowest evaluation {cv['min_score']:.1f} % of MPC (behaviour on the same "
+                 f"{cfg.finetune_eval_episodes} episodes: {cv['behaviour_score']:.1f})")
+    head = (f"supply chain {cfg.scenario}: score = return as % of the MPC's on the same {cfg.eval_episodes} episodes, "
+            f"mean over {len(cfg.seeds)} seeds; {cfg.episodes} episodes per dataset; cap. viol. = units shipped beyond "
+            f"the room per episode")
+    wall = time.perf_counter() - t0
+    print(head)
+    print(text)
+    print(f"wall time {wall / 60:.1f} min")
+    results = {"config": dataclasses.asdict(cfg), "rows": rows, "relabel": relabel_stats, "finetune_curves": curves,
+               "reference": {s: {k: {kk: v for kk, v in r.items() if kk.startswith("mean_")} for k, r in refs[s].items()}
+                             for s in scenarios},
+               "table": text, "header": head, "wall_seconds": wall,
+               "seconds_per_step": {r["kind"] + "/" + r["algo"]: r["train_seconds"] / r["steps"] for r in runs},
+               "cpu_seconds_per_step": {r["kind"] + "/" + r["algo"]: r.get("train_cpu_seconds", float("nan")) / r["steps"]
+                                        for r in runs}}
+    save_results(out, results, plot, "supply_chain.png")
+    return results
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    """Left: scores per row (behaviour grey, OHIO blue, end-to-end red). Right: fine-tuning curves."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 4.8))
+    colors = {"behaviour": "#888888", "ohio": "#4c72b0", "end_to_end": "#c44e52"}
+    rows = results["rows"]
+    ax.bar(range(len(rows)), [r["score"] for r in rows], color=[colors[r["agent"]] for r in rows])
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['scenario']} {r['dataset']}\n{r['agent']} {r['algorithm']}" for r in rows], fontsize=5, rotation=70)
+    ax.axhline(100, ls="--", color="k", lw=0.8)
+    floor = -150.0  # collapsed agents (thousands of % below) would hide the differences that matter
+    ax.set_ylim(max(floor, min(r["score"] for r in rows) - 5), 115)
+    for i, r in enumerate(rows):
+        if r["score"] < floor:
+            ax.text(i, floor + 5, f"{r['score']:.0f}", rotation=90, fontsize=5, ha="center", va="bottom")
+    ax.set_ylabel("return, % of MPC")
+    ax.set_title("offline agents and transfer (grey: behaviour, blue: OHIO, red: end-to-end)")
+    for i, (key, cv) in enumerate(results["finetune_curves"].items()):
+        kind = key.split("/")[1]
+        c = np.array(cv["scores"])
+        ax2.plot(cv["env_steps"], c.mean(0), color=colors[kind], label=key)
+        if len(c) > 1:
+            ax2.fill_between(cv["env_steps"], c.min(0), c.max(0), color=colors[kind], alpha=0.15)
+        if i % 2 == 0:
+            ax2.axhline(cv["behaviour_score"], color=colors["behaviour"], ls=":", label=f"behaviour ({key.split('/')[0]})")
+    low = min(min(np.min(cv["scores"]) for cv in results["finetune_curves"].values()), 0.0) if results["finetune_curves"] else 0.0
+    ax2.set_ylim(max(floor, low - 5), 115)
+    ax2.set_xlabel("online env steps")
+    ax2.set_ylabel("deterministic return, % of MPC")
+    ax2.set_title("Cal-QL -> SAC fine-tuning")
+    ax2.legend(fontsize=8)
+    save_figure(fig, path)
