@@ -5,6 +5,7 @@
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
+    ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
 """
 from __future__ import annotations
 
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "AMoDExperimentConfig", "runs/amod")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.set_defaults(func=_amod)
+
+    from .experiments.relabel_command import add_parser as add_relabel
+
+    add_relabel(sub)
     return parser
 
 
