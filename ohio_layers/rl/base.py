@@ -39,6 +39,7 @@ from .._validate import check_tensor
 from ..config import Config, setting
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
+from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
 
 Batch = Dict[str, Tensor]
@@ -338,7 +339,7 @@ class Agent(nn.Module):
     def fit(self, dataset: Dataset, steps: Optional[int] = None, *, action_key: str = "actions",
             discount_key: Optional[str] = None, show_progress: bool = True, log_every: int = 100,
             callback: Optional[Callable[["Agent", int, Dict[str, float]], None]] = None,
-            logger: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:
+            logger: Optional[Any] = None) -> List[Dict[str, float]]:
         """Train for ``steps`` gradient steps (default ``config.steps``) on ``dataset``.
 
         Args:
@@ -348,7 +349,8 @@ class Agent(nn.Module):
             show_progress: tqdm bar with the running losses.
             log_every: average the metrics over this many steps into ``self.history``.
             callback: ``callback(agent, step, metrics)`` after every step.
-            logger: receives each averaged history row (e.g. a CSV or TensorBoard writer).
+            logger: receives each averaged history row: a :class:`ohio_layers.logging.Logger`
+                (``log(step, **scalars)``; JSONL, CSV, TensorBoard) or a callable ``row -> None``.
         Returns:
             ``self.history`` (list of ``{"step": ..., metric: mean}``).
         """
@@ -376,8 +378,7 @@ class Agent(nn.Module):
                 if count == log_every or i == steps - 1:
                     row = {"step": float(self.step), **{k: v / count for k, v in sums.items()}}
                     self.history.append(row)
-                    if logger is not None:
-                        logger(row)
+                    emit(logger, row)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
                     sums, count = defaultdict(float), 0
             self._rng_state = torch.get_rng_state()
