@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".[all,test]"
+# constraints.txt holds what must stay together next to robosuite (numpy<2, pyarrow<26, minari 0.5.3, d3rlpy 2.8.0)
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test]"
