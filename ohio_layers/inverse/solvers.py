@@ -140,7 +140,7 @@ class LevenbergMarquardt:
             act = (~done).nonzero().squeeze(-1)
             if act.numel() == 0:
                 break
-            sub = _select(batch, act)
+            sub = select_windows(batch, act)
             za = z[act]
             with torch.no_grad():
                 r, J = residual_jacobian(problem, za, sub)
@@ -274,7 +274,8 @@ class CEMSolver:
         return InverseResult(best_z, best.sqrt(), done, iters)
 
 
-def _select(batch: WindowBatch, idx: Tensor) -> WindowBatch:
+def select_windows(batch: WindowBatch, idx: Tensor) -> WindowBatch:
+    """The windows ``idx`` of a batch (data and context)."""
     pick = lambda t: None if t is None else t[idx]  # noqa: E731
     return WindowBatch(pick(batch.state0), pick(batch.target), pick(batch.states), pick(batch.actions),
                        None if batch.context is None else {k: v[idx] for k, v in batch.context.items()})
