@@ -31,7 +31,10 @@ from .common import actor_bounds, cpu_workers, format_table, pyplot, run_jobs, s
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
 METHOD_LABEL = {"flat": "flat (low-level actions)", "ohio_analytic": "OHIO analytic",
-                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z"}
+                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z",
+                "ohio_amortized": "OHIO amortised (network)", "ohio_amortized_fallback": "OHIO amortised + fallback"}
+# ``inverse=`` values -> extra methods relabelled by an AmortizedInverse (network alone / + exact fallback)
+AMORTIZED = {"amortized": "ohio_amortized", "amortized+fallback": "ohio_amortized_fallback"}
 DATASETS = ("expert", "hierarchical")
 ALGORITHMS = ("bc", "iql")
 
@@ -57,6 +60,10 @@ class ReacherExperimentConfig:
         train_steps, hidden, batch_size: learner settings; expectile, temperature: IQL only.
         eval_episodes: evaluation episodes per trained agent (seeds ``eval_seed + i``).
         lm_iterations: Levenberg-Marquardt iterations of OHIO-numerical.
+        inverse: add amortised-inverse methods: ``"amortized"`` (network alone), ``"amortized+fallback"``
+            (windows with residual > 1e-6 re-solved by LM), or both (list or comma-separated).
+        amortized_epochs, amortized_windows: training of the inverse network (epochs, at most this
+            many stride-1 windows of the behaviour data; no labels are used).
         workers: parallel training processes (one torch thread each).
     """
 
@@ -78,10 +85,18 @@ class ReacherExperimentConfig:
     eval_seed: int = 10_000
     data_seed: int = 1_000
     lm_iterations: int = 30
+    inverse: Tuple[str, ...] = ()
+    amortized_epochs: int = 100
+    amortized_windows: int = 40_000
     workers: int = 2
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
+        inv = self.inverse.split(",") if isinstance(self.inverse, str) else list(self.inverse)
+        self.inverse = tuple(i.strip() for i in inv if i.strip())
+        if not set(self.inverse) <= set(AMORTIZED):
+            raise ValueError(f"inverse must be a subset of {tuple(AMORTIZED)}, got {self.inverse}")
+        self.methods = tuple(self.methods) + tuple(AMORTIZED[i] for i in self.inverse if AMORTIZED[i] not in self.methods)
+        unknown = sorted(set(self.methods) - set(METHODS) - set(AMORTIZED.values()))
         if unknown:
             raise ValueError(f"methods has unknown entries {unknown}; choose from {METHODS}")
         unknown = sorted(set(self.datasets) - set(DATASETS))
@@ -168,7 +183,17 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
     controller = make_reacher_lqr()
     problem = InverseProblem(controller, LinearizedDynamics())
     t0 = time.perf_counter()
-    if method == "next_state":
+    train_seconds = 0.0
+    if method.startswith("ohio_amortized"):
+        inv, train_seconds = amortized_inverse(name, low, problem, cfg, out)
+        t0 = time.perf_counter()  # relabel time without the (reported separately) training
+        if method == "ohio_amortized_fallback":
+            inv.tolerance, inv.fallback = 1e-6, LevenbergMarquardt(max_iter=cfg.lm_iterations)
+            inverter = ProblemInverter(problem, inv)
+        else:
+            inverter = inv.inverter(compute_residual=False)
+        high, _ = relabel(low, inverter, K, path, chunk_size=4096, stride=stride, extra_keys=extra)
+    elif method == "next_state":
         starts = window_starts(low, K, stride)
         cols = high_level_rows(low, starts, K, extra)
         z = cols["next_states"] - cols["states"] * np.array([1.0, 1.0, 0.0, 0.0])
@@ -185,8 +210,15 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
         init = None if method == "ohio_analytic" else AnalyticSolver()
         high, _ = relabel(low, ProblemInverter(problem, solver, init), K, path, chunk_size=4096, stride=stride,
                           extra_keys=extra)
+    seconds = time.perf_counter() - t0
     residual = high["residual"]
-    stats: Dict[str, Any] = {"windows": int(len(high)), "seconds": time.perf_counter() - t0,
+    if np.isnan(residual).all():  # network alone: residual not computed while relabelling; checked here, untimed
+        import torch
+
+        with torch.no_grad():
+            batch = problem.batch_from_dataset(low, window_starts(low, K, stride))
+            residual = problem.residual(torch.as_tensor(high["z"]), batch).norm(dim=-1).numpy()
+    stats: Dict[str, Any] = {"windows": int(len(high)), "seconds": seconds, "train_seconds": train_seconds,
                              "residual_median": float(np.median(residual)), "residual_p90": float(np.quantile(residual, 0.9)),
                              "reproduced_1e-6": float((residual <= 1e-6).mean()), "converged": float(high["converged"].mean())}
     if "z_true" in high:
@@ -194,6 +226,26 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
         stats.update(z_error_median=float(np.median(err)), z_error_p90=float(np.quantile(err, 0.9)))
     write_json(stats_path, stats)
     return high, stats
+
+
+def amortized_inverse(name: str, low: Dataset, problem: Any, cfg: ReacherExperimentConfig, out: Path) -> Tuple[Any, float]:
+    """The inverse network for dataset ``name``, trained once without labels (cached); its training seconds."""
+    from ..data import window_starts
+    from ..inverse import AmortizedInverse
+
+    path = out / "data" / f"{name}_amortized_inverse.pt"
+    meta = out / "data" / f"{name}_amortized_inverse.json"
+    if path.exists() and meta.exists():
+        return AmortizedInverse.load(path, problem), float(json.loads(meta.read_text())["train_seconds"])
+    t0 = time.perf_counter()
+    starts = window_starts(low, K, 1)
+    starts = np.random.default_rng(cfg.data_seed).permutation(starts)[: cfg.amortized_windows]
+    inv = AmortizedInverse(problem, hidden=(256, 256), drop_dims=(0,), delta=0.01)
+    inv.fit(problem.batch_from_dataset(low, np.sort(starts)), epochs=cfg.amortized_epochs, seed=cfg.data_seed)
+    seconds = time.perf_counter() - t0
+    inv.save(path)
+    write_json(meta, {"train_seconds": seconds, "windows": int(starts.size)})
+    return inv, seconds
 
 
 def z_bounds(z: np.ndarray, z_bound: float) -> Tuple[List[float], List[float]]:
@@ -308,9 +360,11 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
             table.append([name, METHOD_LABEL[method]] + [f"{per_variant[v]['mean']:.1f} +- {per_variant[v]['std']:.1f}" for v in variants]
                          + [per_variant[best]["mean"], per_variant[best]["of_behaviour"],
                             f"{st['residual_median']:.1e}" if st else "-",
-                            f"{st['z_error_median']:.1e}" if "z_error_median" in st else "-"])
+                            f"{st['z_error_median']:.1e}" if "z_error_median" in st else "-",
+                            f"{st['seconds']:.1f}" + (f" (+{st['train_seconds']:.0f} train)" if st.get("train_seconds") else "")
+                            if st else "-"])
     text = format_table(table, ["dataset", "method"] + [f"score {v}" for v in variants]
-                        + ["best", "% of behaviour", "relabel residual", "z error vs true"])
+                        + ["best", "% of behaviour", "relabel residual", "z error vs true", "relabel s"])
     header = (f"normalised score = 100 (R - R_random) / (R_expert - R_random): R_random {r_rand:.1f}, R_expert {r_exp:.1f} "
               f"(flat expert sigma {cfg.expert_noise}); '% of behaviour' uses the dataset's own behaviour policy instead "
               f"(" + ", ".join(f"{n} {ref[n]['mean']:.1f}" for n in cfg.datasets) + f"); {len(cfg.seeds)} seeds x "
@@ -333,7 +387,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     for ax, name in zip(axes[0], cfg["datasets"]):
         methods = cfg["methods"]
         means = [results["summary"][f"{name}/{m}"]["mean"] for m in methods]
-        ax.bar(range(len(methods)), means, color=["#888888", "#4c72b0", "#55a868", "#c44e52"][: len(methods)], alpha=0.8)
+        ax.bar(range(len(methods)), means, color=["#888888", "#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974"][: len(methods)], alpha=0.8)
         for i, m in enumerate(methods):
             s = results["summary"][f"{name}/{m}"]["scores"]
             ax.scatter([i] * len(s), s, color="black", s=14, zorder=3)
