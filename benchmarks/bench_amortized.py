@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--test-episodes", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--hidden", type=str, default="256,256")
+    ap.add_argument("--delta", type=float, default=0.01, help="robust-loss scale (normalised z units)")
     ap.add_argument("--relabel-transitions", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", type=str, default=str(Path(__file__).resolve().parent / "results" / "amortized.json"))
@@ -76,7 +77,7 @@ def main() -> None:
     t0 = time.perf_counter()
     train_batch = problem.batch_from_dataset(train_data, window_starts(train_data, K, 1))
     t_ctx = time.perf_counter() - t0
-    inv = AmortizedInverse(problem, hidden=hidden, drop_dims=(0,), delta=0.1)
+    inv = AmortizedInverse(problem, hidden=hidden, drop_dims=(0,), delta=args.delta)
     t0 = time.perf_counter()
     history = inv.fit(train_batch, epochs=args.epochs, batch_size=4096, lr=3e-3, patience=50, seed=0)
     t_fit = time.perf_counter() - t0
