@@ -30,7 +30,7 @@ import torch
 from ohio_layers.data import Dataset, window_starts
 from ohio_layers.data.io import atomic_write_bytes
 from ohio_layers.envs import ExpertPolicy, collect, make_reacher_lqr
-from ohio_layers.inverse import AmortizedInverse, AnalyticSolver, InverseProblem, LevenbergMarquardt, relabel
+from ohio_layers.inverse import AmortizedInverse, AnalyticSolver, BestStart, InverseProblem, LevenbergMarquardt, relabel
 from ohio_layers.lowlevel import LinearizedDynamics
 
 K = 5
@@ -101,7 +101,7 @@ def main() -> None:
             return inv(problem.batch_from_dataset(test_data, starts, with_context=False))
 
     def with_fallback(tol):
-        inv.tolerance, inv.fallback = tol, LevenbergMarquardt(max_iter=30)
+        inv.tolerance, inv.fallback = tol, BestStart(AnalyticSolver(), LevenbergMarquardt(max_iter=30))
         return inv.solve(problem, problem.batch_from_dataset(test_data, starts))
 
     n = len(starts)

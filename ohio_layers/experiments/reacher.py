@@ -169,7 +169,7 @@ def collect_dataset(name: str, cfg: ReacherExperimentConfig, out: Path) -> Datas
 def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperimentConfig, out: Path) -> Tuple[Dataset, Dict[str, Any]]:
     """High-level dataset of ``method`` for the low-level dataset ``name``; stats of the relabelling."""
     from ..envs import make_reacher_lqr
-    from ..inverse import AnalyticSolver, InverseProblem, LevenbergMarquardt, ProblemInverter, relabel
+    from ..inverse import AnalyticSolver, BestStart, InverseProblem, LevenbergMarquardt, ProblemInverter, relabel
     from ..inverse.relabel import high_level_rows
     from ..data import window_starts
     from ..lowlevel import LinearizedDynamics
@@ -188,7 +188,7 @@ def relabelled_dataset(name: str, method: str, low: Dataset, cfg: ReacherExperim
         inv, train_seconds = amortized_inverse(name, low, problem, cfg, out)
         t0 = time.perf_counter()  # relabel time without the (reported separately) training
         if method == "ohio_amortized_fallback":
-            inv.tolerance, inv.fallback = 1e-6, LevenbergMarquardt(max_iter=cfg.lm_iterations)
+            inv.tolerance, inv.fallback = 1e-6, BestStart(AnalyticSolver(), LevenbergMarquardt(max_iter=cfg.lm_iterations))
             inverter = ProblemInverter(problem, inv)
         else:
             inverter = inv.inverter(compute_residual=False)

@@ -6,12 +6,12 @@ from .osc_inverse import OSCInverse
 from .problem import InverseProblem, WindowBatch
 from .relabel import Inverter, ProblemInverter, RelabelReport, high_level_rows, relabel
 from .result import InverseResult
-from .solvers import AdamSolver, AnalyticSolver, CEMSolver, LevenbergMarquardt, residual_jacobian, select_windows
+from .solvers import AdamSolver, AnalyticSolver, BestStart, CEMSolver, LevenbergMarquardt, residual_jacobian, select_windows
 
 __all__ = [
     "InverseProblem", "WindowBatch", "InverseResult", "Inverter", "ProblemInverter", "RelabelReport",
     "high_level_rows", "relabel", "AdamSolver", "AnalyticSolver", "CEMSolver", "LevenbergMarquardt",
     "residual_jacobian", "FlowInverter", "FlowReplay", "counts_after_flows", "flows_to_distribution", "invert_flows",
     "replay_flows", "OSCInverse", "AmortizedInverse", "AmortizedInverter", "AmortizedResult", "window_features",
-    "select_windows",
+    "select_windows", "BestStart",
 ]

@@ -13,7 +13,7 @@ z is kept inside the controller's bounds (projection).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -272,6 +272,30 @@ class CEMSolver:
                 if bool(done.all()):
                     break
         return InverseResult(best_z, best.sqrt(), done, iters)
+
+
+@dataclass
+class BestStart:
+    """Run ``solver`` from the better (lower residual) of the given ``z0`` and ``init``'s solution, per window.
+
+    E.g. the fallback of an amortised inverse: ``BestStart(AnalyticSolver(), LevenbergMarquardt())``
+    starts LM from the network's z where that is closer, and from the analytic z where the network
+    is off (on saturated windows the analytic start reaches solutions a network start can miss).
+    """
+
+    init: Any
+    solver: Any
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        start = self.init.solve(problem, batch)
+        if z0 is not None:
+            z0 = _initial_z(problem, batch, z0)
+            with torch.no_grad():
+                r0 = problem.residual(z0, batch).norm(dim=-1)
+            start_z = torch.where((r0 < start.residual)[:, None], z0, start.z)
+        else:
+            start_z = start.z
+        return self.solver.solve(problem, batch, start_z)
 
 
 def select_windows(batch: WindowBatch, idx: Tensor) -> WindowBatch:
