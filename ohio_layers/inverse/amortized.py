@@ -324,6 +324,13 @@ class AmortizedInverse(nn.Module):
         context is built, the residual column is NaN and ``converged`` False (nothing was checked)."""
         return AmortizedInverter(self, compute_residual, dtype, state_key)
 
+    def describe(self) -> str:
+        """Settings and a hash of the weights (a resumed relabel never mixes chunks of two networks)."""
+        fb = type(self.fallback).__name__ if self.fallback is not None else None
+        h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in self.state_dict().values())).hexdigest()[:16]
+        return (f"AmortizedInverse(hidden={list(self.hidden)}, polish={self.polish}, tolerance={self.tolerance}, "
+                f"fallback={fb}, match={self.problem.match}, weights={h})")
+
     def _check_fitted(self) -> None:
         if not bool(self.fitted):
             raise RuntimeError("AmortizedInverse is not trained: call fit() or load()")
@@ -385,9 +392,4 @@ class AmortizedInverter:
                              torch.zeros(n, dtype=torch.int64))
 
     def describe(self) -> str:
-        """Settings and a hash of the weights (so a resumed relabel never mixes two networks)."""
-        inv = self.inverse
-        fb = type(inv.fallback).__name__ if inv.fallback is not None else None
-        h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in inv.state_dict().values())).hexdigest()[:16]
-        return (f"AmortizedInverse(hidden={list(inv.hidden)}, polish={inv.polish}, tolerance={inv.tolerance}, "
-                f"fallback={fb}, residual={self.compute_residual}, match={inv.problem.match}, weights={h})")
+        return f"{self.inverse.describe()}+residual={self.compute_residual}"

@@ -166,3 +166,14 @@ def test_bad_arguments():
         AmortizedInverse(problem, fallback=object())
     with pytest.raises(ValueError, match="context"):
         AmortizedInverse(problem).fit(problem.batch(x0, target=traj[:, -1], with_context=False))
+
+
+def test_description_changes_with_the_weights(trained):
+    """relabel's resume fingerprint uses describe(): two networks must never share one."""
+    problem, inv, _ = trained
+    same, other = _without_fallback(inv), _without_fallback(inv)
+    assert ProblemInverter(problem, other).describe() == ProblemInverter(problem, same).describe()
+    with torch.no_grad():
+        other.net[0].bias[0] += 1e-6
+    assert ProblemInverter(problem, other).describe() != ProblemInverter(problem, same).describe()
+    assert other.inverter().describe() != same.inverter().describe()
