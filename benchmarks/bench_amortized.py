@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--train-episodes", type=int, default=80)
     ap.add_argument("--test-episodes", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--hidden", type=str, default="256,256")
+    ap.add_argument("--hidden", type=str, default="128,128")
     ap.add_argument("--delta", type=float, default=0.01, help="robust-loss scale (normalised z units)")
     ap.add_argument("--relabel-transitions", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=2)

@@ -177,3 +177,23 @@ def test_description_changes_with_the_weights(trained):
         other.net[0].bias[0] += 1e-6
     assert ProblemInverter(problem, other).describe() != ProblemInverter(problem, same).describe()
     assert other.inverter().describe() != same.inverter().describe()
+
+
+def test_best_start_uses_the_better_start():
+    from helpers import reacher_like_lqr
+    from ohio_layers.inverse import AnalyticSolver, BestStart
+
+    c = reacher_like_lqr(action_bound=1.0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    z = 3 * torch.randn(200, 4, generator=g, dtype=torch.float64)
+    traj, _ = rollout(c, LinearizedDynamics(), x0, z)
+    problem = InverseProblem(c, LinearizedDynamics())
+    batch = problem.batch(x0, target=traj[:, -1])
+    lm = LevenbergMarquardt(max_iter=30)
+    best = BestStart(AnalyticSolver(), lm)
+    from_analytic = lm.solve(problem, batch, AnalyticSolver().solve(problem, batch).z)
+    far = best.solve(problem, batch, torch.full_like(z, 20.0))  # a useless start: the analytic one is taken
+    torch.testing.assert_close(far.z, from_analytic.z)
+    exact = best.solve(problem, batch, z)  # the true z: kept, LM stops at once
+    assert float(exact.residual.max()) < 1e-12 and int(exact.iterations.max()) <= 1
