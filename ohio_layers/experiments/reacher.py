@@ -31,7 +31,10 @@ from .common import (ExperimentConfig, Stages, actor_bounds, cpu_workers, file_h
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
 METHOD_LABEL = {"flat": "flat (low-level actions)", "ohio_analytic": "OHIO analytic",
-                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z"}
+                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z",
+                "ohio_amortized": "OHIO amortised (network)", "ohio_amortized_fallback": "OHIO amortised + fallback"}
+# ``inverse=`` values -> extra methods relabelled by an AmortizedInverse (network alone / + exact fallback)
+AMORTIZED = {"amortized": "ohio_amortized", "amortized+fallback": "ohio_amortized_fallback"}
 DATASETS = ("expert", "hierarchical")
 ALGORITHMS = ("bc", "iql")
 
@@ -57,12 +60,16 @@ class ReacherExperimentConfig(ExperimentConfig):
         train_steps, hidden, batch_size: learner settings; expectile, temperature: IQL only.
         eval_episodes: evaluation episodes per trained agent (seeds ``eval_seed + i``).
         lm_iterations: Levenberg-Marquardt iterations of OHIO-numerical.
+        inverse: add amortised-inverse methods: ``"amortized"`` (network alone), ``"amortized+fallback"``
+            (windows with residual > 1e-6 re-solved by LM), or both (list or comma-separated).
+        amortized_epochs, amortized_windows: training of the inverse network (epochs, at most this
+            many stride-1 windows of the behaviour data; no labels are used).
         workers: parallel training processes (one torch thread each).
     """
 
     out_dir: str = "runs/reacher"
     datasets: Tuple[str, ...] = setting(DATASETS, choices=DATASETS)
-    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS)
+    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS + tuple(AMORTIZED.values()))
     episodes: int = setting(300, ge=1)
     expert_noise: float = setting(0.1, ge=0.0)
     hierarchical_noise: Tuple[float, ...] = setting((0.05, 0.05, 0.2, 0.2), ge=0.0)
@@ -78,10 +85,17 @@ class ReacherExperimentConfig(ExperimentConfig):
     eval_seed: int = 10_000
     data_seed: int = 1_000
     lm_iterations: int = setting(30, ge=1)
+    inverse: Tuple[str, ...] = setting((), allow_empty=True)
+    amortized_epochs: int = setting(100, ge=1)
+    amortized_windows: int = setting(40_000, ge=1)
 
     def check(self) -> None:
         if len(self.hierarchical_noise) not in (1, 4):
             raise ValueError(f"hierarchical_noise must hold 1 or 4 values (one per z dimension), got {self.hierarchical_noise}")
+        self.inverse = tuple(p.strip() for entry in self.inverse for p in entry.split(",") if p.strip())
+        if not set(self.inverse) <= set(AMORTIZED):
+            raise ValueError(f"inverse must be a subset of {tuple(AMORTIZED)}, got {self.inverse}")
+        self.methods = tuple(self.methods) + tuple(AMORTIZED[i] for i in self.inverse if AMORTIZED[i] not in self.methods)
 
     @property
     def variants(self) -> Tuple[str, ...]:
@@ -136,24 +150,42 @@ def relabelled_dataset(name: str, method: str, low_path: Path, cfg: ReacherExper
     and the relabelling's statistics."""
     path = stages.out / "data" / f"{name}_{method}.npz"
     stats_path = stages.out / "data" / f"{name}_{method}.json"
-    key = stages.key(("lm_iterations",) if method == "ohio_numerical" else (), inputs=[low_path], method=method, k=K)
-    return path, stages.json(stats_path, key, lambda: _relabel(method, Dataset.load(low_path), cfg, path), also=[path])
+    fields = {"ohio_numerical": ("lm_iterations",), "ohio_amortized": AMORTIZED_FIELDS,
+              "ohio_amortized_fallback": AMORTIZED_FIELDS + ("lm_iterations",)}.get(method, ())
+    key = stages.key(fields, inputs=[low_path], method=method, k=K)
+    return path, stages.json(stats_path, key, lambda: _relabel(name, method, low_path, cfg, stages, path), also=[path])
 
 
-def _relabel(method: str, low: Dataset, cfg: ReacherExperimentConfig, path: Path) -> Dict[str, Any]:
+AMORTIZED_FIELDS = ("amortized_epochs", "amortized_windows", "data_seed")
+"""The config fields the inverse network's training reads."""
+
+
+def _relabel(name: str, method: str, low_path: Path, cfg: ReacherExperimentConfig, stages: Stages,
+             path: Path) -> Dict[str, Any]:
     """Relabel ``low`` with ``method`` into ``path``; returns the statistics of the labels."""
     from ..envs import make_reacher_lqr
-    from ..inverse import AnalyticSolver, InverseProblem, LevenbergMarquardt, ProblemInverter, relabel
+    from ..inverse import AnalyticSolver, BestStart, InverseProblem, LevenbergMarquardt, ProblemInverter, relabel
     from ..inverse.relabel import high_level_rows
     from ..data import window_starts
     from ..lowlevel import LinearizedDynamics
 
+    low = Dataset.load(low_path)
     extra = ("z_true",) if "z_true" in low else ()
     stride = K
     controller = make_reacher_lqr()
     problem = InverseProblem(controller, LinearizedDynamics())
     t0 = time.perf_counter()
-    if method == "next_state":
+    train_seconds = 0.0
+    if method.startswith("ohio_amortized"):
+        inv, train_seconds = amortized_inverse(name, low_path, problem, cfg, stages)
+        t0 = time.perf_counter()  # relabel time without the (reported separately) training
+        if method == "ohio_amortized_fallback":
+            inv.tolerance, inv.fallback = 1e-6, BestStart(AnalyticSolver(), LevenbergMarquardt(max_iter=cfg.lm_iterations))
+            inverter = ProblemInverter(problem, inv)
+        else:
+            inverter = inv.inverter(compute_residual=False)
+        high, _ = relabel(low, inverter, K, path, chunk_size=4096, stride=stride, extra_keys=extra)
+    elif method == "next_state":
         starts = window_starts(low, K, stride)
         cols = high_level_rows(low, starts, K, extra)
         z = cols["next_states"] - cols["states"] * np.array([1.0, 1.0, 0.0, 0.0])
@@ -170,14 +202,45 @@ def _relabel(method: str, low: Dataset, cfg: ReacherExperimentConfig, path: Path
         init = None if method == "ohio_analytic" else AnalyticSolver()
         high, _ = relabel(low, ProblemInverter(problem, solver, init), K, path, chunk_size=4096, stride=stride,
                           extra_keys=extra)
+    seconds = time.perf_counter() - t0
     residual = high["residual"]
-    stats: Dict[str, Any] = {"windows": int(len(high)), "seconds": time.perf_counter() - t0,
+    if np.isnan(residual).all():  # network alone: residual not computed while relabelling; checked here, untimed
+        import torch
+
+        with torch.no_grad():
+            batch = problem.batch_from_dataset(low, window_starts(low, K, stride))
+            residual = problem.residual(torch.as_tensor(high["z"]), batch).norm(dim=-1).numpy()
+    stats: Dict[str, Any] = {"windows": int(len(high)), "seconds": seconds, "train_seconds": train_seconds,
                              "residual_median": float(np.median(residual)), "residual_p90": float(np.quantile(residual, 0.9)),
                              "reproduced_1e-6": float((residual <= 1e-6).mean()), "converged": float(high["converged"].mean())}
     if "z_true" in high:
         err = np.abs(high["z"] - high["z_true"]).max(1)
         stats.update(z_error_median=float(np.median(err)), z_error_p90=float(np.quantile(err, 0.9)))
     return stats
+
+
+def amortized_inverse(name: str, low_path: Path, problem: Any, cfg: ReacherExperimentConfig,
+                      stages: Stages) -> Tuple[Any, float]:
+    """The inverse network for dataset ``name``, trained once without labels (cached); its training seconds."""
+    from ..data import window_starts
+    from ..inverse import AmortizedInverse
+
+    path = stages.out / "data" / f"{name}_amortized_inverse.pt"
+
+    def train() -> Dict[str, Any]:
+        low = Dataset.load(low_path)
+        t0 = time.perf_counter()
+        starts = window_starts(low, K, 1)
+        starts = np.random.default_rng(cfg.data_seed).permutation(starts)[: cfg.amortized_windows]
+        inv = AmortizedInverse(problem, hidden=(256, 256), drop_dims=(0,), delta=0.01)
+        inv.fit(problem.batch_from_dataset(low, np.sort(starts)), epochs=cfg.amortized_epochs, seed=cfg.data_seed)
+        seconds = time.perf_counter() - t0
+        inv.save(path)
+        return {"train_seconds": seconds, "windows": int(starts.size)}
+
+    meta = stages.json(stages.out / "data" / f"{name}_amortized_inverse.json",
+                       stages.key(AMORTIZED_FIELDS, inputs=[low_path]), train, also=[path])
+    return AmortizedInverse.load(path, problem), float(meta["train_seconds"])
 
 
 def z_bounds(z: np.ndarray, z_bound: float) -> Tuple[List[float], List[float]]:
@@ -290,9 +353,11 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
             table.append([name, METHOD_LABEL[method]] + [f"{per_variant[v]['mean']:.1f} +- {per_variant[v]['std']:.1f}" for v in variants]
                          + [per_variant[best]["mean"], per_variant[best]["of_behaviour"],
                             f"{st['residual_median']:.1e}" if st else "-",
-                            f"{st['z_error_median']:.1e}" if "z_error_median" in st else "-"])
+                            f"{st['z_error_median']:.1e}" if "z_error_median" in st else "-",
+                            f"{st['seconds']:.1f}" + (f" (+{st['train_seconds']:.0f} train)" if st.get("train_seconds") else "")
+                            if st else "-"])
     text = format_table(table, ["dataset", "method"] + [f"score {v}" for v in variants]
-                        + ["best", "% of behaviour", "relabel residual", "z error vs true"])
+                        + ["best", "% of behaviour", "relabel residual", "z error vs true", "relabel s"])
     header = (f"normalised score = 100 (R - R_random) / (R_expert - R_random): R_random {r_rand:.1f}, R_expert {r_exp:.1f} "
               f"(flat expert sigma {cfg.expert_noise}); '% of behaviour' uses the dataset's own behaviour policy instead "
               f"(" + ", ".join(f"{n} {ref[n]['mean']:.1f}" for n in cfg.datasets) + f"); {len(cfg.seeds)} seeds x "
@@ -315,7 +380,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     for ax, name in zip(axes[0], cfg["datasets"]):
         methods = cfg["methods"]
         means = [results["summary"][f"{name}/{m}"]["mean"] for m in methods]
-        ax.bar(range(len(methods)), means, color=["#888888", "#4c72b0", "#55a868", "#c44e52"][: len(methods)], alpha=0.8)
+        ax.bar(range(len(methods)), means, color=["#888888", "#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974"][: len(methods)], alpha=0.8)
         for i, m in enumerate(methods):
             s = results["summary"][f"{name}/{m}"]["scores"]
             ax.scatter([i] * len(s), s, color="black", s=14, zorder=3)

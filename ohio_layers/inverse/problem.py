@@ -106,8 +106,13 @@ class InverseProblem:
         states: Optional[Tensor] = None,
         actions: Optional[Tensor] = None,
         context: Optional[Context] = None,
+        with_context: bool = True,
     ) -> WindowBatch:
-        """Check the observed data and compute the controller context at ``state0``."""
+        """Check the observed data and compute the controller context at ``state0``.
+
+        ``with_context=False`` skips the context (no residual can then be evaluated): for
+        methods that read only the observed data, such as an amortised inverse network.
+        """
         c, k = self.controller, self.steps
         check_tensor("state0", state0, ("B", c.state_dim))
         n = state0.shape[0]
@@ -120,13 +125,13 @@ class InverseProblem:
                 raise ValueError("states (B, k, ds) and actions (B, k, da) are required for match='actions'")
             check_tensor("states", states, (n, k, c.state_dim))
             check_tensor("actions", actions, (n, k, c.action_dim))
-        ctx = c.context(state0) if context is None else context
-        if self.match == "next_state" and hasattr(self.dynamics, "check_context"):
+        ctx = context if context is not None or not with_context else c.context(state0)
+        if ctx is not None and self.match == "next_state" and hasattr(self.dynamics, "check_context"):
             self.dynamics.check_context(ctx)
         return WindowBatch(state0, target, states, actions, ctx)
 
     def batch_from_dataset(self, dataset: Dataset, starts: np.ndarray, dtype: torch.dtype = torch.float64,
-                           state_key: str = "states") -> WindowBatch:
+                           state_key: str = "states", with_context: bool = True) -> WindowBatch:
         """Windows starting at rows ``starts`` of a low-level dataset (see ``data.window_starts``)."""
         k = self.steps
         rows = starts[:, None] + np.arange(k)[None, :]
@@ -134,8 +139,8 @@ class InverseProblem:
         states = as_t(dataset[state_key][rows])
         state0 = states[:, 0]
         if self.match == "next_state":
-            return self.batch(state0, target=as_t(dataset["next_" + state_key][rows[:, -1]]))
-        return self.batch(state0, states=states, actions=as_t(dataset["actions"][rows]))
+            return self.batch(state0, target=as_t(dataset["next_" + state_key][rows[:, -1]]), with_context=with_context)
+        return self.batch(state0, states=states, actions=as_t(dataset["actions"][rows]), with_context=with_context)
 
     # ------------------------------------------------------------------ residual
     @property

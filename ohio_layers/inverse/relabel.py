@@ -52,6 +52,8 @@ class ProblemInverter:
         return self.solver.solve(self.problem, batch, z0)
 
     def describe(self) -> str:
+        if hasattr(self.solver, "describe"):  # e.g. a trained network: its own description includes its weights
+            return f"{self.solver.describe()}+init={type(self.init).__name__ if self.init is not None else None}"
         return f"{type(self.solver).__name__}{asdict(self.solver) if hasattr(self.solver, '__dataclass_fields__') else ''}" \
                f"+init={type(self.init).__name__ if self.init is not None else None}+match={self.problem.match}"
 

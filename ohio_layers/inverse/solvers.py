@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -145,7 +145,7 @@ class LevenbergMarquardt:
             act = (~done).nonzero().squeeze(-1)
             if act.numel() == 0:
                 break
-            sub = _select(batch, act)
+            sub = select_windows(batch, act)
             za = z[act]
             with torch.no_grad():
                 r, J = residual_jacobian(problem, za, sub)
@@ -293,7 +293,32 @@ class CEMSolver:
         return finish(problem, batch, best_z, iters)
 
 
-def _select(batch: WindowBatch, idx: Tensor) -> WindowBatch:
+@dataclass
+class BestStart:
+    """Run ``solver`` from the better (lower residual) of the given ``z0`` and ``init``'s solution, per window.
+
+    E.g. the fallback of an amortised inverse: ``BestStart(AnalyticSolver(), LevenbergMarquardt())``
+    starts LM from the network's z where that is closer, and from the analytic z where the network
+    is off (on saturated windows the analytic start reaches solutions a network start can miss).
+    """
+
+    init: Any
+    solver: Any
+
+    def solve(self, problem: InverseProblem, batch: WindowBatch, z0: Optional[Tensor] = None) -> InverseResult:
+        start = self.init.solve(problem, batch)
+        if z0 is not None:
+            z0 = _initial_z(problem, batch, z0)
+            with torch.no_grad():
+                r0 = problem.residual(z0, batch).norm(dim=-1)
+            start_z = torch.where((r0 < start.residual)[:, None], z0, start.z)
+        else:
+            start_z = start.z
+        return self.solver.solve(problem, batch, start_z)
+
+
+def select_windows(batch: WindowBatch, idx: Tensor) -> WindowBatch:
+    """The windows ``idx`` of a batch (data and context)."""
     pick = lambda t: None if t is None else t[idx]  # noqa: E731
     return WindowBatch(pick(batch.state0), pick(batch.target), pick(batch.states), pick(batch.actions),
                        None if batch.context is None else {k: v[idx] for k, v in batch.context.items()})

@@ -2,6 +2,7 @@
 from .base import Context, ControllerFailure, LowLevelController, check_actions, index_context, repeat_context
 from .closed_loop import rollout
 from .dynamics import ConstantLinearization, Dynamics, LearnedLinearization, LinearizedDynamics
+from .learned_dynamics import LearnedDynamics, sequence_windows
 from .lqr import LQRGoalController, riccati_gains
 from .osc import PANDA_TORQUE_LIMIT, OperationalSpaceController, OSCStateLayout, OSCTerms, osc_terms, osc_torques, task_space_inverse
 from .qp import QPSolution, QPStatus, solve_qp
@@ -12,7 +13,7 @@ from .supply_chain import SupplyChainController, SupplyChainInputError, SupplySo
 __all__ = [
     "Context", "ControllerFailure", "LowLevelController", "check_actions", "index_context", "repeat_context", "rollout",
     "ConstantLinearization", "Dynamics", "LearnedLinearization", "LinearizedDynamics",
-    "LQRGoalController", "riccati_gains", "FlowSolution", "FlowStatus", "MinCostFlowController",
+    "LearnedDynamics", "sequence_windows", "LQRGoalController", "riccati_gains", "FlowSolution", "FlowStatus", "MinCostFlowController",
     "largest_remainder", "metric_closure", "regularized_transport", "PANDA_TORQUE_LIMIT", "OperationalSpaceController",
     "OSCStateLayout", "OSCTerms", "osc_terms", "osc_torques", "task_space_inverse", "QPSolution", "QPStatus", "solve_qp",
     "SupplyChainController", "SupplyChainInputError", "SupplySolution", "SupplyStatus",
