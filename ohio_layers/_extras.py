@@ -13,6 +13,10 @@ EXTRA_OF = {
     "theseus": "theseus",
     "highspy": "highs",
     "matplotlib": "plots",
+    "minari": "minari",
+    "h5py": "minari",
+    "d3rlpy": "d3rlpy",
+    "tensorboard": "tensorboard",
 }
 
 

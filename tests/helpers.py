@@ -114,3 +114,36 @@ def random_transitions(n: int = 256, do: int = 5, da: int = 3, seed: int = 0, ep
         "terminals": (rng.random(n) < terminal_rate).astype(np.float32),
         "episode_ids": np.repeat(np.arange(episodes), n // episodes),
     })
+
+
+def lqr_dataset(episodes: int = 4, decisions: int = 3, seed: int = 0, terminal_last: bool = True):
+    """A low-level dataset from the reacher-like LQR on its own linear model (hierarchical behaviour).
+
+    Each episode has ``decisions`` windows of k = 5 steps with a random small z; odd episodes end
+    with a termination, even ones with a timeout; ids are deliberately not 0..N-1; ``observations``
+    are float32 (states are float64) and ``z_true`` is recorded.
+    """
+    import numpy as np
+
+    from ohio_layers.data import EpisodeRecorder
+    from ohio_layers.lowlevel import LinearizedDynamics, rollout
+
+    g = torch.Generator().manual_seed(seed)
+    ctrl, dyn = reacher_like_lqr(), LinearizedDynamics()
+    rec = EpisodeRecorder()
+    rec._episode = 10  # ids 10, 11, ...: not Minari's 0..N-1
+    for e in range(episodes):
+        x = 0.3 * torch.randn(1, 4, generator=g, dtype=torch.float64)
+        for d in range(decisions):
+            z = 0.3 * torch.randn(1, 4, generator=g, dtype=torch.float64)
+            traj, acts = rollout(ctrl, dyn, x, z)
+            for l in range(ctrl.horizon):
+                last = d == decisions - 1 and l == ctrl.horizon - 1
+                s, s1 = traj[0, l].numpy(), traj[0, l + 1].numpy()
+                rec.add(observations=s.astype(np.float32), states=s, actions=acts[0, l].numpy(), rewards=-float(s1 @ s1),
+                        next_observations=s1.astype(np.float32), next_states=s1,
+                        terminals=bool(last and terminal_last and e % 2 == 1), timeouts=bool(last and not (terminal_last and e % 2 == 1)),
+                        z_true=z[0].numpy())
+            x = traj[:, -1]
+        rec.end_episode()
+    return rec.to_dataset({"behaviour": "lqr_random_z", "controller": {"name": "lqr", "horizon": 5}, "seed": seed})
