@@ -18,7 +18,7 @@ datasets use the same names with ``actions`` replaced by ``z``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -94,6 +94,35 @@ class Dataset:
         ends = np.r_[starts[1:], len(ids)]
         for s, e in zip(starts, ends):
             yield np.arange(s, e)
+
+
+class MisalignedEpisodeError(ValueError):
+    """An episode whose ``next_<key>[t]`` is not ``<key>[t + 1]`` (or whose T+1 observations do not match T steps)."""
+
+
+def paired_keys(dataset: Dataset) -> List[str]:
+    """Arrays ``<key>`` that have a ``next_<key>`` partner (e.g. ``observations``, ``states``)."""
+    return sorted(k for k in dataset.keys() if not k.startswith("next_") and f"next_{k}" in dataset)
+
+
+def check_aligned(dataset: Dataset, keys: Optional[Sequence[str]] = None) -> None:
+    """Raise :class:`MisalignedEpisodeError` unless ``next_<key>[t] == <key>[t+1]`` inside every episode.
+
+    Formats that store one observation sequence per episode (Minari's T+1 observations,
+    d3rlpy's next-row convention) need this. ``keys`` default: :func:`paired_keys`.
+    """
+    for key in paired_keys(dataset) if keys is None else keys:
+        cur, nxt = dataset[key], dataset[f"next_{key}"]
+        for rows in dataset.episodes():
+            a, b = nxt[rows[:-1]], cur[rows[1:]]
+            same = (a == b) | ((a != a) & (b != b)) if a.dtype.kind in "fc" else (a == b)
+            same = same.reshape(len(rows) - 1, -1).all(1)
+            if not same.all():
+                t = int(np.flatnonzero(~same)[0])
+                raise MisalignedEpisodeError(
+                    f"episode {dataset['episode_ids'][rows[0]]!r}: next_{key}[{rows[t]}] != {key}[{rows[t + 1]}] "
+                    f"(row {t} of the episode); this format stores one observation sequence per episode and needs "
+                    f"contiguous transitions (relabelled data: use stride = k)")
 
 
 def window_starts(dataset: Dataset, k: int, stride: Optional[int] = None) -> np.ndarray:

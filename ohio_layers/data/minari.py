@@ -40,17 +40,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from .._extras import require
-from .dataset import Dataset
+from .dataset import Dataset, MisalignedEpisodeError, check_aligned, paired_keys
 from .io import _jsonable
 
 __all__ = ["MisalignedEpisodeError", "export_minari", "import_minari", "minari_datasets_root", "check_aligned"]
 
 FORMAT_VERSION = 1
 _FLAGS = {"rewards": "rewards", "terminals": "terminations", "timeouts": "truncations"}
-
-
-class MisalignedEpisodeError(ValueError):
-    """An episode whose ``next_<key>[t]`` is not ``<key>[t + 1]`` (or whose T+1 observations do not match T steps)."""
 
 
 @contextlib.contextmanager
@@ -67,29 +63,6 @@ def minari_datasets_root(root: Optional[Union[str, os.PathLike]]) -> Iterator[Pa
                 os.environ.pop("MINARI_DATASETS_PATH", None)
             else:
                 os.environ["MINARI_DATASETS_PATH"] = old
-
-
-def _pairs(dataset: Dataset) -> List[str]:
-    return sorted(k for k in dataset.keys() if not k.startswith("next_") and f"next_{k}" in dataset)
-
-
-def check_aligned(dataset: Dataset, keys: Optional[List[str]] = None) -> None:
-    """Raise :class:`MisalignedEpisodeError` unless ``next_<key>[t] == <key>[t+1]`` in every episode.
-
-    ``keys`` default: every array with a ``next_`` partner.
-    """
-    for key in _pairs(dataset) if keys is None else keys:
-        cur, nxt = dataset[key], dataset[f"next_{key}"]
-        for rows in dataset.episodes():
-            a, b = nxt[rows[:-1]], cur[rows[1:]]
-            same = (a == b) | ((a != a) & (b != b)) if a.dtype.kind in "fc" else (a == b)
-            same = same.reshape(len(rows) - 1, -1).all(1)
-            if not same.all():
-                t = int(np.flatnonzero(~same)[0])
-                raise MisalignedEpisodeError(
-                    f"episode {dataset['episode_ids'][rows[0]]!r}: next_{key}[{rows[t]}] != {key}[{rows[t + 1]}] "
-                    f"(row {t} of the episode); Minari stores T+1 observations per episode and needs "
-                    f"contiguous transitions (relabelled data: use stride = k)")
 
 
 def _box(array: np.ndarray) -> Any:
@@ -145,7 +118,7 @@ def export_minari(
     dataset.require([observation_key, f"next_{observation_key}", action_key, "rewards", "terminals", "episode_ids"])
     if "-v" not in dataset_id.rsplit("/", 1)[-1] or not dataset_id.rsplit("-v", 1)[-1].isdigit():
         raise ValueError(f"dataset_id must end in -v<version>, e.g. 'ohio/reacher/expert-v0', got {dataset_id!r}")
-    pairs = _pairs(dataset)
+    pairs = paired_keys(dataset)
     if observation_key not in pairs:
         raise KeyError(f"dataset has {observation_key!r} but no 'next_{observation_key}'")
     check_aligned(dataset, pairs)
