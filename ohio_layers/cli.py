@@ -6,6 +6,7 @@
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
+    ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
 """
 from __future__ import annotations
 
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "SupplyChainExperimentConfig", "runs/supply-chain-<scenario>")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.set_defaults(func=_supply_chain)
+    from .experiments.relabel_command import add_parser as add_relabel
+
+    add_relabel(sub)
     return parser
 
 

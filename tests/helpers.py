@@ -4,7 +4,7 @@ import torch
 
 from ohio_layers.data import Dataset, EpisodeRecorder
 from ohio_layers.inverse import AnalyticSolver, InverseProblem, LevenbergMarquardt, ProblemInverter
-from ohio_layers.lowlevel import ConstantLinearization, LinearizedDynamics, LQRGoalController
+from ohio_layers.lowlevel import ConstantLinearization, LinearizedDynamics, LowLevelController, LQRGoalController
 from ohio_layers.lowlevel.osc import OSCStateLayout
 from ohio_layers.lowlevel.rotations import axis_angle_to_matrix
 
@@ -147,3 +147,51 @@ def lqr_dataset(episodes: int = 4, decisions: int = 3, seed: int = 0, terminal_l
             x = traj[:, -1]
         rec.end_episode()
     return rec.to_dataset({"behaviour": "lqr_random_z", "controller": {"name": "lqr", "horizon": 5}, "seed": seed})
+
+
+class PDController(LowLevelController):
+    """A user's own controller, as ``ohio relabel --controller helpers:PDController:kp=..`` loads it.
+
+    Joint-space PD on the reacher state ``(q1, q2, qd1, qd2)``: ``u_l = kp (z + q_0 - q_l) - kd qd_l``,
+    clipped to +-1, with ``z (2,)`` the joint target relative to the window-start positions ``q_0``.
+    """
+
+    def __init__(self, kp: float = 0.5, kd: float = 0.05, horizon: int = 5) -> None:
+        super().__init__(4, 2, 2, horizon, z_low=-3.0, z_high=3.0, action_low=-1.0, action_high=1.0)
+        self.kp, self.kd = float(kp), float(kd)
+
+    def law(self, state, z, context, step):
+        return self.kp * (z + context["state0"][:, :2] - state[:, :2]) - self.kd * state[:, 2:]
+
+    def affine(self, state, context, step):
+        G = self.kp * torch.eye(2, dtype=state.dtype, device=state.device).expand(state.shape[0], 2, 2)
+        return G, self.kp * (context["state0"][:, :2] - state[:, :2]) - self.kd * state[:, 2:]
+
+
+class RandomZPolicy:
+    """Hierarchical reacher behaviour: a random z every ``controller.horizon`` steps, then ``controller``."""
+
+    def __init__(self, controller: LowLevelController, scale: float = 0.4) -> None:
+        import numpy as np
+
+        self.controller, self.scale, self.k = controller, scale, controller.horizon
+        self.current_z = None
+        self._rng, self._count, self._ctx = np.random.default_rng(0), 0, None
+
+    def reset(self, seed=None):
+        import numpy as np
+
+        self._rng, self._count, self.current_z = np.random.default_rng(seed), 0, None
+
+    def act(self, observation, state):
+        x = torch.as_tensor(state, dtype=torch.float64)[None]
+        step = self._count % self.k
+        if step == 0:
+            self.current_z = self.scale * self._rng.standard_normal(self.controller.z_dim)
+            self._ctx = self.controller.context(x)
+        self._count += 1
+        with torch.no_grad():
+            return self.controller.act(x, torch.as_tensor(self.current_z)[None], self._ctx, step)[0].numpy()
+
+    def config(self):
+        return {"name": "random_z", "controller": type(self.controller).__name__, "kp": self.controller.kp}
