@@ -64,7 +64,9 @@ def _manipulation(args: argparse.Namespace) -> None:
 def _amod(args: argparse.Namespace) -> None:
     from .experiments.amod import QUICK, AMoDExperimentConfig, run
 
-    _run("amod", AMoDExperimentConfig, run, args, QUICK if args.quick else {}, "runs/amod-quick" if args.quick else "runs/amod")
+    fixed = {k: v for k, v in (("scenario", args.scenario), ("preset", args.preset)) if v is not None}
+    _run("amod", AMoDExperimentConfig, run, args, QUICK if args.quick else {}, "runs/amod-quick" if args.quick else "runs/amod",
+         fixed)
 
 
 def _supply_chain(args: argparse.Namespace) -> None:
@@ -100,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
     _add_common(p, "AMoDExperimentConfig", "runs/amod")
     p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.add_argument("--scenario", metavar="PATH.json", help="a city in the reference JSON schema (default: synthetic 3x3 city)")
+    p.add_argument("--preset", choices=("nyc-brooklyn", "shenzhen-downtown-west"),
+                   help="the paper's per-city step minutes, demand scale and start hour (needs --scenario)")
     p.set_defaults(func=_amod)
 
     p = sub.add_parser("supply-chain", help="inventory network: OHIO vs end-to-end from MPC / S-type data, transfer, fine-tuning")

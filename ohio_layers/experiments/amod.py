@@ -58,7 +58,12 @@ class AMoDExperimentConfig(ExperimentConfig):
 
     Attributes:
         out_dir: where datasets, per-run results, ``results.json`` and the plot go.
-        city: keyword arguments of :func:`~ohio_layers.envs.amod.synthetic_city` (default 3x3 grid).
+        city: keyword arguments of :func:`~ohio_layers.envs.amod.synthetic_city` (default 3x3 grid), or with
+            ``scenario`` those of :func:`~ohio_layers.envs.amod.load_scenario_json` (``horizon``, ``beta``, ...).
+        scenario: a city JSON in the reference schema (``ohio amod --scenario``); checked and loaded when the
+            config is built (:class:`~ohio_layers.envs.amod.scenario.ScenarioFileError` names file and record).
+        preset: ``nyc-brooklyn`` or ``shenzhen-downtown-west`` (step minutes, demand scale, start hour of the
+            paper's code; keys given in ``city`` win). Needs ``scenario``.
         behaviours: heuristics that collect one dataset each (see ``BEHAVIOURS``).
         episodes: episodes per dataset (20 decisions each).
         algos: offline algorithms (``"iql"``, ``"cql"``, ``"calql"``), each trained for OHIO and end-to-end.
@@ -84,6 +89,8 @@ class AMoDExperimentConfig(ExperimentConfig):
 
     out_dir: str = "runs/amod"
     city: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    scenario: Optional[str] = None
+    preset: Optional[str] = None
     behaviours: Tuple[str, ...] = setting(("dispatch", "random"), choices=BEHAVIOURS)
     episodes: int = setting(250, ge=1)
     algos: Tuple[str, ...] = setting(("iql", "calql"), choices=ALGOS)
@@ -114,8 +121,11 @@ class AMoDExperimentConfig(ExperimentConfig):
     data_seed: int = 1_000
 
     def check(self) -> None:
+        self._resolve_scenario()
         if self.finetune and "calql" not in self.algos:
             raise ValueError("finetune needs 'calql' in algos (fine-tuning starts from the Cal-QL agents)")
+        if self.scenario is not None:
+            return
         import inspect
 
         from ..envs.amod import synthetic_city
@@ -125,18 +135,44 @@ class AMoDExperimentConfig(ExperimentConfig):
         if unknown:  # caught here, not in a worker after data collection
             raise TypeError(f"AMoDExperimentConfig.city has unknown keys {unknown}; synthetic_city takes {sorted(known)}")
 
+    def _resolve_scenario(self) -> None:
+        """With ``scenario``: ``city = {"path": scenario, **preset, **city}``, loaded once to fail early."""
+        from ..envs.amod.scenario import city_preset, load_scenario_json
+
+        if self.preset is not None and self.scenario is None:
+            raise ValueError(f"preset {self.preset!r} needs a scenario JSON (--scenario PATH.json)")
+        if self.scenario is None:
+            if "path" in self.city:
+                raise ValueError("city['path'] is not a synthetic_city argument; give the JSON as scenario (--scenario)")
+            return
+        if not Path(self.scenario).is_file():
+            raise ValueError(f"scenario {self.scenario!r}: no such file")
+        preset = city_preset(self.preset) if self.preset is not None else {}
+        self.city = {**preset, **{k: v for k, v in self.city.items() if k != "path"}, "path": str(self.scenario)}
+        kwargs = {k: v for k, v in self.city.items() if k != "path"}
+        try:
+            load_scenario_json(self.scenario, **kwargs)
+        except TypeError as err:
+            raise ValueError(f"city holds a key load_scenario_json does not take: {err}") from None
+
 
 # ------------------------------------------------------------------------------ environment helpers
+def city_inputs(cfg: AMoDExperimentConfig) -> List[Path]:
+    """The scenario file (if any): stage keys hash its content, not only its path."""
+    return [Path(cfg.scenario)] if cfg.scenario is not None else []
+
+
 def make_env(cfg_city: Dict[str, Any], action_mode: str):
     from ..envs.amod import AMoDEnv
 
-    return AMoDEnv(scenario_kwargs=dict(cfg_city), action_mode=action_mode)
+    city = dict(cfg_city)
+    return AMoDEnv(city.pop("path", None), scenario_kwargs=city, action_mode=action_mode)
 
 
 # ------------------------------------------------------------------------------ stages
 def reference(cfg: AMoDExperimentConfig, stages: Stages) -> Dict[str, Any]:
     """Oracle and behaviour heuristics on the evaluation episodes (cached)."""
-    key = stages.key(("city", "eval_seed", "eval_episodes", "behaviours"))
+    key = stages.key(("city", "eval_seed", "eval_episodes", "behaviours"), inputs=city_inputs(cfg))
     return stages.json(stages.out / "reference.json", key, lambda: _reference(cfg))
 
 
@@ -165,7 +201,7 @@ def collect_dataset(name: str, cfg: AMoDExperimentConfig, stages: Stages) -> Pat
         return collect(name, cfg.episodes, seed, env=make_env(cfg.city, "flows"), progress=True)
 
     path = stages.out / "data" / f"{name}.npz"
-    stages.cached(path, stages.key(("city", "episodes", "data_seed"), behaviour=name), compute, Dataset.load,
+    stages.cached(path, stages.key(("city", "episodes", "data_seed"), inputs=city_inputs(cfg), behaviour=name), compute, Dataset.load,
                   lambda d, p: d.save(p))
     return path
 

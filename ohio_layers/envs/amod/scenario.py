@@ -31,7 +31,102 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 __all__ = ["Scenario", "synthetic_city", "load_scenario_json", "synthetic_reference_json", "SCENARIO_DIR",
-           "builtin_scenario_path"]
+           "builtin_scenario_path", "ScenarioFileError", "CITY_PRESETS", "city_preset", "validate_reference_json"]
+
+#: Per-city loader settings of the paper's code (digest §1.2): minutes per step, demand multiplier, start hour.
+CITY_PRESETS: Dict[str, Dict[str, Any]] = {
+    "nyc-brooklyn": {"step_minutes": 4.0, "demand_ratio": 9.0, "json_hr": 19},
+    "shenzhen-downtown-west": {"step_minutes": 3.0, "demand_ratio": 2.5, "json_hr": 8},
+}
+
+
+def city_preset(name: str) -> Dict[str, Any]:
+    """The :data:`CITY_PRESETS` entry ``name`` (a copy), or ``ValueError`` naming the presets."""
+    if name not in CITY_PRESETS:
+        raise ValueError(f"unknown city preset {name!r}; presets are {sorted(CITY_PRESETS)}")
+    return dict(CITY_PRESETS[name])
+
+
+class ScenarioFileError(ValueError):
+    """A city JSON that breaks the reference schema; the message names the file and the record.
+
+    Attributes: ``path`` (the file), ``record`` (e.g. ``"demand[12]"``, ``"totalAcc"``, ``"nlat"``).
+    """
+
+    def __init__(self, path: Union[str, Path], record: str, problem: str) -> None:
+        self.path, self.record = str(path), record
+        super().__init__(f"{path}: {record}: {problem}")
+
+
+_RECORD_FIELDS = {
+    "demand": ("time_stamp", "origin", "destination", "demand", "travel_time", "price"),
+    "totalAcc": ("hour", "acc"),
+    "rebTime": ("time_stamp", "origin", "destination", "reb_time"),
+    "topology_graph": ("i", "j"),
+}
+_INTEGER_FIELDS = {"origin", "destination", "hour", "acc", "i", "j"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def validate_reference_json(data: Any, path: Union[str, Path] = "<scenario>") -> int:
+    """Check a parsed city JSON against the reference schema; returns the region count ``n``.
+
+    Raises :class:`ScenarioFileError` (file + record) for: missing top-level keys, a non-integer or
+    non-positive ``nlat``/``nlon``, a record list given as anything but a list (e.g. ``demand`` as a
+    dict), an empty ``demand``/``totalAcc``/``rebTime``, a record missing a field (e.g. ``price``) or
+    with a non-numeric / non-integer value, a region outside ``[0, n)``, a negative demand, price or
+    travel time, a negative ``reb_time``, and a fleet (``totalAcc`` ``acc``) smaller than ``n``. No
+    value is ever fixed up silently.
+    """
+    if not isinstance(data, dict):
+        raise ScenarioFileError(path, "<top level>", f"must be a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("nlat", "nlon", "demand", "totalAcc", "rebTime") if k not in data]
+    if missing:
+        raise ScenarioFileError(path, "<top level>", f"missing keys {missing}")
+    for key in ("nlat", "nlon"):
+        if not _is_int(data[key]) or data[key] < 1:
+            raise ScenarioFileError(path, key, f"must be a positive integer, got {data[key]!r}")
+    n = int(data["nlat"]) * int(data["nlon"])
+    if n < 2:
+        raise ScenarioFileError(path, "nlat * nlon", f"a city needs at least 2 regions, got {n}")
+    for key, fields in _RECORD_FIELDS.items():
+        if key not in data:
+            continue
+        records = data[key]
+        if not isinstance(records, list):
+            raise ScenarioFileError(path, key, f"must be a list of records {{{', '.join(fields)}}}, got a {type(records).__name__}")
+        if not records and key != "topology_graph":
+            raise ScenarioFileError(path, key, "is empty")
+        for i, r in enumerate(records):
+            where = f"{key}[{i}]"
+            if not isinstance(r, dict):
+                raise ScenarioFileError(path, where, f"must be a record {{{', '.join(fields)}}}, got {r!r}")
+            absent = [f for f in fields if f not in r]
+            if absent:
+                raise ScenarioFileError(path, where, f"{r} is missing {absent}")
+            for f in fields:
+                v = r[f]
+                if not _is_number(v) or (f in _INTEGER_FIELDS and not _is_int(v)):
+                    kind = "an integer" if f in _INTEGER_FIELDS else "a finite number"
+                    raise ScenarioFileError(path, where, f"{f!r} must be {kind}, got {v!r}")
+            for f in ("origin", "destination", "i", "j"):
+                if f in r and not 0 <= r[f] < n:
+                    raise ScenarioFileError(path, where, f"{f!r} = {r[f]} is not a region in [0, {n})")
+            for f in ("demand", "price", "travel_time", "reb_time"):
+                if f in r and r[f] < 0:
+                    raise ScenarioFileError(path, where, f"negative {f!r} = {r[f]}")
+            if key == "totalAcc" and r["acc"] < n:
+                raise ScenarioFileError(path, where, f"fleet acc = {r['acc']} at hour {r['hour']} is smaller than the {n} "
+                                                     f"regions (every region starts with floor(acc / n) vehicles)")
+    return n
+
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "data" / "scenarios"
 
@@ -248,16 +343,22 @@ def synthetic_city(
 def load_scenario_json(
     path: Union[str, Path],
     json_hr: Optional[int] = None,
-    step_minutes: float = 3.0,
-    demand_ratio: float = 1.0,
+    step_minutes: Optional[float] = None,
+    demand_ratio: Optional[float] = None,
     beta: float = 0.5,
     horizon: int = 20,
     lookahead_steps: int = 6,
+    preset: Optional[str] = None,
 ) -> Scenario:
     """Load a city file in the reference schema (module docstring) and aggregate it into steps.
 
+    The file is checked first (:func:`validate_reference_json`; :class:`ScenarioFileError` names
+    the file and the record). Explicit arguments override the ``preset``'s.
+
     Args:
         path: the JSON file.
+        preset: a :data:`CITY_PRESETS` name (``nyc-brooklyn``: 4-minute steps, demand x9, 19 h;
+            ``shenzhen-downtown-west``: 3 minutes, x2.5, 8 h). Without a preset: 3 minutes, x1.
         json_hr: hour of day at which the episode starts (default: the earliest demand hour).
         step_minutes: minutes per step (reference: 3 for training).
         demand_ratio: multiplies every request rate (reference: NYC 9, Shenzhen 2.5).
@@ -266,17 +367,20 @@ def load_scenario_json(
         lookahead_steps: demand is kept for ``max(2 horizon, horizon + lookahead_steps + 1)`` steps.
     """
     path = Path(path)
-    with open(path) as f:
-        data = json.load(f)
-    missing = [k for k in ("nlat", "nlon", "demand", "totalAcc", "rebTime") if k not in data]
-    if missing:
-        raise ValueError(f"{path}: scenario JSON is missing keys {missing}")
-    n = int(data["nlat"]) * int(data["nlon"])
-    if n < 2:
-        raise ValueError(f"{path}: nlat * nlon must be >= 2, got {n}")
+    settings = {"step_minutes": 3.0, "demand_ratio": 1.0, "json_hr": None, **(city_preset(preset) if preset else {})}
+    for key, value in (("step_minutes", step_minutes), ("demand_ratio", demand_ratio), ("json_hr", json_hr)):
+        if value is not None:
+            settings[key] = value
+    step_minutes, demand_ratio, json_hr = float(settings["step_minutes"]), float(settings["demand_ratio"]), settings["json_hr"]
+    if not (step_minutes > 0 and demand_ratio > 0):
+        raise ValueError(f"step_minutes and demand_ratio must be > 0, got {step_minutes} and {demand_ratio}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ScenarioFileError(path, f"line {err.lineno}", f"not valid JSON ({err.msg})") from None
+    n = validate_reference_json(data, path)
     records = data["demand"]
-    if not records:
-        raise ValueError(f"{path}: 'demand' is empty")
     if json_hr is None:
         json_hr = int(min(int(r["time_stamp"]) for r in records) // 60)
     s0 = 60 * json_hr
@@ -291,8 +395,6 @@ def load_scenario_json(
             raise ValueError(f"{path}: demand record has region {(o, d)} outside [0, {n})")
         if 0 <= k < T:
             rate = float(r["demand"]) * demand_ratio
-            if rate < 0:
-                raise ValueError(f"{path}: negative demand in record {r}")
             lam[k, o, d] += rate
             pw[k, o, d] += rate * float(r["price"])
             tw[k, o, d] += rate * float(r["travel_time"])
@@ -323,7 +425,8 @@ def load_scenario_json(
     return Scenario(name=path.stem, demand_rate=lam, price=price, trip_time=trip.astype(np.int64), reb_time=reb,
                     initial_idle=idle0, beta=beta * step_minutes, horizon=horizon, topology=topology,
                     step_minutes=step_minutes,
-                    info={"source": str(path), "json_hr": json_hr, "demand_ratio": demand_ratio, "fleet_hour": h})
+                    info={"source": str(path), "json_hr": json_hr, "demand_ratio": demand_ratio, "fleet_hour": h,
+                          "preset": preset})
 
 
 def synthetic_reference_json(
