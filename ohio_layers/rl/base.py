@@ -41,6 +41,7 @@ from .._validate import check_tensor
 from ..config import Config, setting
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
+from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
 from .rng import generator_scope, make_generator, restore_generator_state
 from .sampling import Batch, ReplayBuffer, TransitionSampler, concat_batches, row_discount_key
@@ -240,7 +241,7 @@ class Agent(nn.Module):
     def fit(self, dataset: Dataset, steps: Optional[int] = None, *, action_key: str = "actions",
             discount_key: Optional[str] = None, show_progress: bool = True, log_every: int = 100,
             callback: Optional[Callable[["Agent", int, Dict[str, float]], None]] = None,
-            logger: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:
+            logger: Optional[Any] = None) -> List[Dict[str, float]]:
         """Train for ``steps`` gradient steps (default ``config.steps``) on ``dataset``.
 
         Args:
@@ -250,7 +251,8 @@ class Agent(nn.Module):
             show_progress: tqdm bar with the running losses.
             log_every: average the metrics over this many steps into ``self.history``.
             callback: ``callback(agent, step, metrics)`` after every step.
-            logger: receives each averaged history row (e.g. a CSV or TensorBoard writer).
+            logger: receives each averaged history row: a :class:`ohio_layers.logging.Logger`
+                (``log(step, **scalars)``; JSONL, CSV, TensorBoard) or a callable ``row -> None``.
         Returns:
             ``self.history`` (list of ``{"step": ..., metric: mean}``).
         """
@@ -277,8 +279,7 @@ class Agent(nn.Module):
                 if count == log_every or i == steps - 1:
                     row = {"step": float(self.step), **{k: v / count for k, v in sums.items()}}
                     self.history.append(row)
-                    if logger is not None:
-                        logger(row)
+                    emit(logger, row)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
                     sums, count = defaultdict(float), 0
         self.eval()

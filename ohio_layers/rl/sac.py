@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from .._validate import check_config_keys
+from ..logging import emit
 from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, adam, concat_batches, soft_update
 from .networks import ObsNormalizer, TanhGaussianActor, TwinQ
 
@@ -307,6 +308,7 @@ class SAC(Agent):
             action_key: action column of ``offline``.
             seed: seed of the first ``env.reset`` (default ``config.seed``).
             log_every: env steps per history row (mean losses and finished episode returns).
+            logger: receives each history row (see :meth:`Agent.fit`).
         Online rows enter the replay buffer at once. When the agent needs ``mc_returns`` (Cal-QL)
         a row carries the discounted return of the rewards seen so far, completed as the episode
         goes on (:class:`EpisodeReturns`; a truncated or unfinished tail counts as 0 and stays
@@ -378,8 +380,7 @@ class SAC(Agent):
                     if returns:
                         hist["episode_return"] = float(np.mean(returns))
                     self.history.append(hist)
-                    if logger is not None:
-                        logger(hist)
+                    emit(logger, hist)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in hist.items() if k not in ("step", "env_step")})
                     sums, n_updates, returns = defaultdict(float), 0, []
         self.eval()
