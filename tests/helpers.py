@@ -194,4 +194,4 @@ class RandomZPolicy:
             return self.controller.act(x, torch.as_tensor(self.current_z)[None], self._ctx, step)[0].numpy()
 
     def config(self):
-        return {"name": "random_z", "controller": type(self.controller).__name__, "kp": self.controller.kp}
+        return {"name": "random_z", "controller": type(self.controller).__name__, "scale": self.scale}

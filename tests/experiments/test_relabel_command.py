@@ -70,6 +70,9 @@ def test_relabel_minari_dataset(reacher_npz, tmp_path, monkeypatch):
     ("helpers:PDController:kp", "argument 'kp' is not key=value"),
     ("helpers:PDController:horizon=0", r"PDController\(horizon=0\) failed: ValueError: horizon must be a positive int"),
     ("min_cost_flow", "needs graph=<city.json>"),
+    ("min_cost_flow:graph=nowhere.json", "graph file 'nowhere.json' does not exist"),
+    ("osc:kp=-1", r"custom\(kp=-1\) failed: ValueError: kp must hold 6 positive finite values"),
+    ("osc:stiffness=3", r"unknown argument\(s\) \['stiffness'\] of osc"),
 ])
 def test_spec_errors_name_the_bad_part(reacher_npz, tmp_path, spec, match):
     with pytest.raises(SystemExit, match=match):
@@ -89,3 +92,41 @@ def test_parse_spec_values_and_amortized(reacher_npz, tmp_path):
         with pytest.raises(SystemExit, match="no amortized inverse"):
             main(["relabel", str(reacher_npz), "--controller", SPEC, "--dynamics", "actions", "--inverse", "amortized",
                   "--out", str(tmp_path / "x.npz"), "--quiet"])
+
+
+def test_builtin_min_cost_flow_relabels_amod_flows_exactly(tmp_path):
+    from ohio_layers.envs.amod import AMoDEnv
+    from ohio_layers.envs.amod.data import collect
+    from ohio_layers.envs.amod.scenario import synthetic_reference_json
+
+    city = tmp_path / "city.json"
+    city.write_text(json.dumps(synthetic_reference_json(nlat=2, nlon=2, start_hour=8, minutes=120, fleet=40, seed=2)))
+    env = AMoDEnv(city, scenario_kwargs={"horizon": 5}, action_mode="flows")
+    collect("dispatch", 3, seed=0, env=env, progress=False).save(tmp_path / "amod.npz")
+    out = tmp_path / "amod_high.npz"
+    main(["relabel", str(tmp_path / "amod.npz"), "--controller", f"min_cost_flow:graph={city},horizon=5", "--out", str(out),
+          "--quiet"])
+    high = Dataset.load(out)
+    assert high["z"].shape == (15, 4) and np.allclose(high["z"].sum(1), 1.0)
+    report = json.loads((tmp_path / "amod_high.report.json").read_text())
+    assert report["report"]["converged_share"] == 1.0 and report["k"] == 1  # replaying z* through the LP gives the flows
+    with pytest.raises(SystemExit, match="has its own exact inverse"):
+        main(["relabel", str(tmp_path / "amod.npz"), "--controller", f"min_cost_flow:graph={city}", "--inverse", "lm",
+              "--out", str(out), "--quiet"])
+
+
+def test_builtin_lqr_relabels_hierarchical_reacher_data(tmp_path):
+    pytest.importorskip("mujoco")
+    from ohio_layers.envs.reacher.data import collect
+    from ohio_layers.envs.reacher.policies import make_reacher_lqr
+
+    # small random z: the torques stay inside +-1, so the analytic inverse is exact up to the linearisation
+    data = collect(RandomZPolicy(make_reacher_lqr(), scale=0.05), episodes=2, seed=0, progress=False,
+                   env_config={"episode_steps": 20, "goal_period": 10})
+    assert np.abs(data["actions"]).max() < 1
+    data.save(tmp_path / "lqr.npz")
+    main(["relabel", str(tmp_path / "lqr.npz"), "--controller", "lqr:horizon=5,Q=[10,10,1,1],R=0.1", "--out",
+          str(tmp_path / "lqr_high.npz"), "--quiet"])
+    high = Dataset.load(tmp_path / "lqr_high.npz")
+    assert high.metadata["match"] == "next_state" and high.metadata["dynamics"] == "context"
+    assert np.median(np.abs(high["z"] - high["z_true"]).max(1)) < 1e-4
