@@ -71,7 +71,7 @@ def test_relabel_minari_dataset(reacher_npz, tmp_path, monkeypatch):
     ("helpers:PDController:horizon=0", r"PDController\(horizon=0\) failed: ValueError: horizon must be a positive int"),
     ("min_cost_flow", "needs graph=<city.json>"),
     ("min_cost_flow:graph=nowhere.json", "graph file 'nowhere.json' does not exist"),
-    ("osc:kp=-1", r"custom\(kp=-1\) failed: ValueError: kp must hold 6 positive finite values"),
+    ("osc:kp=-1", r"osc\(kp=-1\) failed: ValueError: kp must hold 6 positive finite values"),
     ("osc:stiffness=3", r"unknown argument\(s\) \['stiffness'\] of osc"),
 ])
 def test_spec_errors_name_the_bad_part(reacher_npz, tmp_path, spec, match):
