@@ -115,3 +115,33 @@ def test_missing_dataset_and_existing_id_errors():
     export_minari(low, "ohio/test/dup-v0", overwrite=True)
     with pytest.raises(ValueError, match="-v<version>"):
         export_minari(low, "ohio/test/noversion")
+
+
+def test_without_the_extras_the_error_names_them():
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"minari", "d3rlpy", "h5py"}:
+                    raise ImportError(f"No module named {name!r}")
+        sys.meta_path.insert(0, Block())
+        from helpers import lqr_dataset
+        from ohio_layers.data.minari import export_minari
+        from ohio_layers.data.d3rlpy import to_d3rlpy
+        for f, a in ((export_minari, ("x/y-v0",)), (to_d3rlpy, ())):
+            try:
+                f(lqr_dataset(1, 1), *a)
+            except ImportError as err:
+                print(err)
+    """)
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'ohio_layers[minari]'" in out.stdout and "pip install 'ohio_layers[d3rlpy]'" in out.stdout
