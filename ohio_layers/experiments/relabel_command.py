@@ -216,8 +216,11 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
         npz = Path(out)
         stem = npz.with_suffix("")
     extra = tuple(k_ for k_ in ("z_true",) if k_ in low)
+    # the resume fingerprint must change with the controller's parameters, not only with the solver
+    described = inverter.describe() if hasattr(inverter, "describe") else type(inverter).__name__
+    description = f"{described}|{json.dumps(meta, sort_keys=True, default=str)}"
     high, report = relabel(low, inverter, k, npz, chunk_size=args.chunk_size, stride=stride, tolerance=args.tolerance,
-                           extra_keys=extra, progress=not args.quiet)
+                           extra_keys=extra, progress=not args.quiet, description=description)
     high.metadata.update(meta)
     high.metadata["data"] = args.data
     high.save(npz)
@@ -264,7 +267,7 @@ def add_parser(sub: Any) -> None:
     def _main(args: argparse.Namespace) -> None:
         try:
             run_relabel(args)
-        except (SpecError, FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
+        except (SpecError, FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
             raise SystemExit(f"ohio relabel: {err}") from None
 
     p.set_defaults(func=_main)

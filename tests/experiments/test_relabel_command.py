@@ -39,10 +39,44 @@ def test_relabel_reacher_with_user_controller(reacher_npz, tmp_path):
     assert report["report"]["reproduced_share"] >= unclipped.mean()
     assert (tmp_path / "high.residuals.png").stat().st_size > 1000
     assert high.metadata["controller"]["spec"] == SPEC and high.metadata["source"]["policy"]["name"] == "random_z"
-    # resumable: an interrupted run's chunks are reused; the rerun gives the same bytes
-    main(["relabel", str(reacher_npz), "--controller", SPEC, "--dynamics", "actions", "--out", str(tmp_path / "again.npz"),
-          "--quiet", "--chunk-size", "4"])
-    assert np.array_equal(Dataset.load(tmp_path / "again.npz")["z"], high["z"])
+
+
+
+class Killed(Exception):
+    pass
+
+
+def test_relabel_resumes_after_an_interruption(reacher_npz, tmp_path, monkeypatch):
+    from ohio_layers.inverse.relabel import ProblemInverter
+
+    calls = []
+    original = ProblemInverter.__call__
+
+    def counting(self, dataset, starts):
+        calls.append(len(starts))
+        return original(self, dataset, starts)
+
+    def flaky(self, dataset, starts):
+        if len(calls) == 2:
+            raise Killed("the run dies after two finished chunks")
+        return counting(self, dataset, starts)
+
+    args = ["relabel", str(reacher_npz), "--controller", SPEC, "--dynamics", "actions", "--quiet", "--chunk-size", "4"]
+    monkeypatch.setattr(ProblemInverter, "__call__", flaky)
+    with pytest.raises(Killed):
+        main(args + ["--out", str(tmp_path / "r.npz")])
+    assert len(list((tmp_path / "r.npz.parts").glob("chunk_*.npz"))) == 2
+    # another controller setting must not reuse those chunks
+    with pytest.raises(SystemExit, match="different relabelling run"):
+        main(["relabel", str(reacher_npz), "--controller", SPEC + ",horizon=5", "--dynamics", "actions", "--quiet",
+              "--chunk-size", "4", "--out", str(tmp_path / "r.npz"), "--inverse", "analytic"])
+    monkeypatch.setattr(ProblemInverter, "__call__", counting)
+    calls.clear()
+    main(args + ["--out", str(tmp_path / "r.npz")])
+    windows = len(Dataset.load(reacher_npz)) // 5
+    assert sum(calls) == windows - 8  # only the missing chunks were solved
+    main(args + ["--out", str(tmp_path / "fresh.npz")])
+    assert (tmp_path / "r.npz").read_bytes() == (tmp_path / "fresh.npz").read_bytes()
 
 
 def test_relabel_minari_dataset(reacher_npz, tmp_path, monkeypatch):
