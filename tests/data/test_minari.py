@@ -145,3 +145,26 @@ def test_without_the_extras_the_error_names_them():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "pip install 'ohio_layers[minari]'" in out.stdout and "pip install 'ohio_layers[d3rlpy]'" in out.stdout
+
+
+def test_foreign_minari_dataset_is_imported_with_gymnasium_flags():
+    """A Minari dataset not written by ohio: T+1 observations split into obs/next-obs, truncation only if not terminated."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    rng = np.random.default_rng(0)
+    space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    obs = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32)]
+    bufs = [EpisodeBuffer(id=0, observations=obs[0], actions=np.ones((4, 3), np.float32), rewards=np.arange(4.0),
+                          terminations=np.r_[False, False, False, True], truncations=np.r_[False, False, False, True]),
+            EpisodeBuffer(id=1, observations=obs[1], actions=np.zeros((2, 3), np.float32), rewards=np.ones(2),
+                          terminations=np.zeros(2, bool), truncations=np.r_[False, True])]
+    minari.create_dataset_from_buffers("other/foreign-v0", bufs, observation_space=space, action_space=space,
+                                       algorithm_name="x", author="x", author_email="x", code_permalink="x")
+    data = import_minari("other/foreign-v0")
+    assert len(data) == 6 and data["episode_ids"].tolist() == [0, 0, 0, 0, 1, 1]
+    assert np.array_equal(data["observations"][:4], obs[0][:-1]) and np.array_equal(data["next_observations"][:4], obs[0][1:])
+    assert data["terminals"].tolist() == [False, False, False, True, False, False]
+    assert data["timeouts"].tolist() == [False, False, False, False, False, True]  # both set -> a termination
+    assert data.metadata["minari"]["dataset_id"] == "other/foreign-v0"
