@@ -56,12 +56,6 @@ def load_data(data: str, minari_root: Optional[str] = None) -> Tuple[Dataset, st
 
 
 # ------------------------------------------------------------------------------------------- controllers
-def _lqr(**kwargs: Any) -> Any:
-    from ..envs.reacher.policies import make_reacher_lqr
-
-    return make_reacher_lqr(**kwargs)
-
-
 def _osc(spec: Spec) -> Any:
     from ..envs.manipulation import ControllerSetting
     from .manipulation_relabel import OSCRelabeler
@@ -95,7 +89,9 @@ def build_controller(text: str) -> Tuple[str, Any, Spec]:
     spec = parse_spec(text, "controller")
     if spec.name is not None:
         if spec.name == "lqr":
-            return "problem", call_with_spec(_lqr, spec), spec
+            from ..envs.reacher.policies import make_reacher_lqr
+
+            return "problem", call_with_spec(make_reacher_lqr, spec), spec
         if spec.name == "osc":
             return "inverter", _osc(spec), spec
         if spec.name == "min_cost_flow":
@@ -186,8 +182,8 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
     """Relabel ``args.data`` and write the dataset, the report JSON and the histogram; returns the report."""
     from ..inverse import InverseProblem, ProblemInverter, relabel
 
+    kind, ctrl, spec = build_controller(args.controller)  # spec errors first, before any data is read
     low, _ = load_data(args.data, args.minari_root)
-    kind, ctrl, spec = build_controller(args.controller)
     meta: Dict[str, Any] = {"controller": spec.to_dict()}
     if kind == "problem":
         dynamics, match = build_dynamics(args.dynamics, ctrl)
@@ -248,7 +244,7 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
 def add_parser(sub: Any) -> None:
     """The ``relabel`` sub-command (called by :func:`ohio_layers.cli.build_parser`)."""
     p = sub.add_parser("relabel", help="relabel a dataset (npz or Minari) with your low-level controller: z* per k-step window",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("data", help="an ohio .npz, or a local Minari dataset id or folder")
     p.add_argument("--controller", required=True, metavar="SPEC",
                    help="lqr:horizon=5 | osc:kp=150,damping_ratio=1 | min_cost_flow:graph=city.json | package.module:ClassName[:k=v,...]")
