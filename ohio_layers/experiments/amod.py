@@ -137,7 +137,7 @@ class AMoDExperimentConfig(ExperimentConfig):
 
     def _resolve_scenario(self) -> None:
         """With ``scenario``: ``city = {"path": scenario, **preset, **city}``, loaded once to fail early."""
-        from ..envs.amod.scenario import city_preset, load_scenario_json
+        from ..envs.amod.scenario import scenario_city
 
         if self.preset is not None and self.scenario is None:
             raise ValueError(f"preset {self.preset!r} needs a scenario JSON (--scenario PATH.json)")
@@ -145,15 +145,7 @@ class AMoDExperimentConfig(ExperimentConfig):
             if "path" in self.city:
                 raise ValueError("city['path'] is not a synthetic_city argument; give the JSON as scenario (--scenario)")
             return
-        if not Path(self.scenario).is_file():
-            raise ValueError(f"scenario {self.scenario!r}: no such file")
-        preset = city_preset(self.preset) if self.preset is not None else {}
-        self.city = {**preset, **{k: v for k, v in self.city.items() if k != "path"}, "path": str(self.scenario)}
-        kwargs = {k: v for k, v in self.city.items() if k != "path"}
-        try:
-            load_scenario_json(self.scenario, **kwargs)
-        except TypeError as err:
-            raise ValueError(f"city holds a key load_scenario_json does not take: {err}") from None
+        self.city = scenario_city(self.scenario, self.preset, self.city)
 
 
 # ------------------------------------------------------------------------------ environment helpers

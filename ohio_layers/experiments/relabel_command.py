@@ -11,7 +11,7 @@
   - ``lqr:horizon=5,Q=[10,10,1,1],R=0.1,z_bound=25`` -- the reacher's LQR on MuJoCo finite-difference
     linearisations (extra ``mujoco``); inverted through an :class:`~ohio_layers.inverse.InverseProblem`.
   - ``osc:kp=150,damping_ratio=1,output_max=[...]`` -- robosuite's OSC_POSE (k = 1, teacher forcing on the
-    recorded sub-step torques, :class:`~ohio_layers.experiments.manipulation_relabel.OSCRelabeler`).
+    recorded sub-step torques, :class:`~ohio_layers.inverse.osc_relabel.OSCRelabeler`).
   - ``min_cost_flow:graph=city.json[,step_minutes=..,demand_ratio=..,json_hr=..]`` -- AMoD rebalancing
     (k = 1, analytic flow inverse :class:`~ohio_layers.inverse.FlowInverter`).
 * ``--dynamics`` (problem-based controllers only): ``context`` (the ``A, B`` the controller puts in its
@@ -58,7 +58,7 @@ def load_data(data: str, minari_root: Optional[str] = None) -> Tuple[Dataset, st
 # ------------------------------------------------------------------------------------------- controllers
 def _osc(spec: Spec) -> Any:
     from ..envs.manipulation import ControllerSetting
-    from .manipulation_relabel import OSCRelabeler
+    from ..inverse.osc_relabel import OSCRelabeler
 
     def setting(kp: Any = 150.0, damping_ratio: Any = 1.0, output_max: Any = (0.05, 0.05, 0.05, 0.5, 0.5, 0.5),
                 name: str = "custom") -> Any:

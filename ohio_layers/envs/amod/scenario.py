@@ -31,7 +31,8 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 __all__ = ["Scenario", "synthetic_city", "load_scenario_json", "synthetic_reference_json", "SCENARIO_DIR",
-           "builtin_scenario_path", "ScenarioFileError", "CITY_PRESETS", "city_preset", "validate_reference_json"]
+           "builtin_scenario_path", "ScenarioFileError", "CITY_PRESETS", "city_preset", "validate_reference_json",
+           "scenario_city"]
 
 #: Per-city loader settings of the paper's code (digest §1.2): minutes per step, demand multiplier, start hour.
 CITY_PRESETS: Dict[str, Dict[str, Any]] = {
@@ -427,6 +428,20 @@ def load_scenario_json(
                     step_minutes=step_minutes,
                     info={"source": str(path), "json_hr": json_hr, "demand_ratio": demand_ratio, "fleet_hour": h,
                           "preset": preset})
+
+
+def scenario_city(path: Union[str, Path], preset: Optional[str] = None,
+                  city: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``{**preset, **city, "path": path}``: the ``AMoDEnv`` scenario settings of a city file, after loading
+    it once (a broken file or an unknown key fails here, not after data collection)."""
+    if not Path(path).is_file():
+        raise ValueError(f"scenario {str(path)!r}: no such file")
+    kwargs = {**(city_preset(preset) if preset is not None else {}), **{k: v for k, v in (city or {}).items() if k != "path"}}
+    try:
+        load_scenario_json(path, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"city holds a key load_scenario_json does not take: {err}") from None
+    return {**kwargs, "path": str(path)}
 
 
 def synthetic_reference_json(
