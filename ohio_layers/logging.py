@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 __all__ = ["Logger", "JSONLLogger", "CSVLogger", "TensorBoardLogger", "MultiLogger", "make_logger", "emit", "read_log",
-           "plot_log"]
+           "plot_log", "plot_histories"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -175,7 +175,21 @@ def read_log(path: PathLike) -> List[Dict[str, Any]]:
 
 
 def plot_log(path: PathLike, png: PathLike, keys: Optional[Sequence[str]] = None) -> bool:
-    """One panel per scalar (``keys``, default all) against ``step``; ``False`` without matplotlib."""
+    """One panel per scalar of a JSONL/CSV log (``keys``, default all) against ``step``; ``False``
+    without matplotlib."""
+    return plot_histories({Path(path).stem: read_log(path)}, png, keys)
+
+
+def plot_histories(histories: Mapping[str, Sequence[Mapping[str, Any]]], png: PathLike,
+                   keys: Optional[Sequence[str]] = None, max_panels: int = 9) -> bool:
+    """Learning curves of several runs: one panel per scalar, one line per run, against ``step``.
+
+    Args:
+        histories: ``{run name: rows}`` with rows like ``Agent.history`` (``{"step": ..., name: value}``).
+        keys: scalars to draw (default: the ``max_panels`` most common ones).
+    Returns:
+        ``False`` without matplotlib (the numbers stay in the logs), else ``True``.
+    """
     try:
         import matplotlib
 
@@ -184,20 +198,26 @@ def plot_log(path: PathLike, png: PathLike, keys: Optional[Sequence[str]] = None
     except ImportError:
         return False
     import io
+    from collections import Counter
 
     from .data.io import atomic_write_bytes
-    rows = read_log(path)
-    names = list(keys) if keys is not None else sorted({k for r in rows for k in r if k != "step"})
+
+    counts = Counter(k for rows in histories.values() for k in {k for r in rows for k in r} - {"step"})
+    names = list(keys) if keys is not None else [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:max_panels]
     if not names:
-        raise ValueError(f"{path} has no scalars to plot")
+        raise ValueError("no scalars to plot")
     cols = min(3, len(names))
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(4 * cols, 2.8 * ((len(names) + cols - 1) // cols)),
-                             squeeze=False)
+    rows_n = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 2.8 * rows_n), squeeze=False)
     for ax, name in zip(axes.flat, names):
-        pts = [(r["step"], r[name]) for r in rows if r.get(name) is not None]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts])
+        for run, rows in histories.items():
+            pts = [(r["step"], r[name]) for r in rows if r.get(name) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=run, lw=1)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step", fontsize=8)
+    if len(histories) <= 12:
+        axes.flat[0].legend(fontsize=6)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ohio_layers.data import Dataset
-from ohio_layers.logging import CSVLogger, JSONLLogger, Logger, MultiLogger, emit, make_logger, plot_log, read_log
+from ohio_layers.logging import (CSVLogger, JSONLLogger, Logger, MultiLogger, emit, make_logger, plot_histories, plot_log,
+                                 read_log)
 from ohio_layers.rl.iql import IQL
 from ohio_layers.rl.sac import SAC
 
@@ -80,3 +81,13 @@ def test_emit_accepts_callables_and_names_bad_loggers():
         emit(3, {"step": 1.0})
     with pytest.raises(ValueError, match="expected a .jsonl or .csv"):
         make_logger("curve.txt")
+
+
+def test_plot_histories_of_runs_with_different_metrics(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = {"bc": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}],
+            "iql": [{"step": 1, "loss_q": 3.0, "loss_actor": 1.0}, {"step": 2, "loss_q": 2.0, "loss_actor": None}]}
+    assert plot_histories(runs, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no scalars"):
+        plot_histories({"empty": [{"step": 1}]}, tmp_path / "d.png")

@@ -307,7 +307,23 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def save_results(out: Path, results: Mapping[str, Any], plot: Callable[[Mapping[str, Any], Path], None], png: str) -> None:
-    """Write ``results.json`` atomically, draw ``png`` with ``plot`` and say where both went."""
+    """Write ``results.json`` atomically, draw ``png`` with ``plot`` and say where both went; the
+    training histories of the runs under ``out/runs`` go to ``curves.png`` next to them."""
     write_json(out / "results.json", results)
     plot(results, out / png)
-    print(f"wrote {out / 'results.json'} and {out / png}")
+    curves = _learning_curves(out)
+    print(f"wrote {out / 'results.json'}, {out / png}" + (f" and {curves}" if curves else ""))
+
+
+def _learning_curves(out: Path) -> Optional[Path]:
+    """``curves.png`` from the ``history`` of every run result in ``out/runs`` (None if there is none)."""
+    from ..logging import plot_histories
+
+    histories = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        history = json.loads(path.read_text()).get("history") if not path.name.endswith(".key.json") else None
+        if history:
+            histories[path.stem] = history
+    if not histories or not plot_histories(histories, out / "curves.png"):
+        return None
+    return out / "curves.png"

@@ -242,7 +242,8 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
         evals[name] = {"returns": returns, "mean_return": float(np.mean(returns)), "success_rate": float(np.mean(successes)),
                        "seconds": time.perf_counter() - t1}
     return {"method": job["method"], "setting": job["setting"], "seed": job["seed"], "evals": evals,
-            "train_seconds": train_seconds, "final_losses": dict(agent.history[-1]) if agent.history else {}}
+            "train_seconds": train_seconds, "final_losses": dict(agent.history[-1]) if agent.history else {},
+            "history": agent.history}
 
 
 # ------------------------------------------------------------------------------ the experiment

@@ -234,7 +234,8 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
     return {"dataset": job["dataset"], "method": job["method"], "variant": job["variant"], "seed": job["seed"], "returns": returns,
             "mean_return": float(np.mean(returns)), "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t0 - train_seconds,
-            "final_losses": {k: v for k, v in agent.history[-1].items()} if agent.history else {}}
+            "final_losses": {k: v for k, v in agent.history[-1].items()} if agent.history else {},
+            "history": agent.history}
 
 
 # ------------------------------------------------------------------------------ the experiment

@@ -28,6 +28,7 @@ def test_amod_quick_on_a_scenario_file_with_a_preset(tmp_path, city_file):
     res = json.loads((out / "results.json").read_text())
     assert res["summary"]["dispatch/ohio/iql"]["violations"] == 0
     assert (out / "amod.png").exists()
+    assert (out / "curves.png").stat().st_size > 1000  # learning curves of every offline run, next to the table
 
 
 def test_scenario_and_preset_are_validated_when_the_config_is_built(tmp_path, city_file):
