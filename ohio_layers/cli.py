@@ -77,6 +77,12 @@ def _supply_chain(args: argparse.Namespace) -> None:
          f"runs/supply-chain-{args.scenario}{suffix}", {"scenario": args.scenario})
 
 
+def _relabel(args: argparse.Namespace) -> None:
+    from .experiments.relabel_command import main as relabel_main
+
+    relabel_main(args)
+
+
 def _add_common(p: argparse.ArgumentParser, config_name: str, default_out: str) -> None:
     p.add_argument("--out", help=f"output directory (default {default_out})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -113,9 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.set_defaults(func=_supply_chain)
 
-    from .experiments.relabel_command import add_parser as add_relabel
-
-    add_relabel(sub)
+    p = sub.add_parser("relabel", help="relabel a dataset (npz or Minari) with your low-level controller: z* per k-step window")
+    p.add_argument("data", help="an ohio .npz, or a local Minari dataset id or folder (never downloaded)")
+    p.add_argument("--controller", required=True, metavar="SPEC",
+                   help="lqr:horizon=5 | osc:kp=150,damping_ratio=1 | min_cost_flow:graph=city.json | package.module:ClassName[:k=v,...]")
+    p.add_argument("--out", required=True, help="output .npz, or a Minari dataset id (ns/name-v0)")
+    p.add_argument("--dynamics", metavar="SPEC", help="context | actions | package.module:ClassName[:k=v,...]")
+    p.add_argument("--inverse", choices=("analytic", "lm", "adam", "cem", "amortized"),
+                   help="inverse solver (default analytic for affine controllers, else lm)")
+    p.add_argument("--k", type=int, help="low-level steps per decision (default: the controller's horizon)")
+    p.add_argument("--stride", type=int, help="rows between window starts (default k)")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="residual counted as reproduced in the report")
+    p.add_argument("--chunk-size", type=int, default=4096, help="windows per resumable chunk")
+    p.add_argument("--minari-root", help="Minari datasets root (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.add_argument("--work", help="work folder of a Minari output (default runs/relabel/<id>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing Minari dataset OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=_relabel)
     return parser
 
 

@@ -241,29 +241,10 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
     return payload
 
 
-def add_parser(sub: Any) -> None:
-    """The ``relabel`` sub-command (called by :func:`ohio_layers.cli.build_parser`)."""
-    p = sub.add_parser("relabel", help="relabel a dataset (npz or Minari) with your low-level controller: z* per k-step window",
-                       description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("data", help="an ohio .npz, or a local Minari dataset id or folder")
-    p.add_argument("--controller", required=True, metavar="SPEC",
-                   help="lqr:horizon=5 | osc:kp=150,damping_ratio=1 | min_cost_flow:graph=city.json | package.module:ClassName[:k=v,...]")
-    p.add_argument("--out", required=True, help="output .npz, or a Minari dataset id (ns/name-v0)")
-    p.add_argument("--dynamics", metavar="SPEC", help="context | actions | package.module:ClassName[:k=v,...]")
-    p.add_argument("--inverse", choices=INVERSES, help="inverse solver (default analytic for affine controllers, else lm)")
-    p.add_argument("--k", type=int, help="low-level steps per decision (default: the controller's horizon)")
-    p.add_argument("--stride", type=int, help="rows between window starts (default k)")
-    p.add_argument("--tolerance", type=float, default=1e-6, help="residual counted as reproduced (report)")
-    p.add_argument("--chunk-size", type=int, default=4096, help="windows per resumable chunk")
-    p.add_argument("--minari-root", help="Minari datasets root (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
-    p.add_argument("--work", help="work folder for a Minari output (default runs/relabel/<id>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing Minari dataset OUT")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-
-    def _main(args: argparse.Namespace) -> None:
-        try:
-            run_relabel(args)
-        except (SpecError, FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
-            raise SystemExit(f"ohio relabel: {err}") from None
-
-    p.set_defaults(func=_main)
+def main(args: argparse.Namespace) -> None:
+    """``ohio relabel`` (its arguments are declared in :func:`ohio_layers.cli.build_parser`): errors end
+    the command with a message naming the bad spec, file or setting."""
+    try:
+        run_relabel(args)
+    except (SpecError, FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError) as err:
+        raise SystemExit(f"ohio relabel: {err}") from None
