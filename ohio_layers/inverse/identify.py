@@ -236,7 +236,9 @@ def default_inner(controller: LowLevelController) -> Optional[Inner]:
     if isinstance(controller, OperationalSpaceController) and controller.impedance_mode == "fixed" \
             and controller.saturation in ("clip", "none"):
         inv = OSCInverse(refine=False)
-        return lambda c, states, actions, weight, z0: inv.invert(c, states, actions, z0).z
+        # always from zero rotation (not warm-started): a window locked into another root of the
+        # orientation map at an early, wrong theta would stay there and bias theta
+        return lambda c, states, actions, weight, z0: inv.invert(c, states, actions).z
     return None
 
 
@@ -248,7 +250,8 @@ class Identifier:
         max_iter: outer iterations.
         damping: initial LM damping (``/3`` on success, ``x4`` on failure).
         xtol: stop when the log-step is below ``xtol`` (relative change of every value).
-        ftol: stop when an accepted step lowers the cost by a relative ``< ftol``.
+        ftol: stop when an accepted step lowers the cost by a relative ``< ftol`` (or the cost falls
+            below ``1e-24`` of the data's, a relative residual of ``1e-12``).
         rcond: relative eigenvalue cut of the per-window ``J_z'WJ_z`` pseudo-inverse.
         null_tol: eigenvalues of the scaled data Hessian below ``null_tol`` are null directions.
         min_sensitivity: a parameter whose profile sensitivity (residual change per unit log-change,
@@ -258,11 +261,12 @@ class Identifier:
         free_z: drop the controller's z bounds while identifying (a clipped delta range is not a
             parameter of the law; the data hold the applied z).
         inner_iters: Gauss-Newton iterations of the generic z-inverse.
+        verbose: print every outer iteration.
     """
 
     max_iter: int = 50
     damping: float = 1e-3
-    xtol: float = 1e-10
+    xtol: float = 1e-9
     ftol: float = 1e-14
     rcond: float = 1e-12
     null_tol: float = 1e-8
@@ -271,6 +275,7 @@ class Identifier:
     saturation_tol: float = 1e-9
     free_z: bool = True
     inner_iters: int = 25
+    verbose: bool = False
 
     def identify(self, controller: LowLevelController, states: Tensor, actions: Tensor,
                  unknowns: Sequence[UnknownLike], inner: Optional[Inner] = None, z0: Optional[Tensor] = None,
@@ -325,13 +330,15 @@ class Identifier:
             theta_new = x_new.exp()
             z_new = solve_z(theta_new, z)
             cost_new = data_cost(theta_new, z_new) + prior_cost(x_new)
+            if self.verbose:
+                print(f"identify it {it}: cost {cost:.6e} -> {cost_new:.6e}, lam {lam:.1e}, theta {theta_new.tolist()}")
             if cost_new < cost:
                 rel = (cost - cost_new) / max(cost, 1e-300)
                 moved = float((x_new - x).abs().max())
                 x, theta, z, cost = x_new, theta_new, z_new, cost_new
                 lam = max(lam / 3.0, 1e-12)
                 H, g = self._normal_equations(fn, par, theta, z, states, actions, weight)
-                if rel < self.ftol or moved < self.xtol or cost <= 1e-30 * max(signal, 1e-300):
+                if rel < self.ftol or moved < self.xtol or cost <= 1e-24 * max(signal, 1e-300):
                     converged = True
                     break
             else:
