@@ -46,78 +46,11 @@ from tqdm.auto import tqdm
 from .._validate import check_tensor
 from ..data.dataset import Dataset, window_starts
 from ..lowlevel.base import LowLevelController
-from .parametrisation import (OSC_AXIS_GROUPS, Parametrisation, Unknown, UnknownLike, diagonal_unknown, find_parameters,
-                              get_tensor, osc_unknowns)
+from .parametric import (OSC_AXIS_GROUPS, DataResidual, Parametrisation, Unknown, UnknownLike, diagonal_unknown,
+                         find_parameters, gauss_newton_z, get_tensor, osc_unknowns, residual_jacobians, weighted_pinv_apply)
 
 __all__ = ["Unknown", "osc_unknowns", "diagonal_unknown", "find_parameters", "OSC_AXIS_GROUPS", "Identification",
            "Identifier", "identify", "dataset_windows", "identify_action_limits", "saturation_weights", "default_inner"]
-
-# ------------------------------------------------------------------------------ residual and Jacobians
-class _Residual(nn.Module):
-    """``(z (N, dz), states (N, k, ds), actions (N, k, da)) -> (N, k da)`` unsaturated action residual."""
-
-    def __init__(self, controller: LowLevelController) -> None:
-        super().__init__()
-        self.c = controller
-
-    def forward(self, z: Tensor, states: Tensor, actions: Tensor) -> Tensor:
-        ctx = self.c.context(states[:, 0])
-        return torch.cat([self.c.act(states[:, j], z, ctx, j, saturate=False) - actions[:, j]
-                          for j in range(states.shape[1])], -1)
-
-
-def _jacobians(fn: _Residual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor, actions: Tensor,
-               with_theta: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """``(r (N, m), J_z (N, m, dz), J_theta (N, m, p) or None)`` by forward-mode AD (central differences
-    as a fallback for layers without forward-mode support)."""
-    N, dz = z.shape
-    p = par.size if with_theta else 0
-
-    def f(zz: Tensor, th: Tensor) -> Tensor:
-        params = {f"c.{k}": v for k, v in par.values(th, zz).items()}
-        return torch.func.functional_call(fn, params, (zz, states, actions))
-
-    tz = torch.zeros(dz + p, N, dz, dtype=z.dtype, device=z.device)
-    tz[torch.arange(dz), :, torch.arange(dz)] = 1.0
-    tt = torch.zeros(dz + p, par.size, dtype=z.dtype, device=z.device)
-    if p:
-        tt[dz + torch.arange(p), torch.arange(p)] = 1.0
-    try:
-        r, jv = torch.func.vmap(lambda a, b: torch.func.jvp(f, (z, theta), (a, b)), out_dims=(None, 0))(tz, tt)
-    except (RuntimeError, NotImplementedError):
-        with torch.no_grad():
-            r = f(z, theta)
-            cols = []
-            for i in range(dz + p):
-                h = 1e-6 * (1.0 + (z[:, i].abs().mean() if i < dz else theta[i - dz].abs()))
-                cols.append((f(z + h * tz[i], theta + h * tt[i]) - f(z - h * tz[i], theta - h * tt[i])) / (2 * h))
-            jv = torch.stack(cols)
-    J = jv.permute(1, 2, 0)
-    return r, J[..., :dz], (J[..., dz:] if p else None)
-
-
-def _gauss_newton_z(fn: _Residual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor, actions: Tensor,
-                    weight: Tensor, iters: int = 25, rcond: float = 1e-12) -> Tensor:
-    """Weighted Gauss-Newton on every window's z (exact in one step for controllers affine in z)."""
-    lo, hi = fn.c.z_low.to(z), fn.c.z_high.to(z)
-    for _ in range(iters):
-        r, Jz, _ = _jacobians(fn, par, theta, z, states, actions, with_theta=False)
-        step = -_weighted_pinv_apply(Jz, weight, r.unsqueeze(-1), rcond).squeeze(-1)
-        z = torch.clamp(z + step, lo, hi)
-        if bool((step.abs() <= 1e-13 * (1.0 + z.abs())).all()):
-            break
-    return z
-
-
-def _weighted_pinv_apply(J: Tensor, w: Tensor, X: Tensor, rcond: float) -> Tensor:
-    """``(J'WJ)^+ J'W X`` per batch member: ``J (N, m, d)``, ``w (N, m)``, ``X (N, m, c)`` -> ``(N, d, c)``."""
-    JtW = J.transpose(1, 2) * w[:, None, :]
-    H = JtW @ J
-    evals, evecs = torch.linalg.eigh(H)
-    cut = rcond * evals.amax(-1, keepdim=True).clamp_min(1e-300)
-    inv = torch.where(evals > cut, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
-    return evecs @ (inv.unsqueeze(-1) * (evecs.transpose(1, 2) @ (JtW @ X)))
-
 
 # ------------------------------------------------------------------------------ limits
 def identify_action_limits(actions: Tensor, min_hits: int = 3, rtol: float = 1e-9) -> Dict[str, Tensor]:
@@ -182,6 +115,7 @@ class Identification:
     z: Tensor = field(repr=False)
     group: Any = None
     limits: Optional[Dict[str, Any]] = None
+    parametrisation: Optional[Parametrisation] = field(default=None, repr=False)
 
     @property
     def all_identifiable(self) -> bool:
@@ -209,6 +143,17 @@ class Identification:
                 lim = torch.as_tensor(self.limits["limit"])
                 out.action_high.copy_(lim.to(out.action_high))
                 out.action_low.copy_((-lim).to(out.action_low))
+        return out
+
+    def with_estimate(self, estimate: np.ndarray, identifiable: np.ndarray) -> "Identification":
+        """A copy holding other values ``(p,)`` of the free parameters (e.g. a cluster's pooled values)."""
+        if self.parametrisation is None:
+            raise ValueError("this Identification has no parametrisation to rebuild its tensors from")
+        out = copy.copy(self)
+        out.estimate, out.identifiable = np.asarray(estimate, dtype=np.float64), np.asarray(identifiable, dtype=bool)
+        out.reasons = [why if not ok else "" for why, ok in zip(self.reasons, out.identifiable)]
+        theta = torch.as_tensor(out.estimate)
+        out.values = {k: v.detach().clone() for k, v in self.parametrisation.values(theta, theta).items()}
         return out
 
     def summary(self) -> Dict[str, Any]:
@@ -294,7 +239,7 @@ class Identifier:
             c.z_low.fill_(-math.inf)
             c.z_high.fill_(math.inf)
         par = Parametrisation(c, unknowns)
-        fn = _Residual(c)
+        fn = DataResidual(c)
         weight = saturation_weights(c, actions, self.saturation_tol)
         inner = inner if inner is not None else default_inner(c)
         signal = float((weight * actions.reshape(N, -1) ** 2).sum())
@@ -305,7 +250,7 @@ class Identifier:
             start = torch.zeros(N, dz, dtype=torch.float64) if zs is None else zs
             if inner is not None:
                 return inner(c, states, actions, weight, zs).detach()
-            return _gauss_newton_z(fn, par, theta, start, states, actions, weight, self.inner_iters, self.rcond)
+            return gauss_newton_z(fn, par, theta, start, states, actions, weight, self.inner_iters, self.rcond)
 
         def prior_cost(x: Tensor) -> float:
             return 0.5 * float((((x - par.prior_mean) / par.prior_std) ** 2).sum())
@@ -349,14 +294,14 @@ class Identifier:
         par.write(c, theta)
         return self._report(par, fn, x, theta, z, H, states, actions, weight, signal, converged, it, group)
 
-    def _normal_equations(self, fn: _Residual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor,
+    def _normal_equations(self, fn: DataResidual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor,
                           actions: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
         """Data Gauss-Newton ``(H (p, p), g (p,))`` in log-parameters with z eliminated (Kaufman)."""
         with torch.no_grad():
-            r, Jz, Jt = _jacobians(fn, par, theta, z, states, actions)
+            r, Jz, Jt = residual_jacobians(fn, par, theta, z, states, actions)
             Jx = Jt * theta  # d r / d log(theta)
             both = torch.cat([Jx, r.unsqueeze(-1)], -1)
-            proj = both - Jz @ _weighted_pinv_apply(Jz, weight, both, self.rcond)
+            proj = both - Jz @ weighted_pinv_apply(Jz, weight, both, self.rcond)
             Jr, rr = proj[..., :-1], proj[..., -1]
             JtW = Jr.transpose(1, 2) * weight[:, None, :]
             return (JtW @ Jr).sum(0), (JtW @ rr.unsqueeze(-1)).squeeze(-1).sum(0)
@@ -415,12 +360,12 @@ class Identifier:
         values = {k: v.detach().clone() for k, v in par.values(theta, theta).items()}
         return Identification(list(par.labels), est, par.init.numpy().copy(), se, np.array([not r_ for r_ in reasons]),
                               reasons, condition, math.sqrt(wr2 / max(used, 1)), math.sqrt(wr2) / norm, N, used,
-                              bool(converged), int(it), values, z.detach().clone(), group)
+                              bool(converged), int(it), values, z.detach().clone(), group, parametrisation=par)
 
     def _z_jacobian_sample(self, fn, par, theta, z, states, actions, weight):  # noqa: ANN001, ANN202
         """Weighted per-window ``J_z`` (for the degrees of freedom the z absorb)."""
         with torch.no_grad():
-            _, Jz, _ = _jacobians(fn, par, theta, z, states, actions, with_theta=False)
+            _, Jz, _ = residual_jacobians(fn, par, theta, z, states, actions, with_theta=False)
         return Jz * weight.sqrt().unsqueeze(-1)
 
 

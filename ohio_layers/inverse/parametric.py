@@ -1,8 +1,10 @@
-"""Which parameters of a controller are unknown, and the free vector that sets them.
+"""A controller's data residual as a function of z *and* of its own parameters (for identification).
 
 :class:`Unknown` names any floating-point ``nn.Parameter`` or buffer of a controller by its
 attribute path and optionally ties entries into groups; :class:`Parametrisation` maps the free
-vector ``theta (p,)`` to the full tensors, differentiably, for ``torch.func.functional_call``.
+vector ``theta (p,)`` to the full tensors, differentiably; :func:`residual_jacobians` gives the
+teacher-forced action residual with its exact Jacobians in z and theta by forward-mode AD through
+``torch.func.functional_call`` -- no controller-specific code.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from ..lowlevel.base import LowLevelController
 
 Groups = Optional[Mapping[str, Sequence[int]]]
 OSC_AXIS_GROUPS: Dict[str, Tuple[int, ...]] = {"pos": (0, 1, 2), "ori": (3, 4, 5)}
@@ -159,3 +163,70 @@ def get_tensor(module: nn.Module, name: str) -> Tensor:
         return module.get_parameter(name)
     except AttributeError:
         return module.get_buffer(name)
+
+
+# ------------------------------------------------------------------------------ residual and Jacobians
+class DataResidual(nn.Module):
+    """``(z (N, dz), states (N, k, ds), actions (N, k, da)) -> (N, k da)`` unsaturated action residual."""
+
+    def __init__(self, controller: LowLevelController) -> None:
+        super().__init__()
+        self.c = controller
+
+    def forward(self, z: Tensor, states: Tensor, actions: Tensor) -> Tensor:
+        ctx = self.c.context(states[:, 0])
+        return torch.cat([self.c.act(states[:, j], z, ctx, j, saturate=False) - actions[:, j]
+                          for j in range(states.shape[1])], -1)
+
+
+def residual_jacobians(fn: DataResidual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor, actions: Tensor,
+               with_theta: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``(r (N, m), J_z (N, m, dz), J_theta (N, m, p) or None)`` by forward-mode AD (central differences
+    as a fallback for layers without forward-mode support)."""
+    N, dz = z.shape
+    p = par.size if with_theta else 0
+
+    def f(zz: Tensor, th: Tensor) -> Tensor:
+        params = {f"c.{k}": v for k, v in par.values(th, zz).items()}
+        return torch.func.functional_call(fn, params, (zz, states, actions))
+
+    tz = torch.zeros(dz + p, N, dz, dtype=z.dtype, device=z.device)
+    tz[torch.arange(dz), :, torch.arange(dz)] = 1.0
+    tt = torch.zeros(dz + p, par.size, dtype=z.dtype, device=z.device)
+    if p:
+        tt[dz + torch.arange(p), torch.arange(p)] = 1.0
+    try:
+        r, jv = torch.func.vmap(lambda a, b: torch.func.jvp(f, (z, theta), (a, b)), out_dims=(None, 0))(tz, tt)
+    except (RuntimeError, NotImplementedError):
+        with torch.no_grad():
+            r = f(z, theta)
+            cols = []
+            for i in range(dz + p):
+                h = 1e-6 * (1.0 + (z[:, i].abs().mean() if i < dz else theta[i - dz].abs()))
+                cols.append((f(z + h * tz[i], theta + h * tt[i]) - f(z - h * tz[i], theta - h * tt[i])) / (2 * h))
+            jv = torch.stack(cols)
+    J = jv.permute(1, 2, 0)
+    return r, J[..., :dz], (J[..., dz:] if p else None)
+
+
+def gauss_newton_z(fn: DataResidual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor, actions: Tensor,
+                    weight: Tensor, iters: int = 25, rcond: float = 1e-12) -> Tensor:
+    """Weighted Gauss-Newton on every window's z (exact in one step for controllers affine in z)."""
+    lo, hi = fn.c.z_low.to(z), fn.c.z_high.to(z)
+    for _ in range(iters):
+        r, Jz, _ = residual_jacobians(fn, par, theta, z, states, actions, with_theta=False)
+        step = -weighted_pinv_apply(Jz, weight, r.unsqueeze(-1), rcond).squeeze(-1)
+        z = torch.clamp(z + step, lo, hi)
+        if bool((step.abs() <= 1e-13 * (1.0 + z.abs())).all()):
+            break
+    return z
+
+
+def weighted_pinv_apply(J: Tensor, w: Tensor, X: Tensor, rcond: float) -> Tensor:
+    """``(J'WJ)^+ J'W X`` per batch member: ``J (N, m, d)``, ``w (N, m)``, ``X (N, m, c)`` -> ``(N, d, c)``."""
+    JtW = J.transpose(1, 2) * w[:, None, :]
+    H = JtW @ J
+    evals, evecs = torch.linalg.eigh(H)
+    cut = rcond * evals.amax(-1, keepdim=True).clamp_min(1e-300)
+    inv = torch.where(evals > cut, 1.0 / evals.clamp_min(1e-300), torch.zeros_like(evals))
+    return evecs @ (inv.unsqueeze(-1) * (evecs.transpose(1, 2) @ (JtW @ X)))
