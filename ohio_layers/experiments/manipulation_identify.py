@@ -49,6 +49,8 @@ class ManipulationIdentifyConfig:
         episodes: mixed episodes (interleaved over ``settings``).
         horizon: steps per episode (``None``: Lift 250, Door 500).
         tolerance: relative error counted as "within" in the table.
+        start_kp, start_damping_ratio: where the identification starts (all axes); the default is
+            none of the settings, so every episode's gains must move.
         relabel_targets: target controllers of the label-agreement check (``[]`` skips stage 3).
         workers: processes.
     """
@@ -61,6 +63,8 @@ class ManipulationIdentifyConfig:
     noise_levels: Tuple[float, ...] = DEFAULT_NOISE
     data_seed: int = 0
     tolerance: float = 0.05
+    start_kp: float = 100.0
+    start_damping_ratio: float = 2.0
     relabel_targets: Tuple[str, ...] = SETTINGS
     workers: int = 2
 
@@ -73,6 +77,8 @@ class ManipulationIdentifyConfig:
                 raise ValueError(f"{name} has unknown entries {unknown}; choose from {SETTINGS}")
         if int(self.episodes) < 1 or int(self.workers) < 1 or not self.settings:
             raise ValueError("episodes and workers must be >= 1 and settings non-empty")
+        if not (self.start_kp > 0 and self.start_damping_ratio > 0):
+            raise ValueError(f"start_kp and start_damping_ratio must be > 0, got {self.start_kp}, {self.start_damping_ratio}")
         if not 0 < float(self.tolerance) < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
         self.settings, self.relabel_targets = tuple(self.settings), tuple(self.relabel_targets)
@@ -145,6 +151,9 @@ def _identify_job(job: Dict[str, Any]) -> Dict[str, Any]:
 
     torch.set_num_threads(1)
     start = controller_setting(job["task"], "original").make_controller(delta_limit=None)
+    with torch.no_grad():
+        start.kp.fill_(job["start_kp"])
+        start.damping_ratio.fill_(job["start_damping_ratio"])
     out = []
     for path in job["paths"]:
         data = Dataset.load(path)
@@ -159,7 +168,8 @@ def identify_episodes(cfg: ManipulationIdentifyConfig, episode_dir: Path) -> Lis
     """Stage 2: per-episode identification summaries (ordered by episode)."""
     paths = [str(episode_dir / f"episode_{i:05d}.npz") for i in range(int(cfg.episodes))]
     chunk = 5
-    jobs = [{"name": f"identify_{i // chunk:04d}_{len(paths)}", "task": cfg.task, "paths": paths[i:i + chunk]}
+    jobs = [{"name": f"identify_{i // chunk:04d}_{len(paths)}_{cfg.start_kp:g}_{cfg.start_damping_ratio:g}", "task": cfg.task,
+             "paths": paths[i:i + chunk], "start_kp": cfg.start_kp, "start_damping_ratio": cfg.start_damping_ratio}
             for i in range(0, len(paths), chunk)]
     runs = run_jobs(_identify_job, jobs, Path(str(cfg.out_dir)) / "jobs", workers=cpu_workers(cfg.workers), desc="identify")
     return [r for run in runs for r in run["identifications"]]
@@ -266,7 +276,7 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
     print(f"[1/3] {cfg.episodes} {cfg.task} episodes x {cfg.horizon} steps under {cfg.settings} (interleaved, withheld)")
     episode_dir = collect_mixed(cfg)
     truth = json.loads((out / "truth.json").read_text())
-    print("[2/3] identify kp and damping ratio (position / orientation) per episode, from the original gains")
+    print("[2/3] identify kp and damping ratio (position / orientation) per episode")
     found = identify_episodes(cfg, episode_dir)
     table, stats = identification_table(cfg, found, truth)
     labels, clusters = cluster_identifications([_as_identification(f) for f in found], rtol=cfg.tolerance)
@@ -277,7 +287,7 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
                        + [f"{cl.estimate[g]:.4g}" for g in GAINS])
     cl_table = format_table(cl_rows, ["cluster", "episodes", "true settings"] + list(GAINS))
     head = (f"{cfg.task}: per-episode identification of the OSC gains ({len(found)} episodes, "
-            f"{sum(f['windows'] for f in found)} transitions, start kp 150 / ratio 1)")
+            f"{sum(f['windows'] for f in found)} transitions, start kp {cfg.start_kp:g} / ratio {cfg.start_damping_ratio:g} on every axis)")
     print(head)
     print(table)
     print(cl_table)

@@ -206,6 +206,8 @@ class Identifier:
         free_z: drop the controller's z bounds while identifying (a clipped delta range is not a
             parameter of the law; the data hold the applied z).
         inner_iters: Gauss-Newton iterations of the generic z-inverse.
+        noise_std: standard deviation of the action noise, which sets a prior's weight against the
+            data (``None``: estimated from a first, data-only fit). Without priors it is not used.
         verbose: print every outer iteration.
     """
 
@@ -220,6 +222,7 @@ class Identifier:
     saturation_tol: float = 1e-9
     free_z: bool = True
     inner_iters: int = 25
+    noise_std: Optional[float] = None
     verbose: bool = False
 
     def identify(self, controller: LowLevelController, states: Tensor, actions: Tensor,
@@ -252,12 +255,30 @@ class Identifier:
                 return inner(c, states, actions, weight, zs).detach()
             return gauss_newton_z(fn, par, theta, start, states, actions, weight, self.inner_iters, self.rcond)
 
-        def prior_cost(x: Tensor) -> float:
-            return 0.5 * float((((x - par.prior_mean) / par.prior_std) ** 2).sum())
-
         def data_cost(theta: Tensor, zs: Tensor) -> float:
             with torch.no_grad():
                 return 0.5 * float((weight * fn(zs, states, actions) ** 2).sum())
+
+        def fit(prior_scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor, bool, int]:
+            return self._fit(par, fn, solve_z, data_cost, states, actions, weight, signal, z0, prior_scale)
+
+        x, theta, z, H, converged, it = fit(0.0)
+        prior_scale = 0.0
+        if bool(torch.isfinite(par.prior_std).any()):
+            # the prior weighs against the data in units of the noise: known, or estimated from the data-only fit
+            prior_scale = self.noise_std ** 2 if self.noise_std is not None else \
+                self._noise_variance(fn, par, theta, z, states, actions, weight)
+            x, theta, z, H, converged, it = fit(prior_scale)
+        par.write(c, theta)
+        return self._report(par, fn, x, theta, z, H, states, actions, weight, signal, converged, it, group, prior_scale)
+
+    def _fit(self, par, fn, solve_z, data_cost, states, actions, weight, signal, z0, prior_scale):  # noqa: ANN001, ANN202
+        """The LM loop on ``x = log(theta)``; returns ``(x, theta, z, H_data, converged, iterations)``."""
+        inv_var = torch.where(torch.isfinite(par.prior_std), prior_scale / par.prior_std ** 2, torch.zeros_like(par.prior_std))
+        Hp = torch.diag(inv_var)
+
+        def prior_cost(x: Tensor) -> float:
+            return 0.5 * float((inv_var * (x - par.prior_mean) ** 2).sum())
 
         x = par.init.log()
         theta = x.exp()
@@ -266,9 +287,7 @@ class Identifier:
         lam, converged, it = self.damping, False, 0
         H, g = self._normal_equations(fn, par, theta, z, states, actions, weight)
         for it in range(1, self.max_iter + 1):
-            Hp = torch.diag(1.0 / par.prior_std ** 2)
-            gp = (x - par.prior_mean) / par.prior_std ** 2
-            A, b = H + Hp, g + gp
+            A, b = H + Hp, g + inv_var * (x - par.prior_mean)
             scale = float(A.diagonal().amax().clamp_min(1e-300))
             step = -torch.linalg.solve(A + lam * (torch.diag(A.diagonal()) + 1e-12 * scale * torch.eye(par.size, dtype=A.dtype)), b)
             x_new = torch.minimum(torch.maximum(x + step, par.log_low), par.log_high)
@@ -291,8 +310,15 @@ class Identifier:
                 if lam > 1e12 or float(step.abs().max()) < self.xtol:
                     converged = True  # no descent left at this point: a (local) minimum
                     break
-        par.write(c, theta)
-        return self._report(par, fn, x, theta, z, H, states, actions, weight, signal, converged, it, group)
+        return x, theta, z, H, converged, it
+
+    def _noise_variance(self, fn, par, theta, z, states, actions, weight) -> float:  # noqa: ANN001
+        """Residual variance per used equation, net of the degrees of freedom z and theta absorb."""
+        with torch.no_grad():
+            r = fn(z, states, actions)
+        used = int((weight > 0).sum())
+        rank_z = int(torch.linalg.matrix_rank(self._z_jacobian_sample(fn, par, theta, z, states, actions, weight)).sum())
+        return float((weight * r * r).sum()) / max(used - rank_z - par.size, 1)
 
     def _normal_equations(self, fn: DataResidual, par: Parametrisation, theta: Tensor, z: Tensor, states: Tensor,
                           actions: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
@@ -306,7 +332,8 @@ class Identifier:
             JtW = Jr.transpose(1, 2) * weight[:, None, :]
             return (JtW @ Jr).sum(0), (JtW @ rr.unsqueeze(-1)).squeeze(-1).sum(0)
 
-    def _report(self, par, fn, x, theta, z, H, states, actions, weight, signal, converged, it, group) -> Identification:  # noqa: ANN001
+    def _report(self, par, fn, x, theta, z, H, states, actions, weight, signal, converged, it, group,  # noqa: ANN001
+                prior_scale: float) -> Identification:
         N = states.shape[0]
         with torch.no_grad():
             r = fn(z, states, actions)
@@ -319,13 +346,17 @@ class Identifier:
         reasons = ["" for _ in range(p)]
         for i in range(p):
             if float(d[i]) <= floor:
-                reasons[i] = "the data do not depend on it (zero sensitivity)"
+                reasons[i] = "the data do not depend on it (zero sensitivity)" + \
+                    (" -- its value is the prior's" if math.isfinite(float(par.prior_std[i])) else "")
+        if prior_scale > 0:  # the posterior: a parameter pinned by its prior along a null direction is determined
+            H = H + torch.diag(torch.where(torch.isfinite(par.prior_std), prior_scale / par.prior_std ** 2,
+                                           torch.zeros_like(par.prior_std)))
         live = [i for i in range(p) if not reasons[i]]
         cov = torch.full((p, p), math.inf, dtype=torch.float64)
         condition = math.inf
         if live:
             sub = H[live][:, live]
-            s = d[live].sqrt()
+            s = sub.diagonal().sqrt()
             Hs = sub / s[:, None] / s[None, :]
             evals, evecs = torch.linalg.eigh(Hs)
             condition = float(evals[-1] / evals[0]) if float(evals[0]) > 0 else math.inf
@@ -339,9 +370,7 @@ class Identifier:
                     reasons[m] = reasons[m] or (f"confounded with {others}" if others else "a null direction of the Hessian")
             inv = evecs @ torch.diag(torch.where(null, torch.zeros_like(evals), 1.0 / evals.clamp_min(1e-300))) @ evecs.T
             inv = inv / s[:, None] / s[None, :]
-            rank_z = int(torch.linalg.matrix_rank(self._z_jacobian_sample(fn, par, theta, z, states, actions, weight)).sum())
-            dof = max(used - rank_z - p, 1)
-            sigma2 = wr2 / dof
+            sigma2 = prior_scale if prior_scale > 0 else self._noise_variance(fn, par, theta, z, states, actions, weight)
             for a, i in enumerate(live):
                 if reasons[i]:
                     continue

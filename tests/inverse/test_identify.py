@@ -159,6 +159,12 @@ def test_lqr_state_weights_from_reacher_like_data_and_the_scale_gauge_is_flagged
     # Q and R together: the gains only fix their ratio -> every weight is flagged as confounded
     both = Identifier().identify(reacher_like_lqr(), states, a, [diagonal_unknown("Q", 4), Unknown("R", {"all": (0, 3)})])
     assert not both.identifiable.any() and all("confounded" in r for r in both.reasons)
+    # a prior on R pins the scale: Q comes out in proportion, R at the prior with the prior's standard error
+    pinned = Identifier(noise_std=1e-3).identify(
+        reacher_like_lqr(), states, a, [diagonal_unknown("Q", 4), Unknown("R", {"all": (0, 3)}, prior=(0.2, 0.01))])
+    assert pinned.all_identifiable
+    np.testing.assert_allclose(pinned.estimate, [60.0, 10.0, 1.0, 4.0, 0.2], rtol=1e-6)
+    assert pinned.std_error[-1] == pytest.approx(0.2 * 0.01, rel=0.05)
 
 
 def test_bad_unknowns_are_named():
