@@ -49,9 +49,10 @@ class SettingCluster:
 def cluster_identifications(results: Sequence[Identification], rtol: float = 0.05, n_sigma: float = 3.0) -> tuple:
     """Group episodes into settings; returns ``(labels (E,) int, [SettingCluster])``.
 
-    Greedy leader clustering in the order given (an episode joins the first cluster whose every
-    member it agrees with, see module docstring), then each cluster's estimate is pooled. Episodes
-    with no identifiable parameter form their own clusters.
+    Greedy clustering in the order given: an episode joins the cluster whose every member it agrees
+    with (module docstring), comparing the most parameters; an episode that agrees with no cluster,
+    or equally with several (it cannot identify what tells them apart), starts its own. Then each
+    cluster's estimate is pooled.
     """
     if not results:
         raise ValueError("results must not be empty")
@@ -73,11 +74,12 @@ def cluster_identifications(results: Sequence[Identification], rtol: float = 0.0
 
     groups: List[List[int]] = []
     for i in range(len(results)):
-        for g in groups:
-            if all(agree(i, j) for j in g):
-                g.append(i)
-                break
-        else:
+        fits = [(int((ok[i] & ok[g].any(0)).sum()), c) for c, g in enumerate(groups) if all(agree(i, j) for j in g)]
+        best = max((n for n, _ in fits), default=0)
+        top = [c for n, c in fits if n == best]
+        if len(top) == 1:
+            groups[top[0]].append(i)
+        else:  # none, or several settings it cannot tell apart (they differ where it identifies nothing)
             groups.append([i])
     labels = np.empty(len(results), np.int64)
     clusters = []
