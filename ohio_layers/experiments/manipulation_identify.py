@@ -52,6 +52,9 @@ class ManipulationIdentifyConfig:
         start_kp, start_damping_ratio: where the identification starts (all axes); the default is
             none of the settings, so every episode's gains must move.
         relabel_targets: target controllers of the label-agreement check (``[]`` skips stage 3).
+        train: stage 4, IQL on the labels (``ohio manipulation``'s paper settings) deployed under each
+            target: OHIO with identified recording controllers, with the true ones (``train_true``), and
+            the recorded actions replayed (a flat agent); ``train_steps``, ``seeds``, ``eval_episodes``.
         workers: processes.
     """
 
@@ -66,6 +69,12 @@ class ManipulationIdentifyConfig:
     start_kp: float = 100.0
     start_damping_ratio: float = 2.0
     relabel_targets: Tuple[str, ...] = SETTINGS
+    train: bool = False
+    train_true: bool = True
+    train_steps: int = 8_000
+    seeds: Tuple[int, ...] = (0,)
+    eval_episodes: int = 20
+    eval_seed: int = 10_000
     workers: int = 2
 
     def __post_init__(self) -> None:
@@ -81,7 +90,10 @@ class ManipulationIdentifyConfig:
             raise ValueError(f"start_kp and start_damping_ratio must be > 0, got {self.start_kp}, {self.start_damping_ratio}")
         if not 0 < float(self.tolerance) < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
+        if self.train and not self.relabel_targets:
+            raise ValueError("train needs relabel_targets (the controllers to deploy)")
         self.settings, self.relabel_targets = tuple(self.settings), tuple(self.relabel_targets)
+        self.seeds = tuple(int(x) for x in self.seeds)
         self.noise_levels = tuple(float(x) for x in self.noise_levels)
         self.out_dir = self.out_dir or f"runs/identify-{self.task}"
         self.horizon = int(self.horizon or HORIZON[self.task])
@@ -224,8 +236,13 @@ def label_agreement(cfg: ManipulationIdentifyConfig, episode_dir: Path, found: L
     from ..inverse.relabel import relabel
     from .manipulation_relabel import OSCRelabeler
 
+    from ..envs.manipulation.data import SUBSTEP_KEYS
+
     low = Dataset.concatenate([Dataset.load(episode_dir / f"episode_{i:05d}.npz") for i in range(int(cfg.episodes))])
     data_dir = Path(str(cfg.out_dir)) / "relabelled"
+    returns = [float(low["rewards"][rows].sum()) for rows in low.episodes()]
+    Dataset({k: v for k, v in low.arrays.items() if k not in SUBSTEP_KEYS},
+            {"behaviour_return": float(np.mean(returns))}).save(data_dir / "actions.npz")
     out: Dict[str, Any] = {}
     for target_name in cfg.relabel_targets:
         target = controller_setting(cfg.task, target_name)
@@ -239,8 +256,11 @@ def label_agreement(cfg: ManipulationIdentifyConfig, episode_dir: Path, found: L
                 inverters[e] = OSCRelabeler(target, source=src)
             inv = PerEpisodeInverter(inverters, describe_as=f"|{target_name}|{source}|"
                                      + ";".join(f"{f['group']}:{sorted(f['estimate'].items())}" for f in found))
-            high, report = relabel(low, inv, 1, data_dir / f"ohio_{source}_{target_name}.npz", tolerance=1e-4,
-                                   extra_keys=("z_executed", "success"), progress=False)
+            path = data_dir / f"ohio_{source}_{target_name}.npz"
+            if path.exists():  # cached (a finished relabelling is written atomically, last)
+                high = Dataset.load(path)
+            else:
+                high, _ = relabel(low, inv, 1, path, tolerance=1e-4, extra_keys=("z_executed", "success"), progress=False)
             z[source] = high["z"][:, :6]
         diff = np.abs(z["identified"] - z["true"]).max(1)
         own = np.array([truth[str(e)] == target_name for e in low["episode_ids"]])
@@ -298,12 +318,57 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
         for k, v in agreement.items():
             print(f"      target {k}: labels (identified source) vs (true source): max |dz| median {v['median_abs_diff']:.1e}, "
                   f"p99 {v['p99_abs_diff']:.1e}; {100 * v['share_within_1mm_1mrad']:.2f}% within 1e-3")
+    scores: Dict[str, Any] = {}
+    if cfg.train:
+        scores, score_table = downstream(cfg)
+        print(score_table)
+        cl_table += "\n" + score_table
     results = {"config": dataclasses.asdict(cfg), "identifications": found, "truth": truth, "stats": stats,
                "clusters": [dataclasses.asdict(c) for c in clusters], "cluster_labels": labels.tolist(),
-               "label_agreement": agreement, "table": head + "\n" + table + "\n" + cl_table,
+               "label_agreement": agreement, "scores": scores, "table": head + "\n" + table + "\n" + cl_table,
                "wall_seconds": time.perf_counter() - t0}
     save_results(out, results, plot, "identification.png")
     return results
+
+
+def downstream(cfg: ManipulationIdentifyConfig) -> Tuple[Dict[str, Any], str]:
+    """Stage 4: IQL on each label set, deployed under each target; normalised score table."""
+    from .manipulation import IQL_PAPER, train_and_evaluate
+
+    data_dir = Path(str(cfg.out_dir)) / "relabelled"
+    behaviour = float(Dataset.load(data_dir / "actions.npz").metadata["behaviour_return"])
+    common = {"task": cfg.task, "train_steps": cfg.train_steps, "hidden": [256, 256], "batch_size": 256,
+              "expectile": IQL_PAPER[cfg.task][0], "temperature": IQL_PAPER[cfg.task][1], "actor_lr": 1e-3,
+              "state_dependent_std": True, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "horizon": cfg.horizon}
+    sources = ("identified", "true") if cfg.train_true else ("identified",)
+    jobs = []
+    for seed in cfg.seeds:
+        jobs.append({**common, "name": f"replay_seed{seed}_{cfg.train_steps}", "method": "iql_actions", "setting": "original",
+                     "seed": seed, "data_path": str(data_dir / "actions.npz"), "deploy": list(cfg.relabel_targets)})
+        for target in cfg.relabel_targets:
+            for source in sources:
+                jobs.append({**common, "name": f"ohio_{source}_{target}_seed{seed}_{cfg.train_steps}", "method": "ohio",
+                             "setting": target, "seed": seed, "data_path": str(data_dir / f"ohio_{source}_{target}.npz"),
+                             "deploy": [target], "source": source})
+    runs = run_jobs(train_and_evaluate, jobs, Path(str(cfg.out_dir)) / "train", workers=cpu_workers(cfg.workers),
+                    desc="train+eval")
+    columns = [("ohio", s) for s in sources] + [("iql_actions", None)]
+    scores: Dict[str, Any] = {}
+    rows = []
+    for target in cfg.relabel_targets:
+        row: List[Any] = [target]
+        for method, source in columns:
+            mine = [r["evals"][target] for r, j in zip(runs, jobs) if r["method"] == method and target in r["evals"]
+                    and j.get("source") == source]
+            vals = [100.0 * e["mean_return"] / behaviour for e in mine]
+            key = f"{'ohio_' + source if source else 'replay'}/{target}"
+            scores[key] = {"scores": vals, "mean": float(np.mean(vals)), "success_rate": float(np.mean([e["success_rate"] for e in mine]))}
+            row.append(f"{scores[key]['mean']:.1f} ({100 * scores[key]['success_rate']:.0f}%)")
+        rows.append(row)
+    header = ["deployed under"] + [f"OHIO, {s} recording controllers" for s in sources] + ["IQL, recorded actions replayed"]
+    text = (f"normalised score = 100 x return / mixed-data behaviour return ({behaviour:.1f}); {len(cfg.seeds)} seed(s) x "
+            f"{cfg.eval_episodes} episodes, {cfg.train_steps} IQL steps (success rate)\n" + format_table(rows, header))
+    return scores, text
 
 
 def _as_identification(summary: Dict[str, Any]):  # noqa: ANN202
