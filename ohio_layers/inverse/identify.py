@@ -27,7 +27,7 @@ Every estimate comes with an uncertainty report (:class:`Identification`): the G
 Hessian's condition number, per-parameter standard errors and an ``identifiable`` flag with the
 reason when the data cannot determine a parameter (a null direction of the Hessian -- e.g. a
 damping ratio on windows with no velocity, or the common scale of LQR weights --, a negligible
-sensitivity, a large standard error, or an estimate stuck at its bound). Use
+sensitivity, a large standard error, an estimate stuck at its bound, or no convergence). Use
 :meth:`Identification.apply` to get the identified controller; it refuses unidentified
 parameters unless told otherwise. Mixed datasets (several withheld settings): :mod:`.mixed`.
 """
@@ -51,6 +51,7 @@ from .parametric import (OSC_AXIS_GROUPS, DataResidual, Parametrisation, Unknown
 
 __all__ = ["Unknown", "osc_unknowns", "diagonal_unknown", "find_parameters", "OSC_AXIS_GROUPS", "Identification",
            "Identifier", "identify", "dataset_windows", "identify_action_limits", "saturation_weights", "default_inner"]
+
 
 # ------------------------------------------------------------------------------ limits
 def identify_action_limits(actions: Tensor, min_hits: int = 3, rtol: float = 1e-9) -> Dict[str, Tensor]:
@@ -384,6 +385,8 @@ class Identifier:
                 reasons[i] = f"relative standard error {100 * float(rel_se[i]):.1f}% > {100 * self.max_rel_std_error:.1f}%"
             if not reasons[i] and (float(x[i]) <= float(par.log_low[i]) + 1e-9 or float(x[i]) >= float(par.log_high[i]) - 1e-9):
                 reasons[i] = "stuck at its bound"
+            if not reasons[i] and not converged:
+                reasons[i] = f"not converged in {self.max_iter} iterations"
         est = theta.numpy().copy()
         se = np.where([not r_ for r_ in reasons], est * rel_se.numpy(), np.inf)
         values = {k: v.detach().clone() for k, v in par.values(theta, theta).items()}
