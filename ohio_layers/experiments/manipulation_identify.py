@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ class ManipulationIdentifyConfig:
         tolerance: relative error counted as "within" in the table.
         start_kp, start_damping_ratio: where the identification starts (all axes); the default is
             none of the settings, so every episode's gains must move.
+        torque_noise: std (N m) of Gaussian noise added to every recorded torque before
+            identification (a torque sensor; seeded per episode); torques within 5 std of a limit
+            then count as saturated. Results go to ``<out_dir>/torque-noise-<std>/``.
         relabel_targets: target controllers of the label-agreement check (``[]`` skips stage 3).
         train: stage 4, IQL on the labels (``ohio manipulation``'s paper settings) deployed under each
             target: OHIO with identified recording controllers, with the true ones (``train_true``), and
@@ -68,6 +72,7 @@ class ManipulationIdentifyConfig:
     tolerance: float = 0.05
     start_kp: float = 100.0
     start_damping_ratio: float = 2.0
+    torque_noise: float = 0.0
     relabel_targets: Tuple[str, ...] = SETTINGS
     train: bool = False
     train_true: bool = True
@@ -88,6 +93,8 @@ class ManipulationIdentifyConfig:
             raise ValueError("episodes and workers must be >= 1 and settings non-empty")
         if not (self.start_kp > 0 and self.start_damping_ratio > 0):
             raise ValueError(f"start_kp and start_damping_ratio must be > 0, got {self.start_kp}, {self.start_damping_ratio}")
+        if not 0 <= float(self.torque_noise) < math.inf:
+            raise ValueError(f"torque_noise must be >= 0, got {self.torque_noise}")
         if not 0 < float(self.tolerance) < 1:
             raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
         if self.train and not self.relabel_targets:
@@ -159,19 +166,26 @@ def _identify_job(job: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from ..envs.manipulation import controller_setting
-    from ..inverse.identify import identify, osc_unknowns
+    from ..inverse.identify import Identifier, identify, osc_unknowns
 
     torch.set_num_threads(1)
     start = controller_setting(job["task"], "original").make_controller(delta_limit=None)
     with torch.no_grad():
         start.kp.fill_(job["start_kp"])
         start.damping_ratio.fill_(job["start_damping_ratio"])
+    sigma = float(job.get("torque_noise", 0.0))
+    identifier = Identifier(saturation_tol=max(1e-9, 5.0 * sigma))
     out = []
     for path in job["paths"]:
         data = Dataset.load(path)
+        tau = data["substep_torques"]
+        if sigma > 0:
+            tau = tau + sigma * np.random.default_rng(int(data["episode_ids"][0])).standard_normal(tau.shape)
         t0 = time.perf_counter()
-        res = identify(start, Dataset({k: data[k] for k in ("substep_states", "substep_torques", "episode_ids")}),
-                       osc_unknowns(), states_key="substep_states", actions_key="substep_torques", progress=False)[0]
+        res = identify(start, Dataset({"substep_states": data["substep_states"], "substep_torques": tau,
+                                       "episode_ids": data["episode_ids"]}),
+                       osc_unknowns(), states_key="substep_states", actions_key="substep_torques", progress=False,
+                       identifier=identifier)[0]
         out.append({**res.summary(), "seconds": time.perf_counter() - t0})
     return {"identifications": out}
 
@@ -180,8 +194,10 @@ def identify_episodes(cfg: ManipulationIdentifyConfig, episode_dir: Path) -> Lis
     """Stage 2: per-episode identification summaries (ordered by episode)."""
     paths = [str(episode_dir / f"episode_{i:05d}.npz") for i in range(int(cfg.episodes))]
     chunk = 5
-    jobs = [{"name": f"identify_{i // chunk:04d}_{len(paths)}_{cfg.start_kp:g}_{cfg.start_damping_ratio:g}", "task": cfg.task,
-             "paths": paths[i:i + chunk], "start_kp": cfg.start_kp, "start_damping_ratio": cfg.start_damping_ratio}
+    noise = f"_noise{cfg.torque_noise:g}" if cfg.torque_noise > 0 else ""
+    jobs = [{"name": f"identify_{i // chunk:04d}_{len(paths)}_{cfg.start_kp:g}_{cfg.start_damping_ratio:g}{noise}",
+             "task": cfg.task, "paths": paths[i:i + chunk], "start_kp": cfg.start_kp,
+             "start_damping_ratio": cfg.start_damping_ratio, "torque_noise": cfg.torque_noise}
             for i in range(0, len(paths), chunk)]
     runs = run_jobs(_identify_job, jobs, Path(str(cfg.out_dir)) / "jobs", workers=cpu_workers(cfg.workers), desc="identify")
     return [r for run in runs for r in run["identifications"]]
@@ -228,6 +244,11 @@ def identified_setting(estimate: Dict[str, float], name: str = "identified"):  #
     return ControllerSetting(name, kp, ratio, WIDEST)
 
 
+def _relabel_dir(cfg: ManipulationIdentifyConfig) -> Path:
+    name = "relabelled" if cfg.torque_noise == 0 else f"relabelled-noise{cfg.torque_noise:g}"
+    return Path(str(cfg.out_dir)) / name
+
+
 def label_agreement(cfg: ManipulationIdentifyConfig, episode_dir: Path, found: List[Dict[str, Any]],
                     truth: Dict[str, str]) -> Dict[str, Any]:
     """Stage 3: relabel for each target with identified vs true recording controllers; compare the labels."""
@@ -239,7 +260,7 @@ def label_agreement(cfg: ManipulationIdentifyConfig, episode_dir: Path, found: L
     from ..envs.manipulation.data import SUBSTEP_KEYS
 
     low = Dataset.concatenate([Dataset.load(episode_dir / f"episode_{i:05d}.npz") for i in range(int(cfg.episodes))])
-    data_dir = Path(str(cfg.out_dir)) / "relabelled"
+    data_dir = _relabel_dir(cfg)
     returns = [float(low["rewards"][rows].sum()) for rows in low.episodes()]
     Dataset({k: v for k, v in low.arrays.items() if k not in SUBSTEP_KEYS},
             {"behaviour_return": float(np.mean(returns))}).save(data_dir / "actions.npz")
@@ -307,7 +328,8 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
                        + [f"{cl.estimate[g]:.4g}" for g in GAINS])
     cl_table = format_table(cl_rows, ["cluster", "episodes", "true settings"] + list(GAINS))
     head = (f"{cfg.task}: per-episode identification of the OSC gains ({len(found)} episodes, "
-            f"{sum(f['windows'] for f in found)} transitions, start kp {cfg.start_kp:g} / ratio {cfg.start_damping_ratio:g} on every axis)")
+            f"{sum(f['windows'] for f in found)} transitions, start kp {cfg.start_kp:g} / ratio {cfg.start_damping_ratio:g} on every axis"
+            + (f", torque noise {cfg.torque_noise:g} N m" if cfg.torque_noise > 0 else "") + ")")
     print(head)
     print(table)
     print(cl_table)
@@ -327,7 +349,8 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
                "clusters": [dataclasses.asdict(c) for c in clusters], "cluster_labels": labels.tolist(),
                "label_agreement": agreement, "scores": scores, "table": head + "\n" + table + "\n" + cl_table,
                "wall_seconds": time.perf_counter() - t0}
-    save_results(out, results, plot, "identification.png")
+    save_results(out if cfg.torque_noise == 0 else out / f"torque-noise-{cfg.torque_noise:g}", results, plot,
+                 "identification.png")
     return results
 
 
@@ -335,7 +358,7 @@ def downstream(cfg: ManipulationIdentifyConfig) -> Tuple[Dict[str, Any], str]:
     """Stage 4: IQL on each label set, deployed under each target; normalised score table."""
     from .manipulation import IQL_PAPER, train_and_evaluate
 
-    data_dir = Path(str(cfg.out_dir)) / "relabelled"
+    data_dir = _relabel_dir(cfg)
     behaviour = float(Dataset.load(data_dir / "actions.npz").metadata["behaviour_return"])
     common = {"task": cfg.task, "train_steps": cfg.train_steps, "hidden": [256, 256], "batch_size": 256,
               "expectile": IQL_PAPER[cfg.task][0], "temperature": IQL_PAPER[cfg.task][1], "actor_lr": 1e-3,

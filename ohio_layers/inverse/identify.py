@@ -173,7 +173,7 @@ Inner = Callable[[LowLevelController, Tensor, Tensor, Tensor, Optional[Tensor]],
 """``(controller, states (N, k, ds), actions (N, k, da), weight (N, k da), z0 (N, dz) or None) -> z (N, dz)``."""
 
 
-def default_inner(controller: LowLevelController) -> Optional[Inner]:
+def default_inner(controller: LowLevelController, saturation_tol: float = 1e-9) -> Optional[Inner]:
     """The exact z-inverse for ``controller``: the OSC inverse for a fixed-impedance OSC, else ``None``
     (weighted Gauss-Newton through the controller, generic)."""
     from ..lowlevel.osc import OperationalSpaceController
@@ -181,7 +181,7 @@ def default_inner(controller: LowLevelController) -> Optional[Inner]:
 
     if isinstance(controller, OperationalSpaceController) and controller.impedance_mode == "fixed" \
             and controller.saturation in ("clip", "none"):
-        inv = OSCInverse(refine=False)
+        inv = OSCInverse(refine=False, saturation_tol=saturation_tol)  # the same equations as the outer cost
         # always from zero rotation (not warm-started): a window locked into another root of the
         # orientation map at an early, wrong theta would stay there and bias theta
         return lambda c, states, actions, weight, z0: inv.invert(c, states, actions).z
@@ -245,7 +245,7 @@ class Identifier:
         par = Parametrisation(c, unknowns)
         fn = DataResidual(c)
         weight = saturation_weights(c, actions, self.saturation_tol)
-        inner = inner if inner is not None else default_inner(c)
+        inner = inner if inner is not None else default_inner(c, self.saturation_tol)
         signal = float((weight * actions.reshape(N, -1) ** 2).sum())
         dz = c.z_dim
 
