@@ -409,25 +409,27 @@ def _as_identification(summary: Dict[str, Any]):  # noqa: ANN202
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
-    """Identified vs true gains, one dot per episode, coloured by the (withheld) true setting."""
+    """Relative error of every identified gain per episode (log scale), coloured by the withheld true setting."""
     plt = pyplot()
     if plt is None:
         return
     cfg, truth = results["config"], results["truth"]
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2), sharey=True)
     colors = {"original": "#888888", "stiffness": "#4c72b0", "damping": "#c44e52"}
     for ax, g in zip(axes, GAINS):
         for f in results["identifications"]:
             name = truth[str(f["group"])]
-            true = true_gains(cfg["task"], name)[g]
-            ax.scatter(true, f["estimate"][g], s=12, color=colors[name], label=name)
-        lim = ax.get_xlim()
-        ax.plot(lim, lim, "k--", lw=0.7)
+            err = abs(f["estimate"][g] / true_gains(cfg["task"], name)[g] - 1.0)
+            ax.scatter(int(f["group"]), max(err, 1e-16), s=10, color=colors[name], label=name,
+                       marker="o" if all(f["identifiable"].values()) else "x")
+        ax.axhline(cfg["tolerance"], ls="--", color="k", lw=0.7)
+        ax.set_yscale("log")
         ax.set_title(g)
-        ax.set_xlabel("true")
-    axes[0].set_ylabel("identified")
+        ax.set_xlabel("episode")
+    axes[0].set_ylabel("|identified / true - 1|")
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     axes[-1].legend(uniq.values(), uniq.keys(), fontsize=7)
-    fig.suptitle(f"robosuite {cfg['task']}: per-episode OSC gain identification (settings withheld)")
+    noise = f", torque noise {cfg['torque_noise']:g} N m" if cfg.get("torque_noise") else ""
+    fig.suptitle(f"robosuite {cfg['task']}: per-episode OSC gain identification, settings withheld{noise} (x = flagged)")
     save_figure(fig, path)
