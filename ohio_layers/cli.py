@@ -7,6 +7,7 @@
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
     ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
+    ohio identify-manipulation        # identify the OSC gains of a log mixing controller settings
 """
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ def _manipulation(args: argparse.Namespace) -> None:
          f"runs/manipulation-{args.task}{suffix}", {"task": args.task})
 
 
+def _identify_manipulation(args: argparse.Namespace) -> None:
+    from .experiments.manipulation_identify import QUICK, ManipulationIdentifyConfig, run
+
+    suffix = "-quick" if args.quick else ""
+    _run("identify-manipulation", ManipulationIdentifyConfig, run, args, QUICK if args.quick else {},
+         f"runs/identify-{args.task}{suffix}", {"task": args.task})
+
+
 def _amod(args: argparse.Namespace) -> None:
     from .experiments.amod import QUICK, AMoDExperimentConfig, run
 
@@ -104,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--quick", action="store_true", help="a small smoke run (a few minutes)")
     profile.add_argument("--full", action="store_true", help="the large profile, for a bigger machine (hours)")
     p.set_defaults(func=_manipulation)
+
+    p = sub.add_parser("identify-manipulation", help="robosuite Lift/Door: identify the OSC gains of every episode of a "
+                       "log mixing controller settings (withheld), cluster, relabel")
+    p.add_argument("--task", choices=("lift", "door"), default="lift")
+    _add_common(p, "ManipulationIdentifyConfig", "runs/identify-<task>")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.set_defaults(func=_identify_manipulation)
 
     p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
     _add_common(p, "AMoDExperimentConfig", "runs/amod")

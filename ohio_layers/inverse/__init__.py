@@ -1,5 +1,7 @@
 """Recover high-level actions z by inverting the low-level controller, and relabel datasets."""
 from .amortized import AmortizedInverse, AmortizedInverter, AmortizedResult, window_features
+from .identify import Identification, Identifier, Unknown, diagonal_unknown, identify, osc_unknowns
+from .mixed import PerEpisodeInverter, cluster_identifications, identify_and_relabel
 from .flow_inverse import (FlowInverter, FlowReplay, counts_after_flows, flows_to_distribution, invert_flows,
                            replay_flows)
 from .osc_inverse import OSCInverse
@@ -15,4 +17,6 @@ __all__ = [
     "residual_jacobian", "FlowInverter", "FlowReplay", "counts_after_flows", "flows_to_distribution", "invert_flows",
     "replay_flows", "OSCInverse", "SupplyChainInverter", "SupplyReplay", "replay_supply", "shipments_to_z",
     "AmortizedInverse", "AmortizedInverter", "AmortizedResult", "window_features", "select_windows", "BestStart",
+    "replay_flows", "OSCInverse", "Identification", "Identifier", "Unknown", "diagonal_unknown", "identify",
+    "osc_unknowns", "PerEpisodeInverter", "cluster_identifications", "identify_and_relabel",
 ]

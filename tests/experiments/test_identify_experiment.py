@@ -1,0 +1,61 @@
+"""``ohio identify-manipulation``: the episode plan, the scoring table and clustering of JSON summaries,
+and (slow, robosuite) a miniature end-to-end run."""
+import json
+
+import numpy as np
+import pytest
+
+from ohio_layers.cli import main
+from ohio_layers.experiments.manipulation_identify import (GAINS, ManipulationIdentifyConfig, _as_identification,
+                                                           episode_plan, identification_table, run, true_gains)
+from ohio_layers.inverse.mixed import cluster_identifications
+
+
+def summary(episode, gains, flagged=()):
+    return {"group": episode, "estimate": dict(gains), "std_error": {g: 1e-3 * v for g, v in gains.items()},
+            "identifiable": {g: g not in flagged for g in GAINS}, "reasons": {g: "test" for g in flagged},
+            "condition": 10.0, "residual_rms": 0.0, "relative_residual": 0.0, "windows": 5, "equations": 100,
+            "converged": True, "iterations": 3, "seconds": 1.0}
+
+
+def test_plan_interleaves_settings_and_the_table_scores_against_the_withheld_truth():
+    cfg = ManipulationIdentifyConfig(episodes=6, out_dir="unused")
+    plan = episode_plan(cfg)
+    assert [p["setting"] for p in plan] == ["original", "stiffness", "damping"] * 2
+    assert len({p["seed"] for p in plan}) == 6
+    truth = {str(p["episode"]): p["setting"] for p in plan}
+    found = []
+    for p in plan:
+        g = true_gains("lift", p["setting"])
+        if p["episode"] == 4:  # 10 % off in the stiffness of one episode
+            g = {**g, "kp.ori": 1.1 * g["kp.ori"]}
+        found.append(summary(p["episode"], g, flagged=("damping_ratio.pos",) if p["episode"] == 5 else ()))
+    table, stats = identification_table(cfg, found, truth)
+    assert stats["original"]["within_share"] == 1.0
+    assert stats["stiffness"]["within_share"] == 0.5 and stats["stiffness"]["max_rel_error"]["kp.ori"] == pytest.approx(0.1)
+    assert stats["damping"]["within_share"] == 0.5 and stats["damping"]["flagged_share"] == 0.5  # flagged never counts
+    labels, clusters = cluster_identifications([_as_identification(f) for f in found], rtol=0.05)
+    assert labels[0] == labels[3] and len({labels[0], labels[1], labels[2]}) == 3 and labels[4] != labels[1]
+    # without its position damping a damping-setting episode looks like both "original" and "damping": its own cluster
+    assert labels[5] not in (labels[0], labels[2])
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="settings"):
+        ManipulationIdentifyConfig(settings=("original", "stiff"))
+    with pytest.raises(TypeError, match="episode"):
+        ManipulationIdentifyConfig.from_dict({"episode": 3})
+    with pytest.raises(SystemExit, match="identify-manipulation"):
+        main(["identify-manipulation", "--set", "tolerance=2"])
+
+
+@pytest.mark.slow
+def test_tiny_mixed_log_end_to_end(tmp_path):
+    pytest.importorskip("robosuite")
+    cfg = ManipulationIdentifyConfig(episodes=3, horizon=25, relabel_targets=("damping",), workers=1, out_dir=str(tmp_path))
+    res = run(cfg)
+    assert all(s["within_share"] == 1.0 for s in res["stats"].values())
+    assert len(res["clusters"]) == 3
+    assert res["label_agreement"]["damping"]["share_within_1mm_1mrad"] > 0.99
+    assert json.loads((tmp_path / "results.json").read_text())["truth"] == {"0": "original", "1": "stiffness", "2": "damping"}
+    assert np.isfinite(res["wall_seconds"])
