@@ -13,6 +13,7 @@ EXTRA_OF = {
     "theseus": "theseus",
     "highspy": "highs",
     "matplotlib": "plots",
+    "ray": "ray",
 }
 
 

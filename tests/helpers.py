@@ -1,7 +1,9 @@
 """Small systems shared by the tests."""
 import torch
 
-from ohio_layers.lowlevel import ConstantLinearization, LQRGoalController
+from ohio_layers.data import Dataset, EpisodeRecorder
+from ohio_layers.inverse import AnalyticSolver, InverseProblem, LevenbergMarquardt, ProblemInverter
+from ohio_layers.lowlevel import ConstantLinearization, LinearizedDynamics, LQRGoalController
 
 DT = 0.02
 
@@ -15,3 +17,27 @@ def reacher_like_linearization(dtype=torch.float64) -> ConstantLinearization:
 
 def reacher_like_lqr(action_bound=1.0) -> LQRGoalController:
     return LQRGoalController(reacher_like_linearization(), relative_dims=(0, 1), action_bound=action_bound)
+
+
+def synthetic_dataset(controller, episodes=6, length=23, seed=0) -> Dataset:
+    """Low-level data generated through the controller with a known z per 5-step window."""
+    g = torch.Generator().manual_seed(seed)
+    dyn, rec = LinearizedDynamics(), EpisodeRecorder()
+    for _ in range(episodes):
+        x = torch.randn(1, 4, generator=g, dtype=torch.float64)
+        for t in range(length):
+            if t % controller.horizon == 0:
+                z = 2 * torch.randn(1, 4, generator=g, dtype=torch.float64)
+                ctx = controller.context(x)
+            u = controller.act(x, z, ctx, t % controller.horizon)
+            x1 = dyn(x, u, ctx)
+            rec.add(observations=x[0].numpy(), states=x[0].numpy(), actions=u[0].numpy(), rewards=float(-x1.norm()),
+                    next_observations=x1[0].numpy(), next_states=x1[0].numpy(), terminals=False,
+                    timeouts=t == length - 1, z_true=z[0].numpy())
+            x = x1
+        rec.end_episode()
+    return rec.to_dataset({"generator": "test"})
+
+
+def make_inverter(controller):
+    return ProblemInverter(InverseProblem(controller, LinearizedDynamics()), LevenbergMarquardt(), init=AnalyticSolver())

@@ -115,6 +115,8 @@ def relabel(
     progress: bool = True,
     extra_keys: Sequence[str] = (),
     description: Optional[str] = None,
+    engine: str = "serial",
+    workers: int = 2,
 ) -> tuple:
     """Relabel every k-step window of ``dataset``; returns ``(high_level Dataset, RelabelReport)``.
 
@@ -129,7 +131,17 @@ def relabel(
         tolerance: residual below which a window counts as reproduced.
         resume: reuse finished chunks of an interrupted run with the same inputs.
         extra_keys: per-step arrays copied from the window start (e.g. ``"z_true"``).
+        engine: ``"serial"`` (this process) or ``"ray"``: shards of whole chunks solved by
+            ``workers`` Ray tasks, byte-identical output (:mod:`ohio_layers.inverse.sharded`).
     """
+    if engine not in ("serial", "ray"):
+        raise ValueError(f"engine must be 'serial' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from .sharded import relabel_sharded
+
+        return relabel_sharded(dataset, inverter, k, out_path, workers=workers, chunk_size=chunk_size, stride=stride,
+                               tolerance=tolerance, resume=resume, progress=progress, extra_keys=extra_keys,
+                               description=description)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_path = Path(out_path)
