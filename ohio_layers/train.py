@@ -11,7 +11,7 @@
     python -m ohio_layers.train --data ... --agent IQL --steps 100000 --out runs/iql
 
 Writes ``<out>/agent.pt`` (an ordinary ``Agent.load`` checkpoint, rank 0 alone, every
-``--checkpoint-every`` steps) and ``<out>/ranks.json`` (the world size and every rank's
+``--checkpoint-every`` steps) and ``<out>/ranks.json`` (the world size, the training wall time and every rank's
 parameter digest, which must all be equal). Running the same command again resumes from
 ``agent.pt``: pass a larger ``--steps`` to train further. ``--set key=value`` overrides
 agent config fields (JSON values), e.g. ``--set batch_size=512 --set hidden=[128,128]``.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -69,13 +70,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "mc_returns" in agent.required_extra_keys() and "mc_returns" not in dataset:
             dataset = add_mc_returns(dataset, agent.config.discount)
         out = Path(args.out)
+        t0 = time.perf_counter()
         agent = fit_distributed(agent, dataset, args.steps, out / "agent.pt", checkpoint_every=args.checkpoint_every,
                                 action_key=args.action_key, log_every=args.log_every,
                                 show_progress=not args.no_progress)
+        seconds = time.perf_counter() - t0
         digests = gather_digests(agent)
         if rank == 0:
             atomic_write_bytes(out / "ranks.json", json.dumps({"world_size": world, "step": agent.step,
-                                                               "digests": digests}, indent=1).encode())
+                                                               "train_seconds": seconds, "digests": digests}, indent=1).encode())
             if len(set(digests)) != 1:
                 raise RuntimeError(f"ranks disagree on the parameters after training: {digests}")
             last = agent.history[-1] if agent.history else {}

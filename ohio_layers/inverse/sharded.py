@@ -42,7 +42,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -143,13 +143,12 @@ def relabel_sharded(
     address: Optional[str] = None,
     chunk_size: int = 4096,
     stride: Optional[int] = None,
-    tolerance: float = 1e-6,
     resume: bool = True,
     progress: bool = True,
-    extra_keys: Sequence[str] = (),
     description: Optional[str] = None,
     max_retries: int = 3,
     ray_temp_dir: Optional[PathLike] = None,
+    **final: Any,
 ) -> tuple:
     """:func:`~ohio_layers.inverse.relabel.relabel` with the chunks solved by Ray tasks; same output bytes.
 
@@ -161,6 +160,8 @@ def relabel_sharded(
         max_retries: Ray re-runs a task whose worker died this many times. Errors raised by
             the inverter are not retried; they propagate.
         ray_temp_dir: Ray's session folder when Ray is started here.
+        **final: the remaining ``relabel`` options (``tolerance``, ``extra_keys``, ...). They only
+            shape the columns of the final serial pass, not the solving.
     Returns:
         ``(high_level Dataset, RelabelReport)``. ``report.extra["shards"]`` lists every shard's
         windows and file hash.
@@ -204,8 +205,7 @@ def relabel_sharded(
     if results["z"].shape[0] != starts.size:
         raise RuntimeError(f"shards returned {results['z'].shape[0]} windows, expected {starts.size}")
     high, report = relabel(dataset, ReplayInverter(starts, results, desc), k, out_path, chunk_size=chunk_size,
-                           stride=stride, tolerance=tolerance, resume=resume, progress=False, extra_keys=extra_keys,
-                           description=desc)
+                           stride=stride, resume=resume, progress=False, description=desc, **final)
     shutil.rmtree(root)
     report.seconds = time.perf_counter() - t0
     report.extra["shards"] = [{"chunks": list(plan[j]), "windows": d["windows"], "sha256": d["sha256"]}

@@ -124,10 +124,21 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}|{rank}|{step}".encode()).digest()[:8], "little") >> 1
 
 
-def _stream_state(seed: int) -> torch.Tensor:
+def _reseed(agent: Agent, seed: int) -> None:
+    """Restart the agent's training RNG stream from ``seed``.
+
+    Handles both an agent with a ``generator`` (``torch.Generator``) and one that keeps a CPU
+    ``_rng_state``.
+    """
+    gen = getattr(agent, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(seed)
+        return
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return torch.get_rng_state()
+        agent._rng_state = torch.get_rng_state()
+    if str(agent.config.device).startswith("cuda"):
+        torch.cuda.manual_seed(seed)  # the sampler and the agents' noise draw from the GPU's global RNG
 
 
 def parameter_digest(agent: Agent) -> str:
@@ -171,9 +182,7 @@ def fit_distributed(agent: Agent, dataset: Dataset, steps: int, checkpoint: Path
     try:
         while agent.step < steps:
             end = min(steps, (agent.step // checkpoint_every + 1) * checkpoint_every)
-            agent._rng_state = _stream_state(rank_seed(agent.config.seed, rank, agent.step))
-            if str(device).startswith("cuda"):
-                torch.cuda.manual_seed(rank_seed(agent.config.seed, rank, agent.step))  # the sampler draws on the GPU
+            _reseed(agent, rank_seed(agent.config.seed, rank, agent.step))
             agent.fit(shard, end - agent.step, action_key=action_key, discount_key=discount_key,
                       show_progress=show_progress and rank == 0, log_every=log_every,
                       logger=logger if rank == 0 else None)

@@ -61,6 +61,7 @@ def torchrun(args, timeout=120):
     return proc
 
 
+@pytest.mark.slow  # two torchrun launches: ~15 s idle, mostly 3 processes importing torch each time
 def test_torchrun_two_ranks_train_iql_agree_and_resume(tmp_path):
     data = toy_dataset()
     data.save(tmp_path / "data.npz")
