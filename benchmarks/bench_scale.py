@@ -1,6 +1,6 @@
 """Scale-out: sharded relabelling on local Ray workers and data-parallel training under torchrun.
 
-    python benchmarks/bench_scale.py [--episodes 200] [--repeat 2] [--ddp-steps 300]
+    python benchmarks/bench_scale.py [--episodes 200] [--repeat 2] [--ddp-steps 300] [--job-steps 300]
 
 Relabel: the reacher-like 5-step LQR loop (4 states, clipped torques, z in R^4), windows
 of k=5 steps. Two inverters: Levenberg-Marquardt from the analytic warm start (chunks of 256
@@ -9,6 +9,10 @@ solver dominates, as with the reference's numerical inverse). Rows: the serial p
 local 2-CPU Ray (started once; its start-up and the workers' first task are reported
 apart). The three are interleaved ``--repeat`` times and the best time is kept. Every Ray
 output is checked byte for byte against the serial one.
+
+Stage: an experiment stage of 4 seeded IQL training jobs through ``run_jobs`` (a spawn
+process pool, as the experiments use) and ``run_jobs_ray``, after one warm-up of the Ray
+workers.
 
 DDP: ``torchrun --standalone --nproc_per_node=W -m ohio_layers.train`` on a synthetic dataset,
 IQL with 256x256 networks. "weak" keeps 256 transitions per rank (the global batch grows
@@ -25,13 +29,12 @@ Scaling model (N machines, each with w worker slots):
   one ``ray.put`` of each shard's rows, and the final serial pass. That pass replays the
   solved z, gathers the non-z columns and writes the file. All of it is O(rows) memory
   traffic, about 1 us per window here, against 0.1-1 ms per window of solver time. Per
-  shard: a task, and one object transfer of its rows (plus the inverter, put once) to the
-  worker. Time ~ T_driver + ceil(shards / (N w)) * T_shard + T_task_overhead * shards /
+  shard: a task, and one object transfer of its rows and the inverter to the worker. Time ~ T_driver + ceil(shards / (N w)) * T_shard + T_task_overhead * shards /
   (N w). With 4 shards per worker slot, the last wave costs at most a quarter of a slot's
   share. The driver becomes the bottleneck once N w T_driver approaches the total solver
   time (for LM at about 0.2 ms per window that is around 200 slots), or once the dataset
   no longer fits in the driver's memory. Beyond that, shards should read their rows from
-  shared storage instead of ``ray.put``.
+  shared storage instead of receiving them from the driver.
 * Training. Every step all-reduces the gradients once per optimizer: 3 x (~0.2 M float32)
   for IQL at 256x256. On gloo over TCP that costs about 2(W-1)/W x 0.8 MB / bandwidth plus
   latency, per step. Weak scaling stays efficient while that is small next to the per-rank
@@ -66,7 +69,8 @@ from ohio_layers.data import Dataset  # noqa: E402
 from ohio_layers.experiments.common import format_table  # noqa: E402
 from ohio_layers.inverse import AdamSolver, InverseProblem, ProblemInverter, relabel  # noqa: E402
 from ohio_layers.lowlevel import LinearizedDynamics  # noqa: E402
-from ohio_layers.inverse.sharded import init_ray, relabel_sharded  # noqa: E402
+from ohio_layers._ray import init_ray  # noqa: E402
+from ohio_layers.inverse.sharded import relabel_sharded  # noqa: E402
 
 
 def digest(path: Path) -> str:
@@ -118,6 +122,41 @@ def bench_relabel(episodes: int, repeat: int, tmp: Path) -> list:
     return rows
 
 
+def train_job(job: dict) -> dict:
+    """One experiment-stage job: a seeded IQL run on the toy dataset (like the experiments' train stage)."""
+    from ohio_layers.rl import IQL
+
+    data = toy_dataset(episodes=8, length=100, seed=job["seed"])
+    agent = IQL.from_dataset(data, {"hidden": [64, 64], "batch_size": 64, "seed": job["seed"]})
+    agent.fit(data, job["steps"], show_progress=False)
+    return {"seed": job["seed"], "loss_q": agent.history[-1]["loss_q"]}
+
+
+def bench_jobs(steps: int, repeat: int, tmp: Path) -> list:
+    """Experiment-stage wall time: 4 training jobs through run_jobs (process pool) and run_jobs_ray."""
+    import ray
+
+    from ohio_layers.experiments.common import run_jobs
+    from ohio_layers.experiments.ray_jobs import run_jobs_ray
+
+    jobs = [{"name": f"job{i}", "seed": i, "steps": steps} for i in range(4)]
+    init_ray(2)
+    run_jobs_ray(train_job, jobs[:2], tmp / "warm-jobs", workers=2)  # worker start-up and imports
+    names = ["run_jobs, 1 process", "run_jobs, 2 processes", "run_jobs_ray, 1 worker", "run_jobs_ray, 2 workers"]
+    times: dict = {n: [] for n in names}
+    for i in range(repeat):
+        for name in names:
+            w = int(name.split(", ")[1][0])
+            out = tmp / f"jobs-{name.replace(' ', '').replace(',', '_')}-{i}"
+            t = time.perf_counter()
+            (run_jobs_ray if "ray" in name else run_jobs)(train_job, jobs, out, workers=w, desc=name)
+            times[name].append(time.perf_counter() - t)
+    ray.shutdown()
+    base = min(times[names[0]])
+    return [[f"stage: 4 IQL jobs x {steps} steps, {n}", f"{4 / min(t):.2f} jobs/s", f"{min(t):.2f}",
+             f"{base / min(t):.2f}", f"{base / min(t) / int(n.split(', ')[1][0]):.2f}"] for n, t in times.items()]
+
+
 def toy_dataset(episodes: int = 40, length: int = 250, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     n = episodes * length
@@ -165,13 +204,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=200, help="relabel: episodes of 100 steps (20 windows each)")
     ap.add_argument("--ddp-steps", type=int, default=300)
+    ap.add_argument("--job-steps", type=int, default=300, help="stage: gradient steps per training job")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as d:
-        rows = bench_relabel(args.episodes, args.repeat, Path(d)) + bench_ddp(args.ddp_steps, args.repeat, Path(d))
+        rows = (bench_relabel(args.episodes, args.repeat, Path(d)) + bench_jobs(args.job_steps, args.repeat, Path(d))
+                + bench_ddp(args.ddp_steps, args.repeat, Path(d)))
     print(format_table(rows, ["case", "throughput", "seconds (best)", "speed-up", "efficiency"]))
-    print("speed-up: relabel vs serial; DDP weak: transitions/s vs 1 rank, strong: steps/s vs 1 rank; "
+    print("speed-up: relabel vs serial, stage vs 1 process; DDP weak: transitions/s vs 1 rank, strong: steps/s vs 1 rank; "
           "efficiency = speed-up / workers. Scaling model: see this file's docstring.")
 
 

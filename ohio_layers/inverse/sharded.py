@@ -29,7 +29,7 @@ Ray runs on 127.0.0.1 only, without usage stats or token files, unless ``address
 Files go to the run directory and Ray's session folder (``ray_temp_dir``, default Ray's
 ``/tmp/ray``) only.
 
-Scaling: the driver hashes the dataset, ships each shard's rows (``ray.put``) and replays
+Scaling: the driver hashes the dataset, ships each shard's rows as its task's argument and replays
 the results. That is one pass over the data, cheap next to the solver. Per-shard work is
 ``inverter`` calls only. See ``benchmarks/bench_scale.py`` for measured efficiency.
 """
@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .._extras import require
+from .._ray import map_tasks
 from ..data.dataset import Dataset, window_starts
 from ..data.io import PathLike, atomic_write_bytes
 from .result import InverseResult
@@ -72,29 +72,6 @@ def shard_plan(n_chunks: int, shards: int) -> List[Tuple[int, int]]:
         raise ValueError(f"shards must be >= 1, got {shards}")
     cuts = np.linspace(0, n_chunks, min(shards, n_chunks) + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-
-
-def init_ray(workers: int, address: Optional[str] = None, temp_dir: Optional[PathLike] = None) -> bool:
-    """Start (or connect to) Ray; returns ``True`` if this call started it (the caller shuts it down).
-
-    Without ``address`` (and without ``RAY_ADDRESS``), a local Ray with ``workers`` CPUs is
-    started on 127.0.0.1. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` does that; ``_node_ip_address``
-    does not. Token auth (which writes ``~/.ray/auth_token``) and the dashboard are off.
-    Usage stats are always off.
-    """
-    ray = require("ray")
-    if ray.is_initialized():
-        return False
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=int(workers), include_dashboard=False, logging_level="WARNING",
-                 _temp_dir=None if temp_dir is None else str(Path(temp_dir).resolve()))
-    else:
-        ray.init(address=address, logging_level="WARNING")
-    return True
 
 
 @dataclass
@@ -216,34 +193,16 @@ def relabel_sharded(
 def _run_shards(dataset: Dataset, inverter: Any, k: int, stride: Optional[int], chunk_size: int, starts: np.ndarray,
                 plan: List[Tuple[int, int]], desc: str, shard_dir: Path, workers: int, address: Optional[str],
                 max_retries: int, ray_temp_dir: Optional[PathLike], progress: bool) -> List[Dict[str, Any]]:
-    """Submit one task per shard, at most ``workers`` in flight; returns the shards' records in plan order."""
-    from tqdm.auto import tqdm
+    """One task per shard, at most ``workers`` in flight; returns the shards' records in plan order."""
+    threads = torch.get_num_threads()
 
-    ray = require("ray")
-    started = init_ray(workers, address, ray_temp_dir)
-    try:
-        task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=False)(_relabel_shard)
-        inverter_ref = ray.put(inverter)
-        threads = torch.get_num_threads()
-        pending: Dict[Any, int] = {}
-        done: Dict[int, Dict[str, Any]] = {}
-        bar = tqdm(total=len(plan), desc="relabel shards", unit="shard", disable=not progress)
-        queue = list(range(len(plan)))
-        while queue or pending:
-            while queue and len(pending) < workers:
-                j = queue.pop(0)
-                lo, hi = plan[j]
-                s = starts[lo * chunk_size: hi * chunk_size]
-                first, last = int(s[0]), int(s[-1]) + k  # the shard's rows: its windows and nothing after
-                ref = task.remote(dataset.select(slice(first, last)), inverter_ref, k, stride, chunk_size, s - first,
-                                  desc, str(shard_dir / f"shard_{j:05d}.npz"), threads)
-                pending[ref] = j
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                done[pending.pop(ref)] = ray.get(ref)
-                bar.update()
-        bar.close()
-    finally:
-        if started:
-            ray.shutdown()
+    def args_of(j: int) -> tuple:
+        lo, hi = plan[j]
+        s = starts[lo * chunk_size: hi * chunk_size]
+        first, last = int(s[0]), int(s[-1]) + k  # the shard's rows: its windows and nothing after
+        return (dataset.select(slice(first, last)), inverter, k, stride, chunk_size, s - first, desc,
+                str(shard_dir / f"shard_{j:05d}.npz"), threads)
+
+    done = map_tasks(_relabel_shard, len(plan), args_of, workers, address=address, max_retries=max_retries,
+                     temp_dir=ray_temp_dir, desc="relabel shards", progress=progress)
     return [done[j] for j in range(len(plan))]

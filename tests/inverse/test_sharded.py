@@ -11,7 +11,8 @@ ray = pytest.importorskip("ray")
 
 from helpers import make_inverter, reacher_like_lqr, synthetic_dataset  # noqa: E402
 from ohio_layers.inverse import relabel  # noqa: E402
-from ohio_layers.inverse.sharded import init_ray, relabel_sharded, shard_plan  # noqa: E402
+from ohio_layers._ray import init_ray  # noqa: E402
+from ohio_layers.inverse.sharded import relabel_sharded, shard_plan  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
@@ -26,6 +27,7 @@ def local_ray(tmp_path_factory):
     assert not ray.is_initialized()
     started = init_ray(2)
     assert started
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}  # loopback only, not every interface
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,55 @@
+"""Experiment jobs on 2 local Ray workers: the same result files as run_jobs, each job exactly once, resumable."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ohio_layers._ray import init_ray  # noqa: E402
+from ohio_layers.experiments.common import run_jobs  # noqa: E402
+from ohio_layers.experiments.ray_jobs import run_jobs_ray  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    assert init_ray(2)
+    yield ray
+    ray.shutdown()
+
+
+def seeded_job(job):
+    """A seeded computation; logs each run; the worker dies on the first attempt of ``job["die"]`` jobs."""
+    import torch
+
+    with open(job["log"], "a") as f:
+        f.write(job["name"] + "\n")
+    if job.get("die") and not os.path.exists(job["die"]):
+        Path(job["die"]).write_text("killed")
+        os._exit(1)
+    g = torch.Generator().manual_seed(job["seed"])
+    w = torch.randn(8, 8, generator=g, dtype=torch.float64)
+    return {"seed": job["seed"], "norm": float(torch.linalg.matrix_norm(w @ w.T, ord=2)), "trace": float(w.trace())}
+
+
+def test_ray_jobs_match_run_jobs_exactly_once_after_a_crash(local_ray, tmp_path):
+    log = str(tmp_path / "runs.log")
+    jobs = [{"name": f"job{i}", "seed": i, "log": log} for i in range(5)]
+    run_jobs(seeded_job, jobs, tmp_path / "serial", workers=1, desc="serial")
+    crashing = [dict(j, die=str(tmp_path / "died")) if j["name"] == "job2" else j for j in jobs]
+    Path(log).unlink()
+    results = run_jobs_ray(seeded_job, crashing, tmp_path / "ray", workers=2)
+    assert (tmp_path / "died").exists(), "the worker was never killed: the retry was not tested"
+    runs = Path(log).read_text().split()
+    assert sorted(runs) == sorted([f"job{i}" for i in range(5)] + ["job2"])  # job2 twice (killed, retried), others once
+    for j in jobs:
+        assert (tmp_path / "ray" / f"{j['name']}.json").read_bytes() == (tmp_path / "serial" / f"{j['name']}.json").read_bytes()
+    assert [r["seed"] for r in results] == list(range(5))
+    # resume: only the missing job runs again
+    (tmp_path / "ray" / "job3.json").unlink()
+    Path(log).unlink()
+    run_jobs_ray(seeded_job, jobs, tmp_path / "ray", workers=2)
+    assert Path(log).read_text().split() == ["job3"]
