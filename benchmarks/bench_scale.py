@@ -92,7 +92,7 @@ def bench_relabel(episodes: int, repeat: int, tmp: Path) -> list:
     init_ray(2)
     ray_start = time.perf_counter() - t
     t = time.perf_counter()
-    relabel_sharded(cases[0][2], cases[0][1], 5, tmp / "warm.npz", workers=2, chunk_size=256, progress=False)
+    relabel_sharded(relabel, cases[0][2], cases[0][1], 5, tmp / "warm.npz", workers=2, chunk_size=256, progress=False)
     cold = time.perf_counter() - t
     rows = []
     for label, inverter, data, chunk in cases:
@@ -105,7 +105,7 @@ def bench_relabel(episodes: int, repeat: int, tmp: Path) -> list:
                 if name == "serial":
                     relabel(data, inverter, 5, out, chunk_size=chunk, progress=False)
                 else:
-                    relabel_sharded(data, inverter, 5, out, workers=1 if "1" in name else 2, chunk_size=chunk,
+                    relabel_sharded(relabel, data, inverter, 5, out, workers=1 if "1" in name else 2, chunk_size=chunk,
                                     progress=False)
                 runs[name].append(time.perf_counter() - t)
                 if name != "serial" and digest(out) != digest(tmp / f"{label}-serial-{i}.npz"):

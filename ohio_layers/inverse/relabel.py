@@ -139,9 +139,9 @@ def relabel(
     if engine == "ray":
         from .sharded import relabel_sharded
 
-        return relabel_sharded(dataset, inverter, k, out_path, workers=workers, chunk_size=chunk_size, stride=stride,
-                               tolerance=tolerance, resume=resume, progress=progress, extra_keys=extra_keys,
-                               description=description)
+        return relabel_sharded(relabel, dataset, inverter, k, out_path, workers=workers, chunk_size=chunk_size,
+                               stride=stride, tolerance=tolerance, resume=resume, progress=progress,
+                               extra_keys=extra_keys, description=description)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_path = Path(out_path)

@@ -40,9 +40,10 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -92,11 +93,9 @@ class ReplayInverter:
         return self.description
 
 
-def _relabel_shard(rows: Dataset, inverter: Any, k: int, stride: Optional[int], chunk_size: int, expected: np.ndarray,
-                   description: str, path: str, threads: int) -> Dict[str, Any]:
+def _relabel_shard(relabel: Callable[..., tuple], rows: Dataset, inverter: Any, k: int, stride: Optional[int],
+                   chunk_size: int, expected: np.ndarray, description: str, path: str, threads: int) -> Dict[str, Any]:
     """Ray task body: serial ``relabel`` of one shard's rows into ``path`` (skipped if ``path`` exists)."""
-    from .relabel import relabel  # deferred: relabel dispatches here
-
     torch.set_num_threads(threads)  # the serial path's thread count: same kernels, same bytes
     found = window_starts(rows, k, stride)
     if not np.array_equal(found, expected):
@@ -110,6 +109,7 @@ def _relabel_shard(rows: Dataset, inverter: Any, k: int, stride: Optional[int], 
 
 
 def relabel_sharded(
+    relabel: Callable[..., tuple],
     dataset: Dataset,
     inverter: Any,
     k: int,
@@ -130,6 +130,8 @@ def relabel_sharded(
     """:func:`~ohio_layers.inverse.relabel.relabel` with the chunks solved by Ray tasks; same output bytes.
 
     Args (besides those of ``relabel``):
+        relabel: the serial :func:`~ohio_layers.inverse.relabel.relabel`. It is passed in, not
+            imported, so ``relabel -> sharded`` stays the only import between the two modules.
         workers: concurrent tasks (and the CPUs of a locally started Ray).
         shards: number of shards (default ``4 * workers``, at most one per chunk). More shards
             balance the load and lose less work when a worker dies. Each shard costs one task.
@@ -143,8 +145,6 @@ def relabel_sharded(
         ``(high_level Dataset, RelabelReport)``. ``report.extra["shards"]`` lists every shard's
         windows and file hash.
     """
-    from .relabel import relabel  # deferred: relabel dispatches here
-
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if chunk_size < 1:
@@ -156,6 +156,10 @@ def relabel_sharded(
     desc = description or (inverter.describe() if hasattr(inverter, "describe") else repr(inverter))
     n_chunks = (starts.size + chunk_size - 1) // chunk_size
     plan = shard_plan(n_chunks, 4 * workers if shards is None else shards)
+    if len(plan) < workers:
+        warnings.warn(f"only {n_chunks} chunk(s) of {chunk_size} windows for {workers} workers: some stay idle; "
+                      f"a smaller chunk_size gives more shards (the output is byte-identical to the serial path "
+                      f"with the same chunk_size)", stacklevel=3)
     key = hashlib.sha256("|".join([dataset_digest(dataset), hashlib.sha256(starts.tobytes()).hexdigest(), str(k),
                                    str(stride or k), str(chunk_size), desc, json.dumps(plan)]).encode()).hexdigest()
     root = out_path.with_name(out_path.name + ".shards")
@@ -175,7 +179,7 @@ def relabel_sharded(
                                              "shards": plan}, indent=1).encode())
 
     t0 = time.perf_counter()
-    done = _run_shards(dataset, inverter, k, stride, chunk_size, starts, plan, desc, shard_dir, workers, address,
+    done = _run_shards(relabel, dataset, inverter, k, stride, chunk_size, starts, plan, desc, shard_dir, workers, address,
                        max_retries, ray_temp_dir, progress)
     parts = [Dataset.load(d["path"]) for d in done]
     results = {key_: np.concatenate([p[key_] for p in parts]) for key_ in _RESULT_KEYS}
@@ -190,7 +194,7 @@ def relabel_sharded(
     return high, report
 
 
-def _run_shards(dataset: Dataset, inverter: Any, k: int, stride: Optional[int], chunk_size: int, starts: np.ndarray,
+def _run_shards(relabel: Callable[..., tuple], dataset: Dataset, inverter: Any, k: int, stride: Optional[int], chunk_size: int, starts: np.ndarray,
                 plan: List[Tuple[int, int]], desc: str, shard_dir: Path, workers: int, address: Optional[str],
                 max_retries: int, ray_temp_dir: Optional[PathLike], progress: bool) -> List[Dict[str, Any]]:
     """One task per shard, at most ``workers`` in flight; returns the shards' records in plan order."""
@@ -200,7 +204,7 @@ def _run_shards(dataset: Dataset, inverter: Any, k: int, stride: Optional[int], 
         lo, hi = plan[j]
         s = starts[lo * chunk_size: hi * chunk_size]
         first, last = int(s[0]), int(s[-1]) + k  # the shard's rows: its windows and nothing after
-        return (dataset.select(slice(first, last)), inverter, k, stride, chunk_size, s - first, desc,
+        return (relabel, dataset.select(slice(first, last)), inverter, k, stride, chunk_size, s - first, desc,
                 str(shard_dir / f"shard_{j:05d}.npz"), threads)
 
     done = map_tasks(_relabel_shard, len(plan), args_of, workers, address=address, max_retries=max_retries,

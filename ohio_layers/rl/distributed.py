@@ -56,12 +56,12 @@ def init_distributed(device: str = "cpu", timeout_s: float = 600.0) -> tuple:
     Returns ``(rank, world_size, device)``. Without torchrun it is one process: ``(0, 1, device)``.
     ``device="cuda"`` picks ``cuda:<LOCAL_RANK>`` and NCCL; otherwise gloo on CPU.
     """
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return 0, 1, device
-    cuda = device.startswith("cuda")
     if cuda:
-        if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False")
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         device = f"cuda:{local}"

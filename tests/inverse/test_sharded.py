@@ -76,7 +76,7 @@ def test_ray_relabel_is_byte_identical_to_serial(local_ray, problem, tmp_path):
                               extra_keys=("z_true",), engine="ray", workers=2)
     assert digest(tmp_path / "ray.npz") == digest(tmp_path / "serial.npz")
     assert len(sharded) == len(serial) == 40 and len(report.extra["shards"]) == 8  # 14 chunks, 4 * workers shards
-    relabel_sharded(data, inverter, 5, tmp_path / "ray3.npz", chunk_size=3, stride=3, shards=5, progress=False)
+    relabel_sharded(relabel, data, inverter, 5, tmp_path / "ray3.npz", chunk_size=3, stride=3, shards=5, progress=False)
     assert digest(tmp_path / "ray3.npz") == digest(tmp_path / "serial3.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ray.npz", "ray3.npz", "serial.npz", "serial3.npz"]
 
@@ -86,7 +86,7 @@ def test_worker_killed_mid_shard_gives_identical_output_exactly_once(local_ray, 
     relabel(data, inverter, 5, tmp_path / "serial.npz", chunk_size=2, progress=False)
     log, marker = tmp_path / "calls.log", tmp_path / "killed"
     flaky = LoggedInverter(inverter, log, marker, kill_episode=6)
-    _, report = relabel_sharded(data, flaky, 5, tmp_path / "ray.npz", chunk_size=2, shards=4, progress=False)
+    _, report = relabel_sharded(relabel, data, flaky, 5, tmp_path / "ray.npz", chunk_size=2, shards=4, progress=False)
     assert marker.exists(), "the worker was never killed: the test did not test the retry"
     assert digest(tmp_path / "ray.npz") == digest(tmp_path / "serial.npz")
     calls = log.read_text().split()
@@ -103,6 +103,10 @@ def test_sharded_refuses_shards_of_other_inputs(local_ray, problem, tmp_path):
     root.mkdir()
     (root / "manifest.json").write_text('{"key": "other"}')
     with pytest.raises(RuntimeError, match="different relabelling run"):
-        relabel_sharded(data, inverter, 5, tmp_path / "x.npz", progress=False)
+        relabel_sharded(relabel, data, inverter, 5, tmp_path / "x.npz", progress=False)
+    with pytest.warns(UserWarning, match="only 1 chunk"):  # 40 windows in one chunk: one worker idles
+        relabel_sharded(relabel, data, inverter, 5, tmp_path / "one.npz", chunk_size=4096, workers=2, progress=False)
+    relabel(data, inverter, 5, tmp_path / "serial.npz", chunk_size=4096, progress=False)
+    assert digest(tmp_path / "one.npz") == digest(tmp_path / "serial.npz")
     with pytest.raises(ValueError, match="engine must be"):
         relabel(data, inverter, 5, tmp_path / "x.npz", engine="spark")

@@ -11,7 +11,7 @@ import torch
 
 from ohio_layers.data import Dataset
 from ohio_layers.rl import IQL, Agent
-from ohio_layers.rl.distributed import fit_distributed, parameter_digest, rank_seed, shard_dataset
+from ohio_layers.rl.distributed import fit_distributed, init_distributed, parameter_digest, rank_seed, shard_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"hidden": [32, 32], "batch_size": 32, "seed": 3}
@@ -37,6 +37,15 @@ def test_shards_are_whole_episodes_covering_every_row_once():
     with pytest.raises(ValueError, match=r"rank must be in \[0, 3\)"):
         shard_dataset(data, 3, 3)
     assert rank_seed(0, 0, 0) != rank_seed(0, 1, 0) != rank_seed(0, 0, 100)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_request_without_gpu_is_refused_by_name(tmp_path):
+    with pytest.raises(RuntimeError, match="device='cuda' was requested"):
+        init_distributed("cuda")
+    data = toy_dataset()
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1"):
+        fit_distributed(IQL.from_dataset(data, CONFIG), data, 10, tmp_path / "x.pt", checkpoint_every=0)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
