@@ -5,14 +5,15 @@
 Relabel: the reacher-like 5-step LQR loop (4 states, clipped torques, z in R^4), windows
 of k=5 steps. Two inverters: Levenberg-Marquardt from the analytic warm start (chunks of 256
 windows; cheap, so the engine's overheads show) and 300 Adam iterations (chunks of 64; the
-solver dominates, as with the reference's numerical inverse). Rows: the serial path, then ``engine="ray"`` with 1 and 2 tasks in flight on one
-local 2-CPU Ray (started once; its start-up and the workers' first task are reported
-apart). The three are interleaved ``--repeat`` times and the best time is kept. Every Ray
-output is checked byte for byte against the serial one.
+solver dominates, as with the reference's numerical inverse). Rows: the serial path, then
+``engine="ray"`` with 1 and 2 tasks in flight on one local 2-CPU Ray (started once; its
+start-up and the workers' first task are reported apart). The three are interleaved
+``--repeat`` times and the best time is kept. Every Ray output is checked byte for byte
+against the serial one.
 
 Stage: an experiment stage of 4 seeded IQL training jobs through ``run_jobs`` (a spawn
-process pool, as the experiments use) and ``run_jobs_ray``, after one warm-up of the Ray
-workers.
+process pool, as the experiments use) and ``run_jobs(..., engine="ray")``, after one warm-up
+of the Ray workers.
 
 DDP: ``torchrun --standalone --nproc_per_node=W -m ohio_layers.train`` on a synthetic dataset,
 IQL with 256x256 networks. "weak" keeps 256 transitions per rank (the global batch grows
@@ -25,16 +26,18 @@ path for relabelling).
 
 Scaling model (N machines, each with w worker slots):
 
-* Relabel. The shared work sits on the driver: the dataset's content hash, ``window_starts``,
-  one ``ray.put`` of each shard's rows, and the final serial pass. That pass replays the
-  solved z, gathers the non-z columns and writes the file. All of it is O(rows) memory
-  traffic, about 1 us per window here, against 0.1-1 ms per window of solver time. Per
-  shard: a task, and one object transfer of its rows and the inverter to the worker. Time ~ T_driver + ceil(shards / (N w)) * T_shard + T_task_overhead * shards /
-  (N w). With 4 shards per worker slot, the last wave costs at most a quarter of a slot's
-  share. The driver becomes the bottleneck once N w T_driver approaches the total solver
-  time (for LM at about 0.2 ms per window that is around 200 slots), or once the dataset
-  no longer fits in the driver's memory. Beyond that, shards should read their rows from
-  shared storage instead of receiving them from the driver.
+* Relabel. The shared work sits on the driver: the dataset's content hash (~1 us per window
+  here), ``window_starts`` (~8 us), shipping each shard's rows, and the final serial pass
+  that replays the solved z, gathers the non-z columns and writes the chunks and the file
+  (~100 us per window, measured on the loaded machine where serial LM took ~1.2 ms per
+  window). Per shard: one task and one transfer of its rows and the inverter. Time ~
+  T_driver + ceil(shards / (N w)) * T_shard + T_task * shards / (N w). With 4 shards per
+  worker slot, the last wave costs at most a quarter of a slot's share. The driver is the
+  bottleneck once T_solve / (N w) falls to T_driver: about 4-10 slots for LM
+  (0.4-1 ms per window against ~0.1 ms), about 200 for Adam-300 (~20 ms per window). Two
+  other limits: the dataset must fit in the driver's memory, and it is shipped from there.
+  Past them, shards should read their rows from shared storage and the replay pass should
+  write columns directly.
 * Training. Every step all-reduces the gradients once per optimizer: 3 x (~0.2 M float32)
   for IQL at 256x256. On gloo over TCP that costs about 2(W-1)/W x 0.8 MB / bandwidth plus
   latency, per step. Weak scaling stays efficient while that is small next to the per-rank
@@ -114,8 +117,8 @@ def bench_relabel(episodes: int, repeat: int, tmp: Path) -> list:
         for name, times in runs.items():
             w = 1 if name == "serial" else int(name.split()[1])
             best = min(times)
-            rows.append([f"relabel {label}, {windows} windows, {name}", f"{windows / best:,.0f} windows/s", f"{best:.2f}",
-                         f"{base / best:.2f}", f"{base / best / w:.2f}"])
+            rows.append([f"relabel {label}, {windows} windows, {name}", f"{windows / best:,.0f} windows/s",
+                         f"{best:.2f}", f"{base / best:.2f}", f"{base / best / w:.2f}"])
     ray.shutdown()
     rows.append(["ray start-up (init, once)", "-", f"{ray_start:.2f}", "-", "-"])
     rows.append(["ray first relabel (cold workers), LM", "-", f"{cold:.2f}", "-", "-"])
@@ -133,23 +136,22 @@ def train_job(job: dict) -> dict:
 
 
 def bench_jobs(steps: int, repeat: int, tmp: Path) -> list:
-    """Experiment-stage wall time: 4 training jobs through run_jobs (process pool) and run_jobs_ray."""
+    """Experiment-stage wall time: 4 training jobs through run_jobs on a process pool and on Ray."""
     import ray
 
     from ohio_layers.experiments.common import run_jobs
-    from ohio_layers.experiments.ray_jobs import run_jobs_ray
 
     jobs = [{"name": f"job{i}", "seed": i, "steps": steps} for i in range(4)]
     init_ray(2)
-    run_jobs_ray(train_job, jobs[:2], tmp / "warm-jobs", workers=2)  # worker start-up and imports
-    names = ["run_jobs, 1 process", "run_jobs, 2 processes", "run_jobs_ray, 1 worker", "run_jobs_ray, 2 workers"]
+    run_jobs(train_job, jobs[:2], tmp / "warm-jobs", workers=2, engine="ray")  # worker start-up and imports
+    names = ["process pool, 1 process", "process pool, 2 processes", "ray, 1 worker", "ray, 2 workers"]
     times: dict = {n: [] for n in names}
     for i in range(repeat):
         for name in names:
             w = int(name.split(", ")[1][0])
             out = tmp / f"jobs-{name.replace(' ', '').replace(',', '_')}-{i}"
             t = time.perf_counter()
-            (run_jobs_ray if "ray" in name else run_jobs)(train_job, jobs, out, workers=w, desc=name)
+            run_jobs(train_job, jobs, out, workers=w, desc=name, engine="ray" if "ray" in name else "process")
             times[name].append(time.perf_counter() - t)
     ray.shutdown()
     base = min(times[names[0]])
@@ -212,8 +214,8 @@ def main() -> None:
         rows = (bench_relabel(args.episodes, args.repeat, Path(d)) + bench_jobs(args.job_steps, args.repeat, Path(d))
                 + bench_ddp(args.ddp_steps, args.repeat, Path(d)))
     print(format_table(rows, ["case", "throughput", "seconds (best)", "speed-up", "efficiency"]))
-    print("speed-up: relabel vs serial, stage vs 1 process; DDP weak: transitions/s vs 1 rank, strong: steps/s vs 1 rank; "
-          "efficiency = speed-up / workers. Scaling model: see this file's docstring.")
+    print("speed-up: relabel vs serial, stage vs 1 process; DDP weak: transitions/s vs 1 rank, "
+          "strong: steps/s vs 1 rank; efficiency = speed-up / workers. Scaling model: see this file's docstring.")
 
 
 if __name__ == "__main__":

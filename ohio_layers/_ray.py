@@ -1,10 +1,10 @@
 """Ray core tasks on loopback: start-up with safe defaults and a bounded map with at-least-once retries.
 
-Used by :mod:`ohio_layers.inverse.sharded` (relabelling) and
-:mod:`ohio_layers.experiments.ray_jobs` (experiment stages). Ray re-runs a task whose worker
-died, so callers make each task's side effects idempotent. Either the task writes its result
-atomically to a file named for its inputs, or the task has no side effects and the driver
-writes the result.
+Used by :mod:`ohio_layers.inverse.sharded` (relabelling) and by
+:func:`ohio_layers.experiments.common.run_jobs` (experiment stages, ``engine="ray"``). Ray
+re-runs a task whose worker died, so callers make each task's side effects idempotent.
+Either the task writes its result atomically to a file named for its inputs, or the task has
+no side effects and the driver writes the result.
 """
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ def init_ray(workers: int, address: Optional[str] = None, temp_dir: Optional[Pat
     else:
         ray.init(address=address, logging_level="WARNING")
     return True
+
+
+def call_single_threaded(fn: Callable[[Any], Any], arg: Any) -> Any:
+    """``fn(arg)`` with one torch thread (task body for jobs that expect a worker of their own)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(arg)
 
 
 def map_tasks(fn: Callable[..., Any], n: int, args_of: Callable[[int], Tuple[Any, ...]], workers: int, *,

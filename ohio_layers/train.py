@@ -77,8 +77,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         seconds = time.perf_counter() - t0
         digests = gather_digests(agent)
         if rank == 0:
-            atomic_write_bytes(out / "ranks.json", json.dumps({"world_size": world, "step": agent.step,
-                                                               "train_seconds": seconds, "digests": digests}, indent=1).encode())
+            summary = {"world_size": world, "step": agent.step, "train_seconds": seconds, "digests": digests}
+            atomic_write_bytes(out / "ranks.json", json.dumps(summary, indent=1).encode())
             if len(set(digests)) != 1:
                 raise RuntimeError(f"ranks disagree on the parameters after training: {digests}")
             last = agent.history[-1] if agent.history else {}

@@ -77,7 +77,7 @@ def close_distributed() -> None:
 
 
 def shard_dataset(dataset: Dataset, rank: int, world: int) -> Dataset:
-    """Rank ``rank``'s share of ``dataset``: a contiguous block of whole episodes (rows if there are no ``episode_ids``).
+    """Rank ``rank``'s share of ``dataset``: a contiguous block of whole episodes (of rows without ``episode_ids``).
 
     Blocks hold near-equal numbers of episodes, and every rank gets at least one row.
     """
