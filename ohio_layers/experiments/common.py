@@ -44,10 +44,14 @@ class ExperimentConfig(Config):
     Attributes:
         out_dir: where datasets, per-run results, ``results.json`` and plots go.
         workers: parallel training processes (one torch thread each; capped at the CPU count).
+        engine: ``"process"`` (a local process pool) or ``"ray"`` (Ray tasks for the jobs and the
+            relabelling, on 127.0.0.1 unless ``RAY_ADDRESS`` names a cluster; ``workers`` is then
+            the number of tasks in flight and is not capped).
     """
 
     out_dir: str = "runs/experiment"
     workers: int = setting(2, ge=1)
+    engine: str = setting("process", choices=("process", "ray"))
 
 
 # ------------------------------------------------------------------------------ JSON

@@ -56,3 +56,11 @@ def test_ray_jobs_match_run_jobs_exactly_once_after_a_crash(local_ray, tmp_path)
     assert log.read_text().split() == ["job3"]
     with pytest.raises(ValueError, match="engine must be 'process' or 'ray'"):
         run_jobs(seeded_job, jobs, tmp_path / "ray", engine="dask")
+
+
+def test_experiment_configs_take_the_engine_by_name():
+    from ohio_layers.experiments.reacher import ReacherExperimentConfig
+
+    assert ReacherExperimentConfig.from_dict({"engine": "ray"}).engine == "ray"
+    with pytest.raises(ValueError, match="engine"):
+        ReacherExperimentConfig.from_dict({"engine": "spark"})
