@@ -17,6 +17,7 @@ EXTRA_OF = {
     "h5py": "minari",
     "d3rlpy": "d3rlpy",
     "tensorboard": "tensorboard",
+    "ray": "ray",
 }
 
 

@@ -373,13 +373,13 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     jobs = [_job(cfg, out, b, kind, algo, s) for b in cfg.behaviours for kind in KINDS for algo in cfg.algos for s in cfg.seeds]
     jobs.sort(key=_cost, reverse=True)
     print(f"[4/6] train and evaluate {len(jobs)} offline agents ({workers} processes)")
-    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline")
+    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline", engine=cfg.engine)
     ft_runs: List[Dict[str, Any]] = []
     if cfg.finetune:
         ft_jobs = [dict(_job(cfg, out, b, kind, "calql", s), name=f"finetune_{b}_{kind}_seed{s}")
                    for b in cfg.behaviours for kind in ("e2e", "ohio") for s in cfg.seeds]
         print(f"[5/6] online fine-tuning (Cal-QL -> SAC, {cfg.online_steps} env steps) of {len(ft_jobs)} agents")
-        ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune")
+        ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune", engine=cfg.engine)
 
     print("[6/6] results")
     pct = lambda r: 100.0 * r / oracle  # noqa: E731

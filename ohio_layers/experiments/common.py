@@ -44,10 +44,14 @@ class ExperimentConfig(Config):
     Attributes:
         out_dir: where datasets, per-run results, ``results.json`` and plots go.
         workers: parallel training processes (one torch thread each; capped at the CPU count).
+        engine: ``"process"`` (a local process pool) or ``"ray"`` (Ray tasks for the jobs and the
+            relabelling, on 127.0.0.1 unless ``RAY_ADDRESS`` names a cluster; ``workers`` is then
+            the number of tasks in flight and is not capped).
     """
 
     out_dir: str = "runs/experiment"
     workers: int = setting(2, ge=1)
+    engine: str = setting("process", choices=("process", "ray"))
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -202,7 +206,7 @@ def _init_worker(parent: int) -> None:
 
 
 def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict[str, Any]], out_dir: Path,
-             workers: int = 2, desc: str = "jobs") -> List[Dict[str, Any]]:
+             workers: int = 2, desc: str = "jobs", engine: str = "process") -> List[Dict[str, Any]]:
     """Run ``fn(job)`` for every job without a current result ``<out_dir>/<job["name"]>.json``.
 
     A result is current when it was written for the same job (same :func:`job_key`: every value in
@@ -210,7 +214,12 @@ def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict
     atomically as soon as it finishes, so an interrupted experiment resumes with the missing jobs
     only. Jobs run in ``workers`` processes with one torch thread each (on 2 cores, two 1-thread
     processes beat one 2-thread process by 4-9x); the workers exit when their parent dies.
+    ``engine="ray"`` runs them as Ray tasks instead (``workers`` in flight, 127.0.0.1 unless
+    ``RAY_ADDRESS`` names a cluster). Only this driver writes the results, so a job that Ray
+    re-runs after its worker died still has one result.
     """
+    if engine not in ("process", "ray"):
+        raise ValueError(f"engine must be 'process' or 'ray', got {engine!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [j["name"] for j in jobs]
@@ -232,7 +241,12 @@ def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict
     todo = [j for j in jobs if not current(j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="job")
     if todo:
-        if workers <= 1:
+        if engine == "ray":
+            from .._ray import call_single_threaded, map_tasks
+
+            map_tasks(call_single_threaded, len(todo), lambda i: (fn, todo[i]), workers, desc=desc, progress=False,
+                      on_result=lambda i, result: (finish(todo[i], result), bar.update()))
+        elif workers <= 1:
             import torch
 
             torch.set_num_threads(1)

@@ -281,7 +281,8 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     jobs = build_jobs(cfg)
     print(f"[3/4] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes, "
           f"{cfg.train_steps} IQL steps, {cfg.eval_episodes} evaluation episodes per setting)")
-    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval")
+    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval",
+                    engine=cfg.engine)
 
     print("[4/4] results")
     behaviour = float(prep["behaviour"]["mean_return"])

@@ -201,7 +201,7 @@ def _relabel(name: str, method: str, low_path: Path, cfg: ReacherExperimentConfi
         solver = AnalyticSolver() if method == "ohio_analytic" else LevenbergMarquardt(max_iter=cfg.lm_iterations)
         init = None if method == "ohio_analytic" else AnalyticSolver()
         high, _ = relabel(low, ProblemInverter(problem, solver, init), K, path, chunk_size=4096, stride=stride,
-                          extra_keys=extra)
+                          extra_keys=extra, engine="ray" if cfg.engine == "ray" else "serial", workers=cfg.workers)
     seconds = time.perf_counter() - t0
     residual = high["residual"]
     if np.isnan(residual).all():  # network alone: residual not computed while relabelling; checked here, untimed
@@ -329,7 +329,8 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
                              "batch_size": cfg.batch_size, "expectile": cfg.expectile, "temperature": cfg.temperature,
                              "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed})
     print(f"[4/5] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes)")
-    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval")
+    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval",
+                    engine=cfg.engine)
 
     print("[5/5] results")
     table, summary = [], {}

@@ -138,13 +138,13 @@ def invert_flows(controller: MinCostFlowController, idle: Tensor, flows: Tensor,
         and the :class:`FlowReplay` (``None`` if ``verify`` is false).
     """
     z, valid = flows_to_distribution(idle, flows, controller.edge_index, eps)
-    residual = torch.zeros(idle.shape[0], dtype=idle.dtype)
+    residual = torch.zeros(idle.shape[0], dtype=idle.dtype, device=idle.device)
     replay = None
     if verify:
         replay = replay_flows(controller, idle, flows, z)
         residual = replay.counts_l2.to(idle.dtype)
         valid = valid & (replay.status == FlowStatus.OK)
-    return InverseResult(z, residual, valid, torch.zeros(idle.shape[0], dtype=torch.int64)), replay
+    return InverseResult(z, residual, valid, torch.zeros(idle.shape[0], dtype=torch.int64, device=idle.device)), replay
 
 
 @dataclass

@@ -135,7 +135,7 @@ class InverseProblem:
         """Windows starting at rows ``starts`` of a low-level dataset (see ``data.window_starts``)."""
         k = self.steps
         rows = starts[:, None] + np.arange(k)[None, :]
-        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)  # noqa: E731
         states = as_t(dataset[state_key][rows])
         state0 = states[:, 0]
         if self.match == "next_state":
@@ -143,6 +143,16 @@ class InverseProblem:
         return self.batch(state0, states=states, actions=as_t(dataset["actions"][rows]), with_context=with_context)
 
     # ------------------------------------------------------------------ residual
+    @property
+    def device(self) -> torch.device:
+        """The controller's device (of its first buffer or parameter; CPU if it has none).
+
+        Batches built from numpy data go there, so moving the controller to a GPU moves relabelling with it.
+        """
+        for t in (*self.controller.buffers(), *self.controller.parameters()):
+            return t.device
+        return torch.device("cpu")
+
     @property
     def z_dim(self) -> int:
         return self.controller.z_dim

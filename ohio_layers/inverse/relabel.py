@@ -126,6 +126,8 @@ def relabel(
     extra_keys: Sequence[str] = (),
     description: Optional[str] = None,
     discount: Optional[float] = None,
+    engine: str = "serial",
+    workers: int = 2,
 ) -> tuple:
     """Relabel every k-step window of ``dataset``; returns ``(high_level Dataset, RelabelReport)``.
 
@@ -147,6 +149,8 @@ def relabel(
         discount: low-level ``gamma``. Given, each row also stores ``discounts = gamma**k`` (its
             SMDP discount; ``rewards`` stay the undiscounted k-step sums) and the agents' ``fit``
             uses that column, so the k-step discount cannot be forgotten.
+        engine: ``"serial"`` (this process) or ``"ray"``: shards of whole chunks solved by
+            ``workers`` Ray tasks, byte-identical output (:mod:`ohio_layers.inverse.sharded`).
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
@@ -154,6 +158,14 @@ def relabel(
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if discount is not None and not (isinstance(discount, (int, float)) and 0.0 <= discount <= 1.0):
         raise ValueError(f"discount must be in [0, 1] or None, got {discount!r}")
+    if engine not in ("serial", "ray"):
+        raise ValueError(f"engine must be 'serial' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from .sharded import relabel_sharded
+
+        return relabel_sharded(relabel, dataset, inverter, k, out_path, workers=workers, chunk_size=chunk_size,
+                               stride=stride, tolerance=tolerance, resume=resume, progress=progress,
+                               extra_keys=extra_keys, description=description, discount=discount)
     out_path = Path(out_path)
     starts = window_starts(dataset, k, stride)
     if starts.size == 0:  # checked before anything is written, so a failed call leaves nothing behind

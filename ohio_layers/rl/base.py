@@ -119,6 +119,8 @@ class Agent(nn.Module):
 
     config_class: ClassVar[Type[AgentConfig]] = AgentConfig
     _registry: ClassVar[Dict[str, Type["Agent"]]] = {}
+    # set by rl/distributed.py for data-parallel training: averages an optimizer's grads over the ranks
+    grad_sync: Optional[Callable[[torch.optim.Optimizer], None]] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -290,6 +292,8 @@ class Agent(nn.Module):
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(opt)
         if self.config.grad_clip is not None and module is not None:
             nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
         opt.step()
