@@ -199,7 +199,7 @@ def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) -
     active, x, lam, exact, its, res = kkt_active_set(P64.Q, P64.p, G64, h64, P64.A, P64.b, ipm.z > ipm.s, tol,
                                                      2 * prob.n + 10, residual)
     lam_ipm = torch.cat([ipm.z, ipm.y], 1)
-    res_ipm = residual(ipm.x, lam_ipm)
+    res_ipm = res if bool(exact.all()) else residual(ipm.x, lam_ipm)  # the fallback is only needed when the polish failed
     by_ipm = ~exact & (res_ipm <= tol)
     optimal = exact | by_ipm
     status = torch.where(optimal, int(QPStatus.OPTIMAL),
