@@ -1,6 +1,6 @@
 """Benchmark: the native QP layer against PIQP, ProxQP (loop, solve_in_parallel, QPFunction) and OSQP.
 
-Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20]   (one thread)
+Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]   (one thread)
 
 Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
 ``ineq20`` = n = 20 with 20 random inequalities plus bounds |x| <= 2 (about a third active).
@@ -251,7 +251,7 @@ METHODS: Dict[str, Tuple[str, Callable[[Problem], Callable[[], Result]]]] = {
 
 
 # ------------------------------------------------------------------ timing
-def bench(shape: str, B: int) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
+def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.median) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
     P = SHAPES[shape][1](B)
     runs: Dict[str, Callable[[], Result]] = {}
     notes: Dict[str, str] = {}
@@ -267,7 +267,7 @@ def bench(shape: str, B: int) -> List[Tuple[str, str, Optional[float], Optional[
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
-    return [(name.strip(), mode, statistics.median(times[name]) / B if name in runs else None, kkt.get(name), notes.get(name, ""))
+    return [(name.strip(), mode, stat(times[name]) / B if name in runs else None, kkt.get(name), notes.get(name, ""))
             for name, (mode, _) in METHODS.items()]
 
 
@@ -275,15 +275,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--stat", default="median", choices=["median", "min"],
+                        help="per-method statistic over the rounds (min is steadier on a loaded machine)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem (median); ratios = time / ours in this run")
+    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}); ratios = time / ours in this run")
     for shape in args.shapes:
         print(f"\n== {SHAPES[shape][0]} ==")
         print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'/ ours fwd':>10s} | {'/ ours f+b':>10s} | {'worst KKT':>9s} |")
         print(f"|{'-' * 28}|{'-' * 9}|{'-' * 7}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
         for B in args.batches:
-            rows = bench(shape, B)
+            rows = bench(shape, B, min if args.stat == "min" else statistics.median)
             ref = {mode: t for name, mode, t, _, _ in rows if name == "ohio solve_qp"}
             for name, mode, t, kkt, note in rows:
                 if t is None:
