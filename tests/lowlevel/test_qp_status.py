@@ -192,6 +192,15 @@ def test_gradients_on_duplicated_rows_and_rank_deficient_q_match_finite_differen
         assert torch.autograd.gradcheck(lambda q: solve_qp(q, p.detach(), lo, hi, G, h).x, (Q,), eps=1e-6, atol=1e-6)
 
 
+def test_empty_boxes_are_infeasible_on_the_qpth_backend_too():
+    """The cross-check backends drop infinite bounds: without the override, lower = +inf was
+    silently ignored there."""
+    pytest.importorskip("qpth")
+    members = [box_member(k, seed=4) for k in ("plain", "lower_inf", "empty")]
+    sol = solve_qp(*stack([a for a, _ in members]), backend="qpth")
+    assert sol.status.tolist()[1:] == [INFEAS, INFEAS]
+
+
 # ------------------------------------------------------------------ duals
 def test_duals_satisfy_stationarity_and_match_the_reference():
     """Multipliers agree with Clarabel's (unique here: strict complementarity, independent rows)."""

@@ -113,13 +113,15 @@ def solve_qp(
         bad = nonconvex.nonzero().flatten()
         raise ValueError(f"Q must be positive semidefinite; batch members {bad.tolist()} have smallest eigenvalues "
                          f"{smallest[bad].tolist()} (pass check_psd=False to flag them NONCONVEX instead)")
-    if backend != "native":
-        from . import backends as qp_backends
-
-        return qp_backends.solve(problem, backend, tol=tol, max_iter=max_iter)
     empty = empty_box(P64)
     if bool(empty.any()):  # solve the rest; these members get a harmless box and are flagged below
         problem, P64 = _defuse_empty(problem, empty), _defuse_empty(P64, empty)
+    if backend != "native":
+        from . import backends as qp_backends
+
+        sol = qp_backends.solve(problem, backend, tol=tol, max_iter=max_iter)
+        sol.status = torch.where(empty, int(QPStatus.INFEASIBLE), sol.status)
+        return sol
     sol = _solve_native(problem, P64, tol, max_iter)
     return _finalise(sol, P64, empty, nonconvex)
 
