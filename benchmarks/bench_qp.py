@@ -1,14 +1,14 @@
 """Benchmark: the native QP layer against PIQP, ProxQP (loop, solve_in_parallel, QPFunction) and OSQP.
 
-Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20]   (one thread)
+Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]   (one thread)
 
 Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
 ``ineq20`` = n = 20 with 20 random inequalities plus bounds |x| <= 2 (about a third active).
 Every solver gets eps 1e-9 (absolute and relative where it has both). "fwd" = forward only,
 "fwd+bwd" = forward + backward of sum(x) w.r.t. Q and p. Methods are timed round-robin in one
 process (one call of each per round), so machine load hits all of them alike; times are medians,
-in microseconds per problem; "x ours" divides by ours in the same mode and run (fwd by our fwd,
-fwd+bwd by our fwd+bwd). "worst KKT" is the largest relative KKT residual
+in microseconds per problem; "/ ours fwd" and "/ ours f+b" divide each time by our forward and
+by our forward + backward time of the same run. "worst KKT" is the largest relative KKT residual
 (:func:`ohio_layers.lowlevel.qp.certify.kkt_residual`) over the batch at each solver's returned
 primal and dual variables. Loops re-create each solver per problem (``setup``/``init`` + ``solve``),
 as a batch of different problems needs. A missing anchor (extra ``qpbench``) is skipped with a note.
@@ -31,7 +31,7 @@ from ohio_layers.lowlevel.qp.certify import kkt_residual
 
 F64 = torch.float64
 EPS = 1e-9
-ROUNDS = {1: 60, 64: 12, 1024: 5}
+ROUNDS = {1: 60, 64: 20, 1024: 5}
 Problem = Dict[str, torch.Tensor]
 Result = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray, np.ndarray]]  # x (B, n); (lower, upper, ineq) duals
 
@@ -251,7 +251,7 @@ METHODS: Dict[str, Tuple[str, Callable[[Problem], Callable[[], Result]]]] = {
 
 
 # ------------------------------------------------------------------ timing
-def bench(shape: str, B: int) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
+def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.median) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
     P = SHAPES[shape][1](B)
     runs: Dict[str, Callable[[], Result]] = {}
     notes: Dict[str, str] = {}
@@ -267,7 +267,7 @@ def bench(shape: str, B: int) -> List[Tuple[str, str, Optional[float], Optional[
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
-    return [(name.strip(), mode, statistics.median(times[name]) / B if name in runs else None, kkt.get(name), notes.get(name, ""))
+    return [(name.strip(), mode, stat(times[name]) / B if name in runs else None, kkt.get(name), notes.get(name, ""))
             for name, (mode, _) in METHODS.items()]
 
 
@@ -275,21 +275,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--stat", default="median", choices=["median", "min"],
+                        help="per-method statistic over the rounds (min is steadier on a loaded machine)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem (median), x ours = time / ours (same mode)")
+    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}); ratios = time / ours in this run")
     for shape in args.shapes:
         print(f"\n== {SHAPES[shape][0]} ==")
-        print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'x ours':>7s} | {'worst KKT':>9s} |")
-        print(f"|{'-' * 28}|{'-' * 9}|{'-' * 7}|{'-' * 12}|{'-' * 9}|{'-' * 11}|")
+        print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'/ ours fwd':>10s} | {'/ ours f+b':>10s} | {'worst KKT':>9s} |")
+        print(f"|{'-' * 28}|{'-' * 9}|{'-' * 7}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
         for B in args.batches:
-            rows = bench(shape, B)
+            rows = bench(shape, B, min if args.stat == "min" else statistics.median)
             ref = {mode: t for name, mode, t, _, _ in rows if name == "ohio solve_qp"}
             for name, mode, t, kkt, note in rows:
                 if t is None:
                     print(f"| {name:26s} | {mode:7s} | {B:5d} | {note} |")
                     continue
-                print(f"| {name:26s} | {mode:7s} | {B:5d} | {1e6 * t:10.1f} | {t / ref[mode]:6.2f}x | {kkt:9.1e} |")
+                print(f"| {name:26s} | {mode:7s} | {B:5d} | {1e6 * t:10.1f} | {t / ref['fwd']:9.2f}x | {t / ref['fwd+bwd']:9.2f}x | {kkt:9.1e} |")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,15 @@ def test_gradients_on_duplicated_rows_and_rank_deficient_q_match_finite_differen
         assert torch.autograd.gradcheck(lambda q: solve_qp(q, p.detach(), lo, hi, G, h).x, (Q,), eps=1e-6, atol=1e-6)
 
 
+def test_empty_boxes_are_infeasible_on_the_qpth_backend_too():
+    """The cross-check backends drop infinite bounds: without the override, lower = +inf was
+    silently ignored there."""
+    pytest.importorskip("qpth")
+    members = [box_member(k, seed=4) for k in ("plain", "lower_inf", "empty")]
+    sol = solve_qp(*stack([a for a, _ in members]), backend="qpth")
+    assert sol.status.tolist()[1:] == [INFEAS, INFEAS]
+
+
 # ------------------------------------------------------------------ duals
 def test_duals_satisfy_stationarity_and_match_the_reference():
     """Multipliers agree with Clarabel's (unique here: strict complementarity, independent rows)."""
@@ -268,3 +277,51 @@ def test_box_status_and_x_do_not_depend_on_the_batch(picks):
 def test_general_status_and_x_do_not_depend_on_the_batch(picks):
     sol = solve_qp(*stack([general_member(k, s)[0] for k, s in picks]))
     _assert_same_as_solo(sol, picks, general_member)
+
+
+# ------------------------------------------------------------------ random mixes against a reference
+def _random_batches(seed, trials):
+    """Random batches (n, m, B vary per trial): PSD Q of random rank, some infinite bounds, some
+    empty boxes, some duplicated rows -- a mix of optimal, infeasible and unbounded members."""
+    rng = np.random.default_rng(seed)
+    for _ in range(trials):
+        n, m, B = int(rng.integers(2, 9)), int(rng.integers(0, 6)), int(rng.integers(1, 40))
+        members = []
+        for _ in range(B):
+            V = rng.standard_normal((int(rng.integers(0, n + 1)), n))
+            p = 3.0 * rng.standard_normal(n)
+            lo, hi = rng.uniform(-2, 0, n), rng.uniform(0, 2, n)
+            lo[rng.random(n) < 0.3], hi[rng.random(n) < 0.3] = -np.inf, np.inf
+            if rng.random() < 0.1:
+                lo[0] = hi[0] + 0.5
+            G = rng.standard_normal((m, n))
+            if m > 1 and rng.random() < 0.3:
+                G[1] = G[0]
+            members.append((V.T @ V, p, lo, hi, G, rng.uniform(-0.5, 1.5, m)))
+        yield m, members
+
+
+@pytest.mark.slow
+def test_random_members_get_the_reference_status_and_objective():
+    """Includes (trial 54) an unbounded member with rank-deficient Q that a KKT test scaled by
+    |Gx| once passed as OPTIMAL at x ~ 1e16."""
+    cp = pytest.importorskip("cvxpy")
+    for t, (m, members) in enumerate(_random_batches(0, 57)):
+        if t not in (3, 10, 19, 29, 54, 56):
+            continue
+        args = [torch.tensor(np.array(a), dtype=F) for a in zip(*members)]
+        sol = solve_qp(*(args if m else args[:4]))
+        for i, (Q, p, lo, hi, G, h) in enumerate(members):
+            if (lo > hi).any() or (lo == INF).any():
+                assert int(sol.status[i]) == INFEAS
+                continue
+            x = cp.Variable(len(p))
+            cons = [x[j] >= lo[j] for j in np.flatnonzero(np.isfinite(lo))] + [x[j] <= hi[j] for j in np.flatnonzero(np.isfinite(hi))]
+            cons += [G @ x <= h] if m else []
+            prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, cp.psd_wrap(Q)) + p @ x), cons)
+            prob.solve(solver=cp.CLARABEL)
+            expected = {"optimal": OPT, "infeasible": INFEAS, "unbounded": UNB}[prob.status]
+            assert int(sol.status[i]) == expected, (t, i)
+            if expected == OPT:
+                xo = sol.x[i].numpy()
+                assert abs(0.5 * xo @ Q @ xo + p @ xo - prob.value) <= 1e-6 * (1 + abs(prob.value))

@@ -113,13 +113,15 @@ def solve_qp(
         bad = nonconvex.nonzero().flatten()
         raise ValueError(f"Q must be positive semidefinite; batch members {bad.tolist()} have smallest eigenvalues "
                          f"{smallest[bad].tolist()} (pass check_psd=False to flag them NONCONVEX instead)")
-    if backend != "native":
-        from . import backends as qp_backends
-
-        return qp_backends.solve(problem, backend, tol=tol, max_iter=max_iter)
     empty = empty_box(P64)
     if bool(empty.any()):  # solve the rest; these members get a harmless box and are flagged below
         problem, P64 = _defuse_empty(problem, empty), _defuse_empty(P64, empty)
+    if backend != "native":
+        from . import backends as qp_backends
+
+        sol = qp_backends.solve(problem, backend, tol=tol, max_iter=max_iter)
+        sol.status = torch.where(empty, int(QPStatus.INFEASIBLE), sol.status)
+        return sol
     sol = _solve_native(problem, P64, tol, max_iter)
     return _finalise(sol, P64, empty, nonconvex)
 
@@ -181,30 +183,8 @@ def _solve_native(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) ->
 _DUALS = ("lower_dual", "upper_dual", "ineq_dual", "eq_dual")
 
 
-IDENTIFY_TOL = 1e-6  # interior-point accuracy of the first pass: enough to identify the active set
-
-
 def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) -> QPSolution:
-    """:func:`_general_pass` with the interior point stopped at ``IDENTIFY_TOL`` (the polish only
-    needs the active set); members that pass does not make ``OPTIMAL`` get a second pass with the
-    interior point run to ``tol``."""
-    if tol >= IDENTIFY_TOL:
-        return _general_pass(prob, P64, tol, max_iter, tol)
-    sol = _general_pass(prob, P64, tol, max_iter, IDENTIFY_TOL)
-    done = sol.status == QPStatus.OPTIMAL
-    if bool(done.all()):
-        return sol
-    rest = (~done).nonzero().flatten()
-    part = _general_pass(prob.index(rest), P64.index(rest), tol, max_iter, tol)
-    return QPSolution(
-        sol.x.index_put((rest,), part.x), sol.status.index_put((rest,), part.status),
-        sol.iterations.index_put((rest,), part.iterations, accumulate=True),
-        *(getattr(sol, k).index_put((rest,), getattr(part, k)) for k in _DUALS),
-        sol.kkt_residual.index_put((rest,), part.kkt_residual))
-
-
-def _general_pass(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int, ipm_tol: float) -> QPSolution:
-    """Interior point (to ``ipm_tol``) + active-set polish on all constraints (bounds become rows of G).
+    """Interior point + active-set polish on all constraints (bounds become rows of G).
 
     Members whose polished active set passes the KKT check get the exact active-set solution;
     members where only the interior point passes it keep its (tolerance-accurate) value and the
@@ -213,7 +193,7 @@ def _general_pass(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int, ip
     dtype = prob.p.dtype
     G, h = bound_rows(prob)
     G64, h64 = G.detach().to(torch.float64), h.detach().to(torch.float64)
-    ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, ipm_tol, max_iter)
+    ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, tol, max_iter)
 
     def residual(x: Tensor, lam: Tensor) -> Tensor:
         return kkt_residual(P64, x, split_row_duals(P64, lam))
@@ -221,7 +201,7 @@ def _general_pass(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int, ip
     active, x, lam, exact, its, res = kkt_active_set(P64.Q, P64.p, G64, h64, P64.A, P64.b, ipm.z > ipm.s, tol,
                                                      2 * prob.n + 10, residual)
     lam_ipm = torch.cat([ipm.z, ipm.y], 1)
-    res_ipm = residual(ipm.x, lam_ipm)
+    res_ipm = res if bool(exact.all()) else residual(ipm.x, lam_ipm)  # the fallback is only needed when the polish failed
     by_ipm = ~exact & (res_ipm <= tol)
     optimal = exact | by_ipm
     status = torch.where(optimal, int(QPStatus.OPTIMAL),
