@@ -95,12 +95,11 @@ class CQL(SAC):
             rand_a, rand_logp = self.random_actions(b * n, obs)
             pi_a, pi_logp = self.sample_unit_n(obs, n)
             next_a, next_logp = self.sample_unit_n(next_obs, n)
-        # one critic pass per proposal: (B n)-row activations stay in cache, one 3 B n-row pass does not
-        if hasattr(self.q, "forward_repeated"):  # the state part of the first layer once per state
-            q_props = self.q.forward_repeated(obs, (rand_a, pi_a, next_a), n)
-        else:
-            obs_rep = obs.repeat_interleave(n, 0)
-            q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
+        # one critic pass per proposal: (B n)-row activations stay in cache, one 3 B n-row pass does not.
+        # (Sharing the state part of the first layer across the n actions was measured 6 % slower in
+        # float32 and 15 % in bf16: the broadcast add and its reduction cost more than the GEMM saved.)
+        obs_rep = obs.repeat_interleave(n, 0)
+        q_props = [self.q(obs_rep, a) for a in (rand_a, pi_a, next_a)]
         logps = torch.stack([rand_logp, pi_logp, next_logp]).view(3, b, n)
         if q_data is None:
             q_data = self.q(obs, batch["actions"])

@@ -15,7 +15,7 @@ Conventions (batch-first, ``B`` = batch):
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Type, Union
+from typing import Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -236,28 +236,6 @@ class TwinQ(nn.Module):
         """``min(Q1, Q2)`` ``(B,)``."""
         q1, q2 = self(obs, action)
         return torch.minimum(q1, q2)
-
-    def forward_repeated(self, obs: Tensor, actions: Sequence[Tensor], n: int) -> List[Tuple[Tensor, Tensor]]:
-        """``(q1, q2)`` each ``(B n,)`` for every ``actions[j] (B n, da)`` holding ``n`` actions per state of ``obs (B, do)``.
-
-        Equals ``self(obs.repeat_interleave(n, 0), actions[j])`` up to rounding, but the observation part of
-        each first layer, ``W_obs s + b``, is computed once per state and shared by all ``n`` actions of
-        every ``actions[j]`` (``[s; a] W^T = s W_obs^T + a W_act^T``).
-        """
-        o = self.normalizer(obs)
-        b, do = o.shape
-        units = [self.scaler.to_unit(a) for a in actions]
-        heads = []
-        for mlp in (self.q1, self.q2):
-            first, rest = mlp.net[0], mlp.net[1:]
-            shared = F.linear(o, first.weight[:, :do], first.bias).unsqueeze(1)  # (B, 1, h)
-            w_act = first.weight[:, do:]
-            outs = []
-            for u in units:
-                h = (F.linear(u, w_act).view(b, n, -1) + shared).view(b * n, -1)
-                outs.append(rest(h).to(o.dtype).squeeze(-1))
-            heads.append(outs)
-        return list(zip(heads[0], heads[1]))
 
 
 class ValueNetwork(nn.Module):

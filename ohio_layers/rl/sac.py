@@ -4,7 +4,8 @@ References:
     Haarnoja et al. "Soft Actor-Critic Algorithms and Applications", 2018.
 
 Losses (entropies are measured in the unit action box ``[-1, 1]^da`` so that the default
-target entropy ``-da`` does not depend on the action scale, e.g. ``±8π`` for a goal ``z``)::
+target entropy ``-da`` does not depend on the action scale, e.g. ``±8π`` for a goal ``z``; on the
+simplex the default sits one nat per dimension below the uniform Dirichlet's ``-lgamma(n)``)::
 
     L_Q     = sum_i E[(Q_i(s,a) - (r + gamma (1-d) (min_i Qbar_i(s',a') - alpha log pi(a'|s'))))^2],  a' ~ pi(s')
     L_pi    = E[alpha log pi(a~|s) - min_i Q_i(s, a~)],  a~ ~ pi(s) (reparameterised; Q frozen)
@@ -91,7 +92,11 @@ class SACConfig(AgentConfig):
         actor_lr, critic_lr, alpha_lr: Adam learning rates.
         tau: Polyak rate of the target critics.
         init_alpha: initial entropy temperature.
-        auto_alpha: tune alpha towards ``target_entropy`` (default ``-da``, unit action scale).
+        auto_alpha: tune alpha towards ``target_entropy``.
+        target_entropy: entropy target of ``auto_alpha`` in the units of :meth:`SAC.sample_unit`;
+            ``None``: ``-da`` for the box (unit scale), ``-lgamma(n) - (n - 1)`` for the Dirichlet
+            simplex actor of ``ohio_layers.rl.gnn``. A target at or above the actor's maximum
+            entropy (``da log 2``; ``-lgamma(n)`` on the simplex) is refused with ``auto_alpha``.
         log_std_min, log_std_max: clamp of the actor's pre-tanh log-std.
         state_dependent_std: actor std from the network (else a learned vector; inherited by
             :meth:`SAC.from_agent` so an IQL/BC actor can be fine-tuned).

@@ -1,5 +1,5 @@
 """The fast update paths of issue 16 compute the documented losses: IQL's shared target-critic and
-value passes, CQL's once-per-state actor samples and shared first layer, and the opt-in bf16 mode."""
+value passes, CQL's once-per-state actor samples and shared TD pass, and the opt-in bf16 mode."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,7 @@ from helpers import random_transitions
 from ohio_layers.rl import CQL, IQL, BC
 from ohio_layers.rl.base import soft_update
 from ohio_layers.rl.iql import iql_actor_loss, iql_critic_loss, iql_value_loss
-from ohio_layers.rl.networks import TanhGaussianActor, TwinQ
+from ohio_layers.rl.networks import TanhGaussianActor
 
 TINY = {"hidden": (32, 32), "batch_size": 64}
 
@@ -41,16 +41,6 @@ def test_iql_update_equals_the_three_separate_losses_in_sequence():
     assert metrics["loss_q"] == pytest.approx(loss_q.item(), rel=1e-5)
     for (name, p), r in zip(fast.state_dict().items(), ref.state_dict().values()):
         torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_twin_q_forward_repeated_equals_the_repeated_pass():
-    q = TwinQ(5, 3, -2.0, 2.0, (16, 16))
-    obs = torch.randn(7, 5)
-    acts = [torch.rand(7 * 4, 3) * 4 - 2 for _ in range(3)]
-    for (q1, q2), a in zip(q.forward_repeated(obs, acts, 4), acts):
-        r1, r2 = q(obs.repeat_interleave(4, 0), a)
-        torch.testing.assert_close(q1, r1, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(q2, r2, rtol=1e-5, atol=1e-6)
 
 
 def test_actor_sample_n_draws_like_the_repeated_sample():
