@@ -27,16 +27,16 @@ less could have avoided; env ``info``); ``overflow`` = realised units above capa
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import check_config_keys
+from ..config import setting
 from ..data import Dataset
-from .common import cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+from .common import (ExperimentConfig, Stages, cpu_workers, file_hash, format_table, pyplot, run_jobs, save_figure,
+                     save_results, start_run)
 
 ALGOS = ("iql", "cql", "bc")
 KINDS = ("ohio", "end_to_end")
@@ -49,7 +49,7 @@ QUICK: Dict[str, Any] = {"episodes": 8, "seeds": [0], "iql_steps": 150, "cql_ste
 
 
 @dataclasses.dataclass
-class SupplyChainExperimentConfig:
+class SupplyChainExperimentConfig(ExperimentConfig):
     """Settings of ``ohio supply-chain``.
 
     Default size, from CPU time per step measured with one torch thread (process time, on the
@@ -75,62 +75,40 @@ class SupplyChainExperimentConfig:
     """
 
     out_dir: str = "runs/supply-chain"
-    scenario: str = "1w3s"
-    datasets: Tuple[str, ...] = DATASETS
-    episodes: int = 60
-    algos: Tuple[str, ...] = ALGOS
+    scenario: str = setting("1w3s", choices=("1w3s", "1w10s"))
+    datasets: Tuple[str, ...] = setting(DATASETS, choices=DATASETS)
+    episodes: int = setting(60, ge=1)
+    algos: Tuple[str, ...] = setting(ALGOS, choices=ALGOS)
     seeds: Tuple[int, ...] = (0, 1)
-    hidden: Tuple[int, ...] = (64, 64)
-    batch_size: int = 64
-    reward_scale: float = 0.01
-    discount: float = 0.97
-    z_eps: float = 1e-5
-    iql_steps: int = 2000
-    expectile: float = 0.7
-    temperature: float = 3.0
-    cql_steps: int = 1500
-    cql_alpha: float = 1.0
-    cql_samples: int = 2
-    alpha: float = 0.01
-    bc_steps: int = 2000
-    finetune_datasets: Tuple[str, ...] = ("s_type",)
-    calql_steps: int = 1000
-    calql_alpha: float = 1.0
-    calql_bc_weight: float = 1.0
-    online_steps: int = 600
-    offline_ratio: float = 0.5
-    online_lr: float = 1e-4
-    eval_every: int = 150
-    finetune_eval_episodes: int = 5
-    eval_episodes: int = 10
+    hidden: Tuple[int, ...] = setting((64, 64), ge=1)
+    batch_size: int = setting(64, ge=1)
+    reward_scale: float = setting(0.01, gt=0.0)
+    discount: float = setting(0.97, gt=0.0, le=1.0)
+    z_eps: float = setting(1e-5, gt=0.0)
+    iql_steps: int = setting(2000, ge=1)
+    expectile: float = setting(0.7, gt=0.0, lt=1.0)
+    temperature: float = setting(3.0, ge=0.0)
+    cql_steps: int = setting(1500, ge=1)
+    cql_alpha: float = setting(1.0, ge=0.0)
+    cql_samples: int = setting(2, ge=1)
+    alpha: float = setting(0.01, ge=0.0)
+    bc_steps: int = setting(2000, ge=1)
+    finetune_datasets: Tuple[str, ...] = setting(("s_type",), choices=DATASETS, allow_empty=True)
+    calql_steps: int = setting(1000, ge=1)
+    calql_alpha: float = setting(1.0, ge=0.0)
+    calql_bc_weight: float = setting(1.0, ge=0.0)
+    online_steps: int = setting(600, ge=0)
+    offline_ratio: float = setting(0.5, ge=0.0, le=1.0)
+    online_lr: float = setting(1e-4, gt=0.0)
+    eval_every: int = setting(150, ge=1)
+    finetune_eval_episodes: int = setting(5, ge=1)
+    eval_episodes: int = setting(10, ge=1)
     eval_seed: int = 10_000
     data_seed: int = 1_000
-    workers: int = 2
 
-    def __post_init__(self) -> None:
-        self.datasets, self.algos = tuple(self.datasets), tuple(self.algos)
-        self.finetune_datasets = tuple(self.finetune_datasets)
-        self.seeds, self.hidden = tuple(int(s) for s in self.seeds), tuple(int(h) for h in self.hidden)
-        if self.scenario not in ("1w3s", "1w10s"):
-            raise ValueError(f"scenario must be '1w3s' or '1w10s', got {self.scenario!r}")
-        for name, given, allowed in (("datasets", self.datasets, DATASETS), ("algos", self.algos, ALGOS)):
-            if not given or set(given) - set(allowed):
-                raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {list(given)}")
+    def check(self) -> None:
         if set(self.finetune_datasets) - set(self.datasets):
             raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
-        for name in ("episodes", "iql_steps", "cql_steps", "bc_steps", "calql_steps", "eval_episodes", "batch_size",
-                     "cql_samples", "eval_every", "finetune_eval_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.online_steps < 0 or not self.seeds:
-            raise ValueError(f"need online_steps >= 0 and at least one seed, got {self.online_steps} / {list(self.seeds)}")
-        if self.reward_scale <= 0 or not 0 < self.discount <= 1 or not 0 <= self.offline_ratio <= 1:
-            raise ValueError("need reward_scale > 0, discount in (0, 1] and offline_ratio in [0, 1]")
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "SupplyChainExperimentConfig":
-        check_config_keys(cls, values)
-        return cls(**values)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -184,28 +162,32 @@ def policy_decider(name: str, env: Any, seed: int) -> Callable:
     return lambda obs: policy(env.unwrapped, rng)[0]
 
 
-def reference(cfg: SupplyChainExperimentConfig, out: Path, scenario: str) -> Dict[str, Any]:
+def reference(cfg: SupplyChainExperimentConfig, stages: Stages, scenario: str) -> Dict[str, Any]:
     """MPC and S-type on the evaluation episodes of ``scenario`` (cached)."""
-    path = out / f"reference_{scenario}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
-    env = make_env(scenario, "end_to_end")
-    ref = {name: evaluate(env, policy_decider(name, env, cfg.eval_seed), seeds) for name in DATASETS}
-    write_json(path, ref)
-    return ref
+    def compute() -> Dict[str, Any]:
+        seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
+        env = make_env(scenario, "end_to_end")
+        return {name: evaluate(env, policy_decider(name, env, cfg.eval_seed), seeds) for name in DATASETS}
+
+    key = stages.key(("eval_seed", "eval_episodes"), scenario=scenario)
+    return stages.json(stages.out / f"reference_{scenario}.json", key, compute)
 
 
-def prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dict[str, Any]:
-    """Collect one behaviour dataset and relabel it; returns the replay statistics (cached)."""
+def prepare_data(cfg: SupplyChainExperimentConfig, stages: Stages, name: str) -> Dict[str, Any]:
+    """Collect one behaviour dataset and relabel it; returns the replay statistics (cached on the
+    settings they read: a changed one recollects and relabels)."""
+    out = stages.out
+    key = stages.key(("scenario", "episodes", "data_seed", "z_eps"), dataset=name)
+    return stages.json(out / "data" / f"{name}_ohio.json", key, lambda: _prepare_data(cfg, out, name),
+                       also=[out / "data" / f"{name}.npz", out / "data" / f"{name}_ohio.npz"])
+
+
+def _prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dict[str, Any]:
     import torch
 
     from ..envs.supply_chain import SupplyChainEnv, collect
     from ..inverse import SupplyChainInverter, relabel, replay_supply
 
-    stats_path = out / "data" / f"{name}_ohio.json"
-    if stats_path.exists():
-        return json.loads(stats_path.read_text())
     seed = cfg.data_seed + 100_000 * DATASETS.index(name)
     low = collect(name, cfg.episodes, seed, cfg.scenario, path=out / "data" / f"{name}.npz")
     controller = SupplyChainEnv(cfg.scenario).controller
@@ -215,7 +197,6 @@ def prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dict
                         torch.as_tensor(high["z"]))
     stats = {**rep.summary(), "seconds": time.perf_counter() - t0, "behaviour_return": float(low["rewards"].sum() / cfg.episodes),
              "behaviour_capacity_violations": float(low["capacity_violations"].sum() / cfg.episodes)}
-    write_json(stats_path, stats)
     return stats
 
 
@@ -326,10 +307,10 @@ def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
 def _job(cfg: SupplyChainExperimentConfig, out: Path, dataset: str, kind: str, algo: str, seed: int) -> Dict[str, Any]:
     data = out / "data" / (f"{dataset}_ohio.npz" if kind == "ohio" else f"{dataset}.npz")
     return {"name": f"{dataset}_{kind}_{algo}_seed{seed}", "dataset": dataset, "kind": kind, "algo": algo, "seed": seed,
-            "data_path": str(data), "scenario": cfg.scenario, "transfer": TRANSFER.get(cfg.scenario),
+            "data_path": str(data), "data_sha256": file_hash(data), "scenario": cfg.scenario, "transfer": TRANSFER.get(cfg.scenario),
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)],
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-               if f.name not in ("out_dir", "scenario", "datasets", "algos", "seeds", "finetune_datasets")}}
+               if f.name not in ("out_dir", "workers", "engine", "scenario", "datasets", "algos", "seeds", "finetune_datasets")}}
 
 
 # ------------------------------------------------------------------------------ the experiment
@@ -346,17 +327,16 @@ def _row(scenario: str, dataset: str, agent: str, algorithm: str, evals: List[Di
 def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     """Run (or resume) the experiment; prints the tables and returns the results dict."""
     cfg = cfg or SupplyChainExperimentConfig()
-    out = Path(cfg.out_dir)
+    out, stages = start_run(cfg)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", dataclasses.asdict(cfg))
     t0, workers = time.perf_counter(), cpu_workers(cfg.workers)
     scenarios = [cfg.scenario] + ([TRANSFER[cfg.scenario]] if cfg.scenario in TRANSFER else [])
     print(f"[1/5] MPC and S-type on {cfg.eval_episodes} evaluation episodes of {', '.join(scenarios)}")
-    refs = {s: reference(cfg, out, s) for s in scenarios}
+    refs = {s: reference(cfg, stages, s) for s in scenarios}
     relabel_stats = {}
     for name in cfg.datasets:
         print(f"[2/5] {name} data ({cfg.episodes} episodes) and relabelling")
-        relabel_stats[name] = prepare_data(cfg, out, name)
+        relabel_stats[name] = prepare_data(cfg, stages, name)
     jobs = [_job(cfg, out, d, k, a, s) for d in cfg.datasets for k in KINDS for a in cfg.algos for s in cfg.seeds]
     jobs.sort(key=lambda j: {"cql": 3, "iql": 2, "bc": 1}[j["algo"]] * (2 if j["kind"] == "end_to_end" else 1), reverse=True)
     print(f"[3/5] train and evaluate {len(jobs)} offline agents ({workers} processes)")
@@ -401,7 +381,7 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     print(head)
     print(text)
     print(f"wall time {wall / 60:.1f} min")
-    results = {"config": dataclasses.asdict(cfg), "rows": rows, "relabel": relabel_stats, "finetune_curves": curves,
+    results = {"config": cfg.to_dict(), "rows": rows, "relabel": relabel_stats, "finetune_curves": curves,
                "reference": {s: {k: {kk: v for kk, v in r.items() if kk.startswith("mean_")} for k, r in refs[s].items()}
                              for s in scenarios},
                "table": text, "header": head, "wall_seconds": wall,
