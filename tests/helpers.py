@@ -96,3 +96,15 @@ def robosuite_equations_numpy(s, goal_pos, goal_rot, kp, kd, kn=10.0):
     tau = J.T @ np.concatenate([lam_pos @ force, lam_ori @ torque]) + s["bias"]
     null = np.eye(7) - Minv @ J.T @ lam_full @ J
     return tau + null.T @ (M @ (kn * (s["q0"] - s["q"]) - 2 * np.sqrt(kn) * s["qdot"]))
+
+
+def replace_zip_member(path, name: str, data: bytes) -> None:
+    """Rewrite the ``.npz`` (zip) file ``path`` with member ``name`` replaced by ``data`` (corrupt-file tests)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Sequence
@@ -19,7 +18,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from helpers import LAYOUT, make_inverter, reacher_like_lqr, substep_states, synthetic_dataset
+from helpers import LAYOUT, make_inverter, reacher_like_lqr, replace_zip_member, substep_states, synthetic_dataset
 
 F64 = torch.float64
 
@@ -406,12 +405,7 @@ def _corrupt(kind: str) -> str:
         path = Path(d) / "broken.npz"
         if kind == "metadata":
             _tiny().save(path)
-            with zipfile.ZipFile(path) as zf:
-                members = {n: zf.read(n) for n in zf.namelist()}
-            members["__metadata__.json"] = b"{oops"
-            with zipfile.ZipFile(path, "w") as zf:
-                for n, b in members.items():
-                    zf.writestr(n, b)
+            replace_zip_member(path, "__metadata__.json", b"{oops")
         else:
             path.write_bytes(b"not a zip")
         Dataset.load(path)

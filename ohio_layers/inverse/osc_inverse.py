@@ -71,7 +71,7 @@ class OSCInverse:
         max_iter: LM iterations per stage (each member stops earlier on its own test). 200, not
             30: on hard synthetic data (deltas up to 0.3 m / 1.5 rad, 79-95 % saturated) 30
             recovered 77.6 / 86.0 % of z and 200 79.0 / 87.6 % at 1.2-1.7x the time; easy data
-            stop after <= 7 iterations either way (docs/reliability.md).
+            stop after <= 7 iterations either way (benchmarks/bench_osc_inverse_iterations.py).
         damping: initial LM damping ``lam`` (step ``(J'WJ + lam (diag(J'WJ) + 1e-9 I)) d = -J'Wr``;
             ``lam /= 3`` after an accepted step, ``*= 4`` after a rejected one).
         gtol: stop when ``||J'Wr||_inf <= gtol (1 + cost)``.
