@@ -418,7 +418,7 @@ probe("Agent.from_dataset", "empty dataset", ["empty"])(
     lambda: __import__("ohio_layers.rl", fromlist=["BC"]).BC.from_dataset(_tiny().select(np.arange(0))))
 
 
-@probe("HierarchicalAgent.act", "observation of the wrong size", ["obs", "(1, 10)"])
+@probe("HierarchicalAgent.act", "observation of the wrong size", ["obs", "(B, 10)"])
 def _agent_obs() -> str:
     from ohio_layers.rl import BC
     from ohio_layers.rl.agent import HierarchicalAgent
