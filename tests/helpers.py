@@ -195,3 +195,15 @@ class RandomZPolicy:
 
     def config(self):
         return {"name": "random_z", "controller": type(self.controller).__name__, "scale": self.scale}
+
+
+def replace_zip_member(path, name: str, data: bytes) -> None:
+    """Rewrite the ``.npz`` (zip) file ``path`` with member ``name`` replaced by ``data`` (corrupt-file tests)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[name] = data
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)

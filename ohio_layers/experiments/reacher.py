@@ -192,9 +192,11 @@ def _relabel(name: str, method: str, low_path: Path, cfg: ReacherExperimentConfi
         z = np.clip(z, controller.z_low.numpy(), controller.z_high.numpy())
         import torch
 
+        from ..inverse.convergence import assess
+
         batch = problem.batch_from_dataset(low, starts)
-        residual = problem.residual(torch.as_tensor(z), batch).norm(dim=-1).numpy()
-        cols.update(z=z, residual=residual, converged=np.ones(len(z), bool), iterations=np.zeros(len(z), np.int64))
+        residual, converged = assess(problem, batch, torch.as_tensor(z))  # the one meaning of converged
+        cols.update(z=z, residual=residual.numpy(), converged=converged.numpy(), iterations=np.zeros(len(z), np.int64))
         high = Dataset(cols, {"k": K, "stride": stride, "inverter": "observed next state"})
         high.save(path)
     else:

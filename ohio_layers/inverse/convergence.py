@@ -26,7 +26,7 @@ from .jacobian import residual_jacobian
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 
-__all__ = ["stationarity_tolerance", "data_scale", "assess", "finish"]
+__all__ = ["stationarity_tolerance", "data_scale", "assess", "converged_test", "finish"]
 
 
 def stationarity_tolerance(dtype: torch.dtype) -> float:
@@ -50,17 +50,24 @@ def assess(problem: InverseProblem, batch: WindowBatch, z: Tensor) -> Tuple[Tens
         return z.new_zeros(0), torch.zeros(0, dtype=torch.bool, device=z.device)
     with torch.no_grad():
         r, J = residual_jacobian(problem, z.detach(), batch)
-        rtol = stationarity_tolerance(z.dtype)
         c = problem.controller
-        g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
-        pg = z - torch.clamp(z - g, c.z_low.to(z), c.z_high.to(z))
-        rn, Jn = r.norm(dim=-1), J.flatten(1).norm(dim=-1)
-        finite = torch.isfinite(r).all(-1) & torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
-        exact = rn <= rtol * data_scale(problem, batch).to(rn)
-        stationary = (pg.norm(dim=-1) <= rtol * Jn * rn) & (Jn > 0)
-        converged = finite & (exact | stationary)
-        residual = torch.where(torch.isfinite(z).all(-1), rn, torch.full_like(rn, float("nan")))
-    return residual, converged
+        return converged_test(z, r, J, c.z_low.to(z), c.z_high.to(z), data_scale(problem, batch).to(r))
+
+
+def converged_test(z: Tensor, r: Tensor, J: Tensor, z_low: Tensor, z_high: Tensor, scale: Tensor) -> Tuple[Tensor, Tensor]:
+    """The common test from a residual ``r (B, m)`` and its Jacobian ``J (B, m, dz)`` at ``z (B, dz)``.
+
+    For solvers that have the exact Jacobian at hand (the OSC inverse); returns ``(residual, converged)``.
+    """
+    rtol = stationarity_tolerance(z.dtype)
+    g = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+    pg = z - torch.clamp(z - g, z_low, z_high)
+    rn, Jn = r.norm(dim=-1), J.flatten(1).norm(dim=-1)
+    finite = torch.isfinite(r).all(-1) & torch.isfinite(J).flatten(1).all(-1) & torch.isfinite(z).all(-1)
+    exact = rn <= rtol * scale
+    stationary = (pg.norm(dim=-1) <= rtol * Jn * rn) & (Jn > 0)
+    residual = torch.where(torch.isfinite(z).all(-1), rn, torch.full_like(rn, float("nan")))
+    return residual, finite & (exact | stationary)
 
 
 def finish(problem: InverseProblem, batch: WindowBatch, z: Tensor, iterations: Tensor) -> InverseResult:

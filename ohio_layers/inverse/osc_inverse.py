@@ -37,7 +37,7 @@ from torch import Tensor
 from .._validate import check_tensor
 from ..lowlevel.osc import OperationalSpaceController, osc_terms
 from ..lowlevel.rotations import axis_angle_to_matrix, left_jacobian, orientation_error, skew
-from .convergence import assess
+from .convergence import assess, converged_test
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 from .solvers import check_setting
@@ -71,7 +71,7 @@ class OSCInverse:
         max_iter: LM iterations per stage (each member stops earlier on its own test). 200, not
             30: on hard synthetic data (deltas up to 0.3 m / 1.5 rad, 79-95 % saturated) 30
             recovered 77.6 / 86.0 % of z and 200 79.0 / 87.6 % at 1.2-1.7x the time; easy data
-            stop after <= 7 iterations either way (docs/reliability.md).
+            stop after <= 7 iterations either way (benchmarks/bench_osc_inverse_iterations.py).
         damping: initial LM damping ``lam`` (step ``(J'WJ + lam (diag(J'WJ) + 1e-9 I)) d = -J'Wr``;
             ``lam /= 3`` after an accepted step, ``*= 4`` after a rejected one).
         gtol: stop when ``||J'Wr||_inf <= gtol (1 + cost)``.
@@ -139,11 +139,28 @@ class OSCInverse:
             if idx.numel():
                 z_ok, it_ok = self._solve_members(c, st_rows(st, idx), states[idx], torques[idx], w0[idx])
                 z[idx], iters[idx] = z_ok, it_ok
-                problem = InverseProblem(c, match="actions", steps=k)
-                batch = WindowBatch(states[idx, 0], states=states[idx], actions=torques[idx],
-                                    context=c.context(states[idx, 0]))
-                residual[idx], converged[idx] = assess(problem, batch, z_ok)
+                residual[idx], converged[idx] = self._assess(c, st_rows(st, idx), states[idx], torques[idx], z_ok)
         return InverseResult(z, residual, converged, iters)
+
+    @staticmethod
+    def _assess(c: OperationalSpaceController, st: "_Structure", states: Tensor, torques: Tensor, z: Tensor
+                ) -> Tuple[Tensor, Tensor]:
+        """``(residual, converged)`` by the common test (:mod:`..convergence`); the exact Jacobian
+        ``[P, d(O e)/dw]`` (zero rows where clipped) is at hand for clipped / unsaturated controllers."""
+        N, k = states.shape[:2]
+        if c.saturation == "qp":  # the Jacobian goes through the QP: the generic (autodiff) test
+            problem = InverseProblem(c, match="actions", steps=k)
+            batch = WindowBatch(states[:, 0], states=states, actions=torques, context=c.context(states[:, 0]))
+            return assess(problem, batch, z)
+        target = torques.reshape(N, -1)
+        oe, doe = st.orientation(z[:, 3:])
+        tau = (st.P @ z[:, :3].unsqueeze(-1)).squeeze(-1) + st.d + oe
+        J = torch.cat([st.P, doe], -1)
+        if c.saturation == "clip":
+            low, high = c.action_low.to(tau).repeat(k), c.action_high.to(tau).repeat(k)
+            J = J * ((tau > low) & (tau < high)).to(tau.dtype).unsqueeze(-1)
+            tau = torch.clamp(tau, low, high)
+        return converged_test(z, tau - target, J, c.z_low.to(z), c.z_high.to(z), 1.0 + target.norm(dim=-1))
 
     def _solve_members(self, c: OperationalSpaceController, st: "_Structure", states: Tensor, torques: Tensor,
                        w0: Tensor) -> Tuple[Tensor, Tensor]:

@@ -89,9 +89,16 @@ class HierarchicalAgent(nn.Module):
                 return p.device, p.dtype
         return self.controller.z_low.device, torch.float32
 
+    def _check_obs(self, obs: Tensor) -> None:
+        """``obs`` is a batch-first tensor; flat observations must have the agent's ``obs_dim``."""
+        if not isinstance(obs, Tensor) or obs.dim() < 2:
+            raise ValueError(f"obs must be a batch-first tensor (B, ...), got {getattr(obs, 'shape', type(obs).__name__)}")
+        if self.obs_dim is not None and obs.dim() == 2 and obs.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape (B, {self.obs_dim}) for this agent, got {tuple(obs.shape)}")
+
     def high_level(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """``z (B, dz)`` for ``obs (B, do)``, projected onto the controller's z bounds."""
-        check_tensor("obs", obs, ("B", self.obs_dim), finite=False)
+        self._check_obs(obs)
         if isinstance(self.actor, nn.Module) and hasattr(self.actor, "sample"):
             z = self.actor(obs, deterministic=deterministic)
         else:
@@ -102,7 +109,9 @@ class HierarchicalAgent(nn.Module):
     def begin(self, obs: Tensor, state0: Tensor, deterministic: bool = True) -> Decision:
         """Start a decision: ``z = actor(obs)``, ``ctx = controller.context(state0)``; ``obs (B, do)``, ``state0 (B, ds)``."""
         check_tensor("state0", state0, ("B", self.controller.state_dim))
-        check_tensor("obs", obs, (state0.shape[0], self.obs_dim), finite=False)
+        self._check_obs(obs)
+        if obs.shape[0] != state0.shape[0]:
+            raise ValueError(f"obs and state0 must hold the same batch, got {obs.shape[0]} and {state0.shape[0]} rows")
         z = self.high_level(obs, deterministic).to(state0)
         return Decision(z, self.controller.context(state0), 0)
 

@@ -1,9 +1,8 @@
 """Item 9 of issue 15 (data part): bad window arguments and corrupt files get named errors."""
-import zipfile
-
 import numpy as np
 import pytest
 
+from helpers import replace_zip_member
 from ohio_layers.data import Dataset
 from ohio_layers.data.dataset import window_starts
 
@@ -22,12 +21,7 @@ def test_window_arguments(k, stride, match):
 def test_corrupt_metadata_and_files_name_the_file(tmp_path):
     path = tmp_path / "d.npz"
     small().save(path)
-    with zipfile.ZipFile(path) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    members["__metadata__.json"] = b"{not json"
-    with zipfile.ZipFile(path, "w") as zf:
-        for n, b in members.items():
-            zf.writestr(n, b)
+    replace_zip_member(path, "__metadata__.json", b"{not json")
     with pytest.raises(ValueError, match=r"d\.npz: corrupt dataset metadata"):
         Dataset.load(path)
     (tmp_path / "e.npz").write_bytes(b"garbage")
