@@ -156,7 +156,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- report
     tp = r["throughput"]
-    print(f"\nreacher, {n} held-out windows (one thread, loaded machine: ratios are what to read)")
+    print(f"\nreacher, {n} held-out windows (one thread; on a shared machine read the ratios)")
     print(f"{'method':<34}{'windows/s':>12}{'vs LM':>8}{'z err median':>14}{'z err p90':>11}{'within tol':>12}")
     print(f"{'LM 30 it + analytic (context)':<34}{tp['lm']:>12,.0f}{1:>7.1f}x{0:>14.1e}{0:>11.1e}"
           f"{r['exact_reproduced_1e-6']:>12.4f}")
