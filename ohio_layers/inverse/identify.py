@@ -86,7 +86,8 @@ class Identification:
         labels: ``(p,)`` names of the free values (``"kp.pos"``, ``"Q[5]"``, ...).
         estimate, initial: ``(p,)`` identified and starting values.
         std_error: ``(p,)`` standard errors (delta method on the log-parameters: ``value * sd(log)``;
-            ``inf`` where not identifiable).
+            ``inf`` where the data do not determine the parameter at all -- zero sensitivity or a null
+            direction; finite but flagged where it is only too uncertain, at a bound or not converged).
         identifiable: ``(p,)`` bool; ``reasons[i]`` says why not ("" when identifiable).
         condition: condition number of the scaled data Hessian ``J'WJ`` (z eliminated).
         residual_rms: RMS of the weighted residual over used equations (units of the actions).
@@ -398,7 +399,7 @@ class Identifier:
             if not reasons[i] and not converged:
                 reasons[i] = f"not converged in {self.max_iter} iterations"
         est = theta.numpy().copy()
-        se = np.where([not r_ for r_ in reasons], est * rel_se.numpy(), np.inf)
+        se = np.where(np.isfinite(rel_se.numpy()), est * rel_se.numpy(), np.inf)
         values = {k: v.detach().clone() for k, v in par.values(theta, theta).items()}
         return Identification(list(par.labels), est, par.init.numpy().copy(), se, np.array([not r_ for r_ in reasons]),
                               reasons, condition, math.sqrt(wr2 / max(used, 1)), math.sqrt(wr2) / norm, N, used,
