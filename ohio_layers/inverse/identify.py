@@ -86,7 +86,8 @@ class Identification:
         labels: ``(p,)`` names of the free values (``"kp.pos"``, ``"Q[5]"``, ...).
         estimate, initial: ``(p,)`` identified and starting values.
         std_error: ``(p,)`` standard errors (delta method on the log-parameters: ``value * sd(log)``;
-            ``inf`` where not identifiable).
+            ``inf`` where the data do not determine the parameter at all -- zero sensitivity or a null
+            direction; finite but flagged where it is only too uncertain, at a bound or not converged).
         identifiable: ``(p,)`` bool; ``reasons[i]`` says why not ("" when identifiable).
         condition: condition number of the scaled data Hessian ``J'WJ`` (z eliminated).
         residual_rms: RMS of the weighted residual over used equations (units of the actions).
@@ -175,16 +176,15 @@ Inner = Callable[[LowLevelController, Tensor, Tensor, Tensor, Optional[Tensor]],
 
 def default_inner(controller: LowLevelController, saturation_tol: float = 1e-9) -> Optional[Inner]:
     """The exact z-inverse for ``controller``: the OSC inverse for a fixed-impedance OSC, else ``None``
-    (weighted Gauss-Newton through the controller, generic)."""
+    (weighted Gauss-Newton through the controller, generic). The identifier calls it from the default
+    start (``z0=None``) and from the previous z and keeps the better per window."""
     from ..lowlevel.osc import OperationalSpaceController
     from .osc_inverse import OSCInverse
 
     if isinstance(controller, OperationalSpaceController) and controller.impedance_mode == "fixed" \
             and controller.saturation in ("clip", "none"):
         inv = OSCInverse(refine=False, saturation_tol=saturation_tol)  # the same equations as the outer cost
-        # always from zero rotation (not warm-started): a window locked into another root of the
-        # orientation map at an early, wrong theta would stay there and bias theta
-        return lambda c, states, actions, weight, z0: inv.invert(c, states, actions).z
+        return lambda c, states, actions, weight, z0: inv.invert(c, states, actions, z0).z
     return None
 
 
@@ -214,7 +214,7 @@ class Identifier:
 
     max_iter: int = 50
     damping: float = 1e-3
-    xtol: float = 1e-9
+    xtol: float = 1e-8
     ftol: float = 1e-14
     rcond: float = 1e-12
     null_tol: float = 1e-8
@@ -249,12 +249,23 @@ class Identifier:
         signal = float((weight * actions.reshape(N, -1) ** 2).sum())
         dz = c.z_dim
 
+        def window_cost(zs: Tensor) -> Tensor:
+            with torch.no_grad():
+                return (weight * fn(zs, states, actions) ** 2).sum(-1)
+
         def solve_z(theta: Tensor, zs: Optional[Tensor]) -> Tensor:
             par.write(c, theta)
-            start = torch.zeros(N, dz, dtype=torch.float64) if zs is None else zs
-            if inner is not None:
-                return inner(c, states, actions, weight, zs).detach()
-            return gauss_newton_z(fn, par, theta, start, states, actions, weight, self.inner_iters, self.rcond)
+            if inner is None:
+                start = torch.zeros(N, dz, dtype=torch.float64) if zs is None else zs
+                return gauss_newton_z(fn, par, theta, start, states, actions, weight, self.inner_iters, self.rcond)
+            # from the default start and from the previous z, the better per window: a cold start alone
+            # lets badly determined (saturated) windows jump between roots under tiny changes of theta,
+            # a warm start alone keeps roots found at an early, wrong theta
+            z = inner(c, states, actions, weight, None).detach()
+            if zs is not None:
+                warm = inner(c, states, actions, weight, zs).detach()
+                z = torch.where((window_cost(warm) < window_cost(z))[:, None], warm, z)
+            return z
 
         def data_cost(theta: Tensor, zs: Tensor) -> float:
             with torch.no_grad():
@@ -388,7 +399,7 @@ class Identifier:
             if not reasons[i] and not converged:
                 reasons[i] = f"not converged in {self.max_iter} iterations"
         est = theta.numpy().copy()
-        se = np.where([not r_ for r_ in reasons], est * rel_se.numpy(), np.inf)
+        se = np.where(np.isfinite(rel_se.numpy()), est * rel_se.numpy(), np.inf)
         values = {k: v.detach().clone() for k, v in par.values(theta, theta).items()}
         return Identification(list(par.labels), est, par.init.numpy().copy(), se, np.array([not r_ for r_ in reasons]),
                               reasons, condition, math.sqrt(wr2 / max(used, 1)), math.sqrt(wr2) / norm, N, used,

@@ -6,11 +6,13 @@ relabel every episode with its own identified controller (:class:`PerEpisodeInve
 plugs into :func:`~ohio_layers.inverse.relabel.relabel`). :func:`identify_and_relabel` does all
 three; it is what ``ohio relabel --identify`` calls.
 
-Two estimates agree when, for every parameter identifiable in both, their log-values differ by
-at most ``log(1 + rtol) + n_sigma * sqrt(se_a^2 + se_b^2)`` (relative standard errors). A cluster's
-value is the precision-weighted mean of its members' log-estimates; an episode is relabelled with
-its cluster's value (more data, smaller error) when ``use_cluster`` and it is identifiable there,
-else with its own estimate.
+Two estimates agree when, for every parameter with a finite standard error in both (flagged for a
+large error or not: a weak estimate still tells settings apart), their log-values differ by at most
+``log(1 + rtol) + n_sigma * sqrt(se_a^2 + se_b^2)`` (relative standard errors). A cluster's value
+is the precision-weighted mean of its members' log-estimates, with the pooled standard error
+``1 / sqrt(sum of precisions)``; it counts as identified when that is ``<= max_rel_std_error`` --
+so twenty episodes that each know a gain to 10 % pin it to about 2 %. An episode is relabelled
+with its cluster's value when ``use_cluster`` and the cluster identifies it, else with its own.
 """
 from __future__ import annotations
 
@@ -36,8 +38,8 @@ class SettingCluster:
 
     Attributes:
         members: episode ids.
-        estimate: ``{label: value}`` precision-weighted mean over members (identifiable entries only;
-            a label no member identifies is ``nan``).
+        estimate: ``{label: value}`` precision-weighted mean over members (finite standard errors;
+            ``nan`` where the pooled relative standard error exceeds ``max_rel_std_error``).
         spread: ``{label: max relative deviation of a member from the estimate}``.
     """
 
@@ -46,7 +48,8 @@ class SettingCluster:
     spread: Dict[str, float]
 
 
-def cluster_identifications(results: Sequence[Identification], rtol: float = 0.05, n_sigma: float = 3.0) -> tuple:
+def cluster_identifications(results: Sequence[Identification], rtol: float = 0.05, n_sigma: float = 3.0,
+                            max_rel_std_error: float = 0.05) -> tuple:
     """Group episodes into settings; returns ``(labels (E,) int, [SettingCluster])``.
 
     Greedy clustering in the order given: an episode joins the cluster whose every member it agrees
@@ -60,8 +63,8 @@ def cluster_identifications(results: Sequence[Identification], rtol: float = 0.0
     if any(r.labels != labels_ for r in results):
         raise ValueError("all identifications must have the same parameters (labels)")
     x = np.log(np.stack([r.estimate for r in results]))
-    rel = np.stack([np.where(r.identifiable, r.std_error / r.estimate, np.inf) for r in results])
-    ok = np.stack([r.identifiable for r in results])
+    rel = np.stack([r.std_error / r.estimate for r in results])
+    ok = np.isfinite(rel)
     tol = math.log1p(rtol)
 
     def agree(a: int, b: int) -> bool:
@@ -93,6 +96,9 @@ def cluster_identifications(results: Sequence[Identification], rtol: float = 0.0
                 continue
             w = 1.0 / np.maximum(rel[idx, p], 1e-12) ** 2
             mean = float(np.sum(w * x[idx, p]) / np.sum(w))
+            if 1.0 / math.sqrt(float(np.sum(w))) > max_rel_std_error:
+                est[name], spread[name] = float("nan"), float("nan")
+                continue
             est[name] = math.exp(mean)
             spread[name] = float(np.max(np.abs(np.exp(x[idx, p] - mean) - 1.0)))
         clusters.append(SettingCluster([results[i].group for i in g], est, spread))

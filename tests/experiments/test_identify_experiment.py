@@ -12,7 +12,8 @@ from ohio_layers.inverse.mixed import cluster_identifications
 
 
 def summary(episode, gains, flagged=()):
-    return {"group": episode, "estimate": dict(gains), "std_error": {g: 1e-3 * v for g, v in gains.items()},
+    return {"group": episode, "estimate": dict(gains),
+            "std_error": {g: float("inf") if g in flagged else 1e-3 * v for g, v in gains.items()},
             "identifiable": {g: g not in flagged for g in GAINS}, "reasons": {g: "test" for g in flagged},
             "condition": 10.0, "residual_rms": 0.0, "relative_residual": 0.0, "windows": 5, "equations": 100,
             "converged": True, "iterations": 3, "seconds": 1.0}
