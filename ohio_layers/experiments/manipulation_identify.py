@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import check_config_keys
+from ..config import setting
 from ..data import Dataset
 from ..envs.manipulation.data import DEFAULT_NOISE
-from .common import cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
+from .common import ExperimentConfig, cpu_workers, format_table, pyplot, run_jobs, save_figure, save_results, write_json
 
 SETTINGS = ("original", "stiffness", "damping")
 HORIZON = {"lift": 250, "door": 500}
@@ -41,7 +40,7 @@ WIDEST = (0.5, 0.5, 0.5, 1.6, 1.6, 1.6)  # z range given to identified controlle
 
 
 @dataclasses.dataclass
-class ManipulationIdentifyConfig:
+class ManipulationIdentifyConfig(ExperimentConfig):
     """Settings of ``ohio identify-manipulation``.
 
     Attributes:
@@ -62,53 +61,30 @@ class ManipulationIdentifyConfig:
         workers: processes.
     """
 
-    task: str = "lift"
+    task: str = setting("lift", choices=tuple(HORIZON))
     out_dir: Optional[str] = None
-    episodes: int = 60
-    horizon: Optional[int] = None
-    settings: Tuple[str, ...] = SETTINGS
-    noise_levels: Tuple[float, ...] = DEFAULT_NOISE
+    episodes: int = setting(60, ge=1)
+    horizon: Optional[int] = setting(None, ge=1)
+    settings: Tuple[str, ...] = setting(SETTINGS, choices=SETTINGS)
+    noise_levels: Tuple[float, ...] = setting(DEFAULT_NOISE, ge=0.0)
     data_seed: int = 0
-    tolerance: float = 0.05
-    start_kp: float = 100.0
-    start_damping_ratio: float = 2.0
-    torque_noise: float = 0.0
-    relabel_targets: Tuple[str, ...] = SETTINGS
+    tolerance: float = setting(0.05, gt=0.0, lt=1.0)
+    start_kp: float = setting(100.0, gt=0.0)
+    start_damping_ratio: float = setting(2.0, gt=0.0)
+    torque_noise: float = setting(0.0, ge=0.0)
+    relabel_targets: Tuple[str, ...] = setting(SETTINGS, choices=SETTINGS, allow_empty=True)
     train: bool = False
     train_true: bool = True
-    train_steps: int = 8_000
+    train_steps: int = setting(8_000, ge=1)
     seeds: Tuple[int, ...] = (0,)
-    eval_episodes: int = 20
+    eval_episodes: int = setting(20, ge=1)
     eval_seed: int = 10_000
-    workers: int = 2
 
-    def __post_init__(self) -> None:
-        if self.task not in HORIZON:
-            raise ValueError(f"task must be one of {tuple(HORIZON)}, got {self.task!r}")
-        for name in ("settings", "relabel_targets"):
-            unknown = sorted(set(getattr(self, name)) - set(SETTINGS))
-            if unknown:
-                raise ValueError(f"{name} has unknown entries {unknown}; choose from {SETTINGS}")
-        if int(self.episodes) < 1 or int(self.workers) < 1 or not self.settings:
-            raise ValueError("episodes and workers must be >= 1 and settings non-empty")
-        if not (self.start_kp > 0 and self.start_damping_ratio > 0):
-            raise ValueError(f"start_kp and start_damping_ratio must be > 0, got {self.start_kp}, {self.start_damping_ratio}")
-        if not 0 <= float(self.torque_noise) < math.inf:
-            raise ValueError(f"torque_noise must be >= 0, got {self.torque_noise}")
-        if not 0 < float(self.tolerance) < 1:
-            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance}")
+    def check(self) -> None:
         if self.train and not self.relabel_targets:
             raise ValueError("train needs relabel_targets (the controllers to deploy)")
-        self.settings, self.relabel_targets = tuple(self.settings), tuple(self.relabel_targets)
-        self.seeds = tuple(int(x) for x in self.seeds)
-        self.noise_levels = tuple(float(x) for x in self.noise_levels)
         self.out_dir = self.out_dir or f"runs/identify-{self.task}"
         self.horizon = int(self.horizon or HORIZON[self.task])
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ManipulationIdentifyConfig":
-        check_config_keys(cls, values)
-        return cls(**values)
 
 
 QUICK: Dict[str, Any] = {"episodes": 6, "horizon": 80, "relabel_targets": ["stiffness"]}
@@ -309,10 +285,10 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
     if config_path.exists():
         old = json.loads(config_path.read_text())
         keys = ("task", "episodes", "horizon", "settings", "noise_levels", "data_seed")
-        changed = [k for k in keys if json.dumps(old.get(k)) != json.dumps(dataclasses.asdict(cfg)[k])]
+        changed = [k for k in keys if json.dumps(old.get(k)) != json.dumps(cfg.to_dict()[k])]
         if changed:
             raise RuntimeError(f"{out} holds a run with different {changed}; use another out_dir or delete it")
-    write_json(config_path, dataclasses.asdict(cfg))
+    write_json(config_path, cfg.to_dict())
     t0 = time.perf_counter()
     print(f"[1/3] {cfg.episodes} {cfg.task} episodes x {cfg.horizon} steps under {cfg.settings} (interleaved, withheld)")
     episode_dir = collect_mixed(cfg)
@@ -345,7 +321,7 @@ def run(cfg: Optional[ManipulationIdentifyConfig] = None) -> Dict[str, Any]:
         scores, score_table = downstream(cfg)
         print(score_table)
         cl_table += "\n" + score_table
-    results = {"config": dataclasses.asdict(cfg), "identifications": found, "truth": truth, "stats": stats,
+    results = {"config": cfg.to_dict(), "identifications": found, "truth": truth, "stats": stats,
                "clusters": [dataclasses.asdict(c) for c in clusters], "cluster_labels": labels.tolist(),
                "label_agreement": agreement, "scores": scores, "table": head + "\n" + table + "\n" + cl_table,
                "wall_seconds": time.perf_counter() - t0}
