@@ -59,7 +59,10 @@ class TransitionSampler:
                     raise ValueError(f"dataset[{key!r}] must have shape (N, {width if width > 0 else 'd'}), got {arr.shape}")
             t = torch.as_tensor(arr.astype(np.float64), dtype=dtype, device=device)
             if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"dataset[{key!r}] contains NaN or inf")
+                bad = (~torch.isfinite(t.reshape(len(t), -1))).any(1)
+                raise ValueError(f"dataset[{key!r}] contains NaN or inf in {int(bad.sum())} of {len(t)} rows (first "
+                                 f"{bad.nonzero()[:5, 0].tolist()}); relabelled rows the inverse could not solve carry "
+                                 f"z = NaN (counted in the relabel report's extra['failed']): drop them before training")
             return t
 
         do = obs_dim if obs_dim is not None else -1
