@@ -5,6 +5,7 @@
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
+    ohio amod --device cuda           # agents trained on the GPU (every experiment command)
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
     ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
     ohio identify-manipulation        # identify the OSC gains of a log mixing controller settings
@@ -39,6 +40,8 @@ def _run(name: str, config_cls: Any, run: Any, args: argparse.Namespace, profile
     """Build the config from ``profile`` + fixed values + ``--out`` + ``--set`` and run it; bad keys or
     values end the command with a message naming them."""
     values: Dict[str, Any] = {**profile, **(fixed or {}), "out_dir": args.out or out_dir}
+    if getattr(args, "device", None) is not None:
+        values["device"] = args.device
     values.update(_parse_sets(args.set))
     try:
         cfg = config_cls.from_dict(values)
@@ -96,6 +99,8 @@ def _add_common(p: argparse.ArgumentParser, config_name: str, default_out: str) 
     p.add_argument("--out", help=f"output directory (default {default_out})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a {config_name} field (JSON value), repeatable")
+    p.add_argument("--device", help="torch device of the trained agents: cpu (default), cuda or cuda:N "
+                   "(refused when this machine has no such GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

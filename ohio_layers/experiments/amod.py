@@ -121,6 +121,7 @@ class AMoDExperimentConfig(ExperimentConfig):
     data_seed: int = 1_000
 
     def check(self) -> None:
+        super().check()
         self._resolve_scenario()
         if self.finetune and "calql" not in self.algos:
             raise ValueError("finetune needs 'calql' in algos (fine-tuning starts from the Cal-QL agents)")
@@ -253,7 +254,7 @@ def _agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], flo
 
 def _base_config(job: Dict[str, Any], graph: Dict[str, Any]) -> Dict[str, Any]:
     return {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"],
-            "discount": job["discount"], "grad_clip": 10.0}
+            "discount": job["discount"], "grad_clip": 10.0, "device": job["device"]}
 
 
 def _build_offline(job: Dict[str, Any]):
@@ -309,7 +310,7 @@ def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data, key, _, _, _, eval_env = _agent_setup(job)
-    pre = Agent.load(job["agent_path"])
+    pre = Agent.load(job["agent_path"], map_location=job["device"])
     sac = GraphSAC.from_agent(pre, {"offline_ratio": job["offline_ratio"], "update_after": 100, "start_steps": 0,
                                     "actor_lr": job["online_lr"], "critic_lr": job["online_lr"],
                                     "auto_alpha": False, "buffer_size": max(job["online_steps"], 1)})
@@ -344,7 +345,7 @@ def _job(cfg: AMoDExperimentConfig, out: Path, behaviour: str, kind: str, algo: 
             "cql_samples": cfg.cql_samples, "importance_sampling": cfg.importance_sampling,
             "calql_bc_weight": cfg.calql_bc_weight, "alpha": cfg.alpha, "online_steps": cfg.online_steps,
             "offline_ratio": cfg.offline_ratio, "online_lr": cfg.online_lr, "eval_every": cfg.eval_every,
-            "finetune_eval_episodes": cfg.finetune_eval_episodes,
+            "finetune_eval_episodes": cfg.finetune_eval_episodes, "device": cfg.device,
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)]}
 
 

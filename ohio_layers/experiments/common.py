@@ -17,6 +17,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import threading
 import time
@@ -33,7 +34,7 @@ from ..data.io import atomic_write_bytes
 
 T = TypeVar("T")
 
-__all__ = ["ExperimentConfig", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table", "cpu_workers",
+__all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table", "cpu_workers",
            "actor_bounds", "pyplot", "save_figure", "save_results"]
 
 
@@ -47,11 +48,42 @@ class ExperimentConfig(Config):
         engine: ``"process"`` (a local process pool) or ``"ray"`` (Ray tasks for the jobs and the
             relabelling, on 127.0.0.1 unless ``RAY_ADDRESS`` names a cluster; ``workers`` is then
             the number of tasks in flight and is not capped).
+        device: torch device of the agents the training jobs build (``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``; ``ohio ... --device``). It is part of every training job's key: a GPU run
+            may differ bitwise from a CPU one, so it never reuses a CPU result (or the reverse).
     """
 
     out_dir: str = "runs/experiment"
     workers: int = setting(2, ge=1)
     engine: str = setting("process", choices=("process", "ray"))
+    device: str = setting("cpu")
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device, f"{type(self).__name__}.device (--device)")
+
+
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def check_device(device: str, where: str = "device") -> None:
+    """Refuse a device this machine cannot run on, at config build (not in a worker after data collection).
+
+    ``device`` must be ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; a CUDA device needs
+    ``torch.cuda.is_available()`` and, for ``cuda:N``, at least ``N + 1`` visible GPUs.
+    """
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"{where} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"{where} is {device!r} but torch.cuda.is_available() is False on this machine "
+                         f"(no CUDA GPU, or a CPU-only torch build); use 'cpu'")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"{where} is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 # ------------------------------------------------------------------------------ JSON

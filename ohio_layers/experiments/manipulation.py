@@ -96,6 +96,7 @@ class ManipulationExperimentConfig(ExperimentConfig):
     data_seed: int = 0
 
     def check(self) -> None:
+        super().check()
         if "original" not in self.settings:
             raise ValueError("settings must include 'original' (the behaviour data's controller)")
         if self.out_dir is None:
@@ -209,7 +210,7 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
     flat = job["method"] == "iql_actions"
     config = {"seed": job["seed"], "steps": job["train_steps"], "hidden": job["hidden"], "batch_size": job["batch_size"],
               "expectile": job["expectile"], "temperature": job["temperature"], "obs_norm": True, "discount": 0.99,
-              "actor_lr": job["actor_lr"], "state_dependent_std": job["state_dependent_std"]}
+              "actor_lr": job["actor_lr"], "state_dependent_std": job["state_dependent_std"], "device": job["device"]}
     if flat:
         agent = IQL.from_dataset(data, config, action_low=-1.0, action_high=1.0)
         key = "actions"
@@ -252,7 +253,7 @@ def build_jobs(cfg: ManipulationExperimentConfig) -> List[Dict[str, Any]]:
     common = {"task": cfg.task, "train_steps": cfg.train_steps, "hidden": list(cfg.hidden), "batch_size": cfg.batch_size,
               "expectile": cfg.expectile, "temperature": cfg.temperature, "actor_lr": cfg.actor_lr,
               "state_dependent_std": cfg.state_dependent_std, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed,
-              "horizon": cfg.horizon}
+              "horizon": cfg.horizon, "device": cfg.device}
     jobs = []
     for seed in cfg.seeds:
         for method in cfg.methods:

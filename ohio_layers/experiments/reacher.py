@@ -90,6 +90,7 @@ class ReacherExperimentConfig(ExperimentConfig):
     amortized_windows: int = setting(40_000, ge=1)
 
     def check(self) -> None:
+        super().check()
         if len(self.hierarchical_noise) not in (1, 4):
             raise ValueError(f"hierarchical_noise must hold 1 or 4 values (one per z dimension), got {self.hierarchical_noise}")
         self.inverse = tuple(p.strip() for entry in self.inverse for p in entry.split(",") if p.strip())
@@ -264,7 +265,8 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
     flat = job["method"] == "flat"
     action_key = "actions" if flat else "z"
     config = {"seed": job["seed"], "steps": job["train_steps"], "hidden": job["hidden"], "batch_size": job["batch_size"],
-              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K, "mixed_precision": job.get("mixed_precision")}
+              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K, "mixed_precision": job.get("mixed_precision"),
+              "device": job["device"]}
     learner = BC
     if job["variant"].startswith("bc-"):
         config["loss"] = job["variant"][3:]
@@ -329,7 +331,7 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
                              "seed": seed, "variant": variant,
                              "data_path": str(data_path), "data_sha256": file_hash(data_path), "train_steps": cfg.train_steps, "hidden": list(cfg.hidden),
                              "batch_size": cfg.batch_size, "expectile": cfg.expectile, "temperature": cfg.temperature,
-                             "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed})
+                             "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "device": cfg.device})
     print(f"[4/5] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes)")
     runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval",
                     engine=cfg.engine)

@@ -107,6 +107,7 @@ class SupplyChainExperimentConfig(ExperimentConfig):
     data_seed: int = 1_000
 
     def check(self) -> None:
+        super().check()
         if set(self.finetune_datasets) - set(self.datasets):
             raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
 
@@ -229,7 +230,7 @@ def build_agent(job: Dict[str, Any], algo: str):
 
     data, key, graph, low, high = agent_setup(job)
     cfg = {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"], "discount": job["discount"],
-           "grad_clip": 10.0, "obs_norm": True}
+           "grad_clip": 10.0, "obs_norm": True, "device": job["device"]}
     obs_dim, da = int(np.asarray(data["observations"]).shape[1]), len(low)
     if algo == "iql":
         cfg.update(steps=job["iql_steps"], expectile=job["expectile"], temperature=job["temperature"], actor_lr=1e-3,
