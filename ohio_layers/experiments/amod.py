@@ -37,8 +37,9 @@ import numpy as np
 from ..config import setting
 from ..data import Dataset
 from ..envs.amod.data import evaluate, heuristic_decider
-from .common import (ExperimentConfig, Stages, cpu_workers, file_hash, format_table, pyplot, run_jobs, save_figure,
-                     save_results, start_run)
+from .amod_cost import COST_SOURCE, estimate
+from .common import (ExperimentConfig, Stages, file_hash, format_table, pyplot, run_jobs, save_figure, save_results,
+                     start_run, wall_time_note)
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
@@ -51,6 +52,10 @@ QUICK: Dict[str, Any] = {"behaviours": ["dispatch", "random"], "episodes": 40, "
                          "cql_steps": 150, "online_steps": 200, "eval_every": 100, "eval_episodes": 4,
                          "finetune_eval_episodes": 2}
 
+#: ``--full``: the paper's sizes (reference 5.2: 200k steps, batch 100, width 256, 510 episodes ~ 10k samples, 10
+#: evaluation episodes; fine-tuning length not given: default). Its cities have 14-17 regions: needs ``--scenario``.
+FULL: Dict[str, Any] = {"episodes": 510, "iql_steps": 200_000, "cql_steps": 200_000, "hidden": [256, 256],
+                        "batch_size": 100, "eval_episodes": 10}
 
 @dataclasses.dataclass
 class AMoDExperimentConfig(ExperimentConfig):
@@ -361,7 +366,8 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     out, stages = start_run(cfg)
     (out / "agents").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    workers = cpu_workers(cfg.workers)
+    workers = cfg.job_workers
+    print(wall_time_note(estimate(cfg, workers, make_env(cfg.city, "flows").unwrapped.n_regions), workers, COST_SOURCE))
     print(f"[1/6] oracle LP and heuristics on {cfg.eval_episodes} evaluation episodes")
     ref = reference(cfg, stages)
     oracle = ref["oracle"]["mean_return"]

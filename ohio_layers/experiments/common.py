@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
 import json
 import multiprocessing as mp
 import os
@@ -34,8 +35,8 @@ from ..data.io import atomic_write_bytes
 
 T = TypeVar("T")
 
-__all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table", "cpu_workers",
-           "actor_bounds", "pyplot", "save_figure", "save_results"]
+__all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table",
+           "cpu_workers", "estimate_wall_time", "wall_time_note", "actor_bounds", "pyplot", "save_figure", "save_results"]
 
 
 @dataclasses.dataclass(kw_only=True)  # keyword-only: subclasses keep their own positional order
@@ -61,6 +62,12 @@ class ExperimentConfig(Config):
     def check(self) -> None:
         super().check()
         check_device(self.device, f"{type(self).__name__}.device (--device)")
+
+    @property
+    def job_workers(self) -> int:
+        """Training jobs run at once: ``workers`` Ray tasks (a cluster may have more CPUs than this
+        driver), else ``workers`` capped at this machine's CPU count."""
+        return self.workers if self.engine == "ray" else cpu_workers(self.workers)
 
 
 _DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
@@ -295,6 +302,51 @@ def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict
                     bar.update()
     bar.close()
     return [json.loads((out_dir / f"{j['name']}.json").read_text()) for j in jobs]
+
+
+def estimate_wall_time(jobs: Sequence[Mapping[str, float]], seconds_per_unit: Mapping[str, float], workers: int) -> float:
+    """Estimated wall seconds of ``jobs`` run on ``workers`` parallel workers.
+
+    Each job is a mapping ``unit -> count`` (e.g. ``{"iql_step": 8000, "eval_env_step": 7500}``) and
+    costs ``sum(count * seconds_per_unit[unit])`` (the per-unit costs a module states with their
+    source). Jobs are placed longest first on the least loaded worker, as a pool that starts the next
+    job whenever one finishes does; the result is that schedule's length: about ``total / workers``
+    for many similar jobs, never below the longest job.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    costs = []
+    for i, job in enumerate(jobs):
+        unknown = sorted(set(job) - set(seconds_per_unit))
+        if unknown:
+            raise KeyError(f"job {i} has units {unknown} without a cost; known units: {sorted(seconds_per_unit)}")
+        bad = {u: n for u, n in job.items() if not (float(n) >= 0)}
+        if bad:
+            raise ValueError(f"job {i} has negative or NaN unit counts {bad}")
+        costs.append(sum(float(n) * float(seconds_per_unit[u]) for u, n in job.items()))
+    loads = [0.0] * min(workers, max(len(costs), 1))
+    for c in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + c)  # loads stays a heap: loads[0] is the least loaded worker
+    return max(loads)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def wall_time_note(phases: Sequence["tuple[str, float]"], workers: int, source: str) -> str:
+    """The line a run prints before it starts: the estimated total of ``phases`` (name, seconds on
+    ``workers`` workers), each phase, and where the per-unit costs come from."""
+    total = sum(s for _, s in phases)
+    parts = ", ".join(f"{name} {_duration(s)}" for name, s in phases)
+    return (f"estimated wall time on {workers} worker{'s' if workers != 1 else ''}: {_duration(total)} ({parts}); "
+            f"from CPU costs per unit ({source}); stages already cached are skipped")
 
 
 def cpu_workers(requested: int) -> int:
