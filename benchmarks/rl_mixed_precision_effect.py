@@ -45,7 +45,7 @@ def main() -> None:
              "seed": seed, "variant": variant, "data_path": str(out / "data" / "hierarchical_ohio_analytic.npz"),
              "train_steps": cfg.train_steps, "hidden": list(cfg.hidden), "batch_size": cfg.batch_size,
              "expectile": cfg.expectile, "temperature": cfg.temperature, "eval_episodes": cfg.eval_episodes,
-             "eval_seed": cfg.eval_seed, "mixed_precision": precision}
+             "eval_seed": cfg.eval_seed, "mixed_precision": precision, "device": cfg.device}
             for seed in cfg.seeds for precision in (None, "bf16")]
     runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=args.workers, desc="fp32/bf16")
     r_rand, r_exp = ref["random"]["mean"], ref["expert"]["mean"]

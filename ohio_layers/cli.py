@@ -2,9 +2,11 @@
 
     ohio reacher                      # defaults: about 9 min on 2 idle cores
     ohio reacher --quick              # a 2-minute smoke run
+    ohio reacher --full               # the paper's sizes (every command but identify-manipulation; prints an estimate)
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
+    ohio amod --device cuda           # agents trained on the GPU (every experiment command)
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
     ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
     ohio identify-manipulation        # identify the OSC gains of a log mixing controller settings
@@ -39,6 +41,8 @@ def _run(name: str, config_cls: Any, run: Any, args: argparse.Namespace, profile
     """Build the config from ``profile`` + fixed values + ``--out`` + ``--set`` and run it; bad keys or
     values end the command with a message naming them."""
     values: Dict[str, Any] = {**profile, **(fixed or {}), "out_dir": args.out or out_dir}
+    if getattr(args, "device", None) is not None:
+        values["device"] = args.device
     values.update(_parse_sets(args.set))
     try:
         cfg = config_cls.from_dict(values)
@@ -47,19 +51,24 @@ def _run(name: str, config_cls: Any, run: Any, args: argparse.Namespace, profile
     run(cfg)
 
 
-def _reacher(args: argparse.Namespace) -> None:
-    from .experiments.reacher import ReacherExperimentConfig, run
+def _profile(args: argparse.Namespace, quick: Dict[str, Any], full: Dict[str, Any]) -> "tuple[Dict[str, Any], str]":
+    """The ``--quick`` / ``--full`` overrides (or none) and the matching output-folder suffix."""
+    return (quick, "-quick") if args.quick else (full, "-full") if args.full else ({}, "")
 
-    _run("reacher", ReacherExperimentConfig, run, args, REACHER_QUICK if args.quick else {},
-         "runs/reacher-quick" if args.quick else "runs/reacher")
+
+def _reacher(args: argparse.Namespace) -> None:
+    from .experiments.reacher import FULL, ReacherExperimentConfig, run
+
+    profile, suffix = _profile(args, REACHER_QUICK, FULL)
+    _run("reacher", ReacherExperimentConfig, run, args, profile, f"runs/reacher{suffix}")
 
 
 def _manipulation(args: argparse.Namespace) -> None:
     from .experiments.manipulation import FULL, QUICK, ManipulationExperimentConfig, run
 
-    suffix = "-quick" if args.quick else "-full" if args.full else ""
-    _run("manipulation", ManipulationExperimentConfig, run, args, QUICK if args.quick else FULL if args.full else {},
-         f"runs/manipulation-{args.task}{suffix}", {"task": args.task})
+    profile, suffix = _profile(args, QUICK, FULL)
+    _run("manipulation", ManipulationExperimentConfig, run, args, profile, f"runs/manipulation-{args.task}{suffix}",
+         {"task": args.task})
 
 
 def _identify_manipulation(args: argparse.Namespace) -> None:
@@ -71,19 +80,22 @@ def _identify_manipulation(args: argparse.Namespace) -> None:
 
 
 def _amod(args: argparse.Namespace) -> None:
-    from .experiments.amod import QUICK, AMoDExperimentConfig, run
+    from .experiments.amod import FULL, QUICK, AMoDExperimentConfig, run
 
     fixed = {k: v for k, v in (("scenario", args.scenario), ("preset", args.preset)) if v is not None}
-    _run("amod", AMoDExperimentConfig, run, args, QUICK if args.quick else {}, "runs/amod-quick" if args.quick else "runs/amod",
-         fixed)
+    if args.full and args.scenario is None:
+        print("note: the paper's AMoD cities have 14-17 regions (NYC Brooklyn, Shenzhen): pass --scenario PATH.json "
+              "--preset ...; without it --full trains at the paper's sizes on the synthetic 3x3 city")
+    profile, suffix = _profile(args, QUICK, FULL)
+    _run("amod", AMoDExperimentConfig, run, args, profile, f"runs/amod{suffix}", fixed)
 
 
 def _supply_chain(args: argparse.Namespace) -> None:
-    from .experiments.supply_chain import QUICK, SupplyChainExperimentConfig, run
+    from .experiments.supply_chain import FULL, QUICK, SupplyChainExperimentConfig, run
 
-    suffix = "-quick" if args.quick else ""
-    _run("supply-chain", SupplyChainExperimentConfig, run, args, QUICK if args.quick else {},
-         f"runs/supply-chain-{args.scenario}{suffix}", {"scenario": args.scenario})
+    profile, suffix = _profile(args, QUICK, FULL)
+    _run("supply-chain", SupplyChainExperimentConfig, run, args, profile, f"runs/supply-chain-{args.scenario}{suffix}",
+         {"scenario": args.scenario})
 
 
 def _relabel(args: argparse.Namespace) -> None:
@@ -92,10 +104,20 @@ def _relabel(args: argparse.Namespace) -> None:
     relabel_main(args)
 
 
+def _add_profiles(p: argparse.ArgumentParser, quick: str, full: str) -> None:
+    """``--quick`` and ``--full``, mutually exclusive; a run prints its estimated wall time before it starts."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help=f"a small smoke run ({quick})")
+    group.add_argument("--full", action="store_true", help=f"the paper's sizes ({full}; the estimated wall time on "
+                       "--set workers=N is printed before it starts; --set engine=ray for more than one machine)")
+
+
 def _add_common(p: argparse.ArgumentParser, config_name: str, default_out: str) -> None:
     p.add_argument("--out", help=f"output directory (default {default_out})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a {config_name} field (JSON value), repeatable")
+    p.add_argument("--device", help="torch device of the trained agents: cpu (default), cuda or cuda:N "
+                   "(refused when this machine has no such GPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,15 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("reacher", help="goal-reaching reacher with an LQR low level (collect, relabel, train, evaluate)")
     _add_common(p, "ReacherExperimentConfig", "runs/reacher")
-    p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
+    _add_profiles(p, "about 2 minutes", "10^6 BC steps, 3 seeds: about 20 h on 2 cores")
     p.set_defaults(func=_reacher)
 
     p = sub.add_parser("manipulation", help="robosuite Lift/Door: offline RL that survives a changed OSC controller")
     p.add_argument("--task", choices=("lift", "door"), default="lift")
     _add_common(p, "ManipulationExperimentConfig", "runs/manipulation-<task>")
-    profile = p.add_mutually_exclusive_group()
-    profile.add_argument("--quick", action="store_true", help="a small smoke run (a few minutes)")
-    profile.add_argument("--full", action="store_true", help="the large profile, for a bigger machine (hours)")
+    _add_profiles(p, "a few minutes", "300 episodes, 100k IQL steps, 3 seeds: about 3 h on 2 cores")
     p.set_defaults(func=_manipulation)
 
     p = sub.add_parser("identify-manipulation", help="robosuite Lift/Door: identify the OSC gains of every episode of a "
@@ -123,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
     _add_common(p, "AMoDExperimentConfig", "runs/amod")
-    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    _add_profiles(p, "about 2 minutes", "200k steps per agent, with --scenario for a 14-17-region city: hours to days")
     p.add_argument("--scenario", metavar="PATH.json", help="a city in the reference JSON schema (default: synthetic 3x3 city)")
     p.add_argument("--preset", choices=("nyc-brooklyn", "shenzhen-downtown-west"),
                    help="the paper's per-city step minutes, demand scale and start hour (needs --scenario)")
@@ -132,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supply-chain", help="inventory network: OHIO vs end-to-end from MPC / S-type data, transfer, fine-tuning")
     p.add_argument("--scenario", choices=("1w3s", "1w10s"), default="1w3s")
     _add_common(p, "SupplyChainExperimentConfig", "runs/supply-chain-<scenario>")
-    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    _add_profiles(p, "a few minutes", "500k updates per agent, 150k online steps: days on 2 cores")
     p.set_defaults(func=_supply_chain)
 
     p = sub.add_parser("relabel", help="relabel a dataset (npz or Minari) with your low-level controller: z* per k-step window")

@@ -37,8 +37,9 @@ import numpy as np
 from ..config import setting
 from ..data import Dataset
 from ..envs.amod.data import evaluate, heuristic_decider
-from .common import (ExperimentConfig, Stages, cpu_workers, file_hash, format_table, pyplot, run_jobs, save_figure,
-                     save_results, start_run)
+from .amod_cost import COST_SOURCE, estimate
+from .common import (ExperimentConfig, Stages, file_hash, format_table, pyplot, run_jobs, save_figure, save_results,
+                     start_run, wall_time_note)
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
@@ -51,6 +52,10 @@ QUICK: Dict[str, Any] = {"behaviours": ["dispatch", "random"], "episodes": 40, "
                          "cql_steps": 150, "online_steps": 200, "eval_every": 100, "eval_episodes": 4,
                          "finetune_eval_episodes": 2}
 
+#: ``--full``: the paper's sizes (reference 5.2: 200k steps, batch 100, width 256, 510 episodes ~ 10k samples, 10
+#: evaluation episodes; fine-tuning length not given: default). Its cities have 14-17 regions: needs ``--scenario``.
+FULL: Dict[str, Any] = {"episodes": 510, "iql_steps": 200_000, "cql_steps": 200_000, "hidden": [256, 256],
+                        "batch_size": 100, "eval_episodes": 10}
 
 @dataclasses.dataclass
 class AMoDExperimentConfig(ExperimentConfig):
@@ -121,6 +126,7 @@ class AMoDExperimentConfig(ExperimentConfig):
     data_seed: int = 1_000
 
     def check(self) -> None:
+        super().check()
         self._resolve_scenario()
         if self.finetune and "calql" not in self.algos:
             raise ValueError("finetune needs 'calql' in algos (fine-tuning starts from the Cal-QL agents)")
@@ -253,7 +259,7 @@ def _agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], flo
 
 def _base_config(job: Dict[str, Any], graph: Dict[str, Any]) -> Dict[str, Any]:
     return {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"],
-            "discount": job["discount"], "grad_clip": 10.0}
+            "discount": job["discount"], "grad_clip": 10.0, "device": job["device"]}
 
 
 def _build_offline(job: Dict[str, Any]):
@@ -309,7 +315,7 @@ def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data, key, _, _, _, eval_env = _agent_setup(job)
-    pre = Agent.load(job["agent_path"])
+    pre = Agent.load(job["agent_path"], map_location=job["device"])
     sac = GraphSAC.from_agent(pre, {"offline_ratio": job["offline_ratio"], "update_after": 100, "start_steps": 0,
                                     "actor_lr": job["online_lr"], "critic_lr": job["online_lr"],
                                     "auto_alpha": False, "buffer_size": max(job["online_steps"], 1)})
@@ -344,7 +350,7 @@ def _job(cfg: AMoDExperimentConfig, out: Path, behaviour: str, kind: str, algo: 
             "cql_samples": cfg.cql_samples, "importance_sampling": cfg.importance_sampling,
             "calql_bc_weight": cfg.calql_bc_weight, "alpha": cfg.alpha, "online_steps": cfg.online_steps,
             "offline_ratio": cfg.offline_ratio, "online_lr": cfg.online_lr, "eval_every": cfg.eval_every,
-            "finetune_eval_episodes": cfg.finetune_eval_episodes,
+            "finetune_eval_episodes": cfg.finetune_eval_episodes, "device": cfg.device,
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)]}
 
 
@@ -360,7 +366,8 @@ def run(cfg: Optional[AMoDExperimentConfig] = None) -> Dict[str, Any]:
     out, stages = start_run(cfg)
     (out / "agents").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    workers = cpu_workers(cfg.workers)
+    workers = cfg.job_workers
+    print(wall_time_note(estimate(cfg, workers, make_env(cfg.city, "flows").unwrapped.n_regions), workers, COST_SOURCE))
     print(f"[1/6] oracle LP and heuristics on {cfg.eval_episodes} evaluation episodes")
     ref = reference(cfg, stages)
     oracle = ref["oracle"]["mean_return"]

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import heapq
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import threading
 import time
@@ -33,8 +35,8 @@ from ..data.io import atomic_write_bytes
 
 T = TypeVar("T")
 
-__all__ = ["ExperimentConfig", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table", "cpu_workers",
-           "actor_bounds", "pyplot", "save_figure", "save_results"]
+__all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table",
+           "cpu_workers", "estimate_wall_time", "wall_time_note", "actor_bounds", "pyplot", "save_figure", "save_results"]
 
 
 @dataclasses.dataclass(kw_only=True)  # keyword-only: subclasses keep their own positional order
@@ -47,11 +49,48 @@ class ExperimentConfig(Config):
         engine: ``"process"`` (a local process pool) or ``"ray"`` (Ray tasks for the jobs and the
             relabelling, on 127.0.0.1 unless ``RAY_ADDRESS`` names a cluster; ``workers`` is then
             the number of tasks in flight and is not capped).
+        device: torch device of the agents the training jobs build (``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``; ``ohio ... --device``). It is part of every training job's key: a GPU run
+            may differ bitwise from a CPU one, so it never reuses a CPU result (or the reverse).
     """
 
     out_dir: str = "runs/experiment"
     workers: int = setting(2, ge=1)
     engine: str = setting("process", choices=("process", "ray"))
+    device: str = setting("cpu")
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device, f"{type(self).__name__}.device (--device)")
+
+    @property
+    def job_workers(self) -> int:
+        """Training jobs run at once: ``workers`` Ray tasks (a cluster may have more CPUs than this
+        driver), else ``workers`` capped at this machine's CPU count."""
+        return self.workers if self.engine == "ray" else cpu_workers(self.workers)
+
+
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def check_device(device: str, where: str = "device") -> None:
+    """Refuse a device this machine cannot run on, at config build (not in a worker after data collection).
+
+    ``device`` must be ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; a CUDA device needs
+    ``torch.cuda.is_available()`` and, for ``cuda:N``, at least ``N + 1`` visible GPUs.
+    """
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"{where} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"{where} is {device!r} but torch.cuda.is_available() is False on this machine "
+                         f"(no CUDA GPU, or a CPU-only torch build); use 'cpu'")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"{where} is {device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -263,6 +302,51 @@ def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict
                     bar.update()
     bar.close()
     return [json.loads((out_dir / f"{j['name']}.json").read_text()) for j in jobs]
+
+
+def estimate_wall_time(jobs: Sequence[Mapping[str, float]], seconds_per_unit: Mapping[str, float], workers: int) -> float:
+    """Estimated wall seconds of ``jobs`` run on ``workers`` parallel workers.
+
+    Each job is a mapping ``unit -> count`` (e.g. ``{"iql_step": 8000, "eval_env_step": 7500}``) and
+    costs ``sum(count * seconds_per_unit[unit])`` (the per-unit costs a module states with their
+    source). Jobs are placed longest first on the least loaded worker, as a pool that starts the next
+    job whenever one finishes does; the result is that schedule's length: about ``total / workers``
+    for many similar jobs, never below the longest job.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    costs = []
+    for i, job in enumerate(jobs):
+        unknown = sorted(set(job) - set(seconds_per_unit))
+        if unknown:
+            raise KeyError(f"job {i} has units {unknown} without a cost; known units: {sorted(seconds_per_unit)}")
+        bad = {u: n for u, n in job.items() if not (float(n) >= 0)}
+        if bad:
+            raise ValueError(f"job {i} has negative or NaN unit counts {bad}")
+        costs.append(sum(float(n) * float(seconds_per_unit[u]) for u, n in job.items()))
+    loads = [0.0] * min(workers, max(len(costs), 1))
+    for c in sorted(costs, reverse=True):
+        heapq.heapreplace(loads, loads[0] + c)  # loads stays a heap: loads[0] is the least loaded worker
+    return max(loads)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def wall_time_note(phases: Sequence["tuple[str, float]"], workers: int, source: str) -> str:
+    """The line a run prints before it starts: the estimated total of ``phases`` (name, seconds on
+    ``workers`` workers), each phase, and where the per-unit costs come from."""
+    total = sum(s for _, s in phases)
+    parts = ", ".join(f"{name} {_duration(s)}" for name, s in phases)
+    return (f"estimated wall time on {workers} worker{'s' if workers != 1 else ''}: {_duration(total)} ({parts}); "
+            f"from CPU costs per unit ({source}); stages already cached are skipped")
 
 
 def cpu_workers(requested: int) -> int:

@@ -81,6 +81,7 @@ class ManipulationIdentifyConfig(ExperimentConfig):
     eval_seed: int = 10_000
 
     def check(self) -> None:
+        super().check()
         if self.train and not self.relabel_targets:
             raise ValueError("train needs relabel_targets (the controllers to deploy)")
         self.out_dir = self.out_dir or f"runs/identify-{self.task}"
@@ -338,7 +339,8 @@ def downstream(cfg: ManipulationIdentifyConfig) -> Tuple[Dict[str, Any], str]:
     behaviour = float(Dataset.load(data_dir / "actions.npz").metadata["behaviour_return"])
     common = {"task": cfg.task, "train_steps": cfg.train_steps, "hidden": [256, 256], "batch_size": 256,
               "expectile": IQL_PAPER[cfg.task][0], "temperature": IQL_PAPER[cfg.task][1], "actor_lr": 1e-3,
-              "state_dependent_std": True, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "horizon": cfg.horizon}
+              "state_dependent_std": True, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "horizon": cfg.horizon,
+              "device": cfg.device}
     sources = ("identified", "true") if cfg.train_true else ("identified",)
     jobs = []
     for seed in cfg.seeds:

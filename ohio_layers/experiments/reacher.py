@@ -25,8 +25,8 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
-from .common import (ExperimentConfig, Stages, actor_bounds, cpu_workers, file_hash, format_table, pyplot, run_jobs,
-                     save_figure, save_results, start_run)
+from .common import (ExperimentConfig, Stages, actor_bounds, estimate_wall_time, file_hash, format_table, pyplot,
+                     run_jobs, save_figure, save_results, start_run, wall_time_note)
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -90,6 +90,7 @@ class ReacherExperimentConfig(ExperimentConfig):
     amortized_windows: int = setting(40_000, ge=1)
 
     def check(self) -> None:
+        super().check()
         if len(self.hierarchical_noise) not in (1, 4):
             raise ValueError(f"hierarchical_noise must hold 1 or 4 values (one per z dimension), got {self.hierarchical_noise}")
         self.inverse = tuple(p.strip() for entry in self.inverse for p in entry.split(",") if p.strip())
@@ -101,6 +102,35 @@ class ReacherExperimentConfig(ExperimentConfig):
     def variants(self) -> Tuple[str, ...]:
         """Learner variants every method is trained with (e.g. ``("bc-nll", "bc-mse")``)."""
         return tuple(f"bc-{l}" for l in self.bc_losses) if self.algorithm == "bc" else ("iql",)
+
+
+FULL: Dict[str, Any] = {"train_steps": 1_000_000, "batch_size": 256, "hidden": [256, 256], "seeds": [0, 1, 2],
+                        "eval_episodes": 30}
+"""``ohio reacher --full``: the paper's learner sizes (reference section 4.2: 10^6 BC steps, batch 256, 2x256 MLPs,
+30 test episodes); the paper's dataset size is unknown, so ``episodes`` keeps its default."""
+
+COSTS: Dict[str, float] = {"bc_step": 3e-3, "iql_step": 10e-3, "eval_episode": 0.3, "collect_episode": 0.15,
+                           "relabel_window": 5e-4}
+"""Conservative CPU seconds per unit, one torch thread. From the measured defaults (README: 32 BC jobs of 10k steps and
+30 evaluation episodes, data and relabelling, 8 min 58 s on 2 idle cores, i.e. <= 34 s per job: BC <= 3 ms/step);
+IQL from the IQL run (16 jobs, 31 min on a loaded machine: ~7 ms/step idle); evaluation and collection from the
+reference's 0.12 s per 1000-step hierarchical episode (500-step episodes here; x2.5 for the torch agent and the gym
+wrapper); LM relabelling from benchmarks/results/amortized.json (4400 windows/s, halved). The defaults come to
+14 min on 2 workers, 1.5x the measured 9 min."""
+COST_SOURCE = "ohio_layers.experiments.reacher.COSTS: measured defaults on 2 idle cores, README"
+
+
+def estimate(cfg: ReacherExperimentConfig, workers: int) -> List[Tuple[str, float]]:
+    """Estimated wall seconds of each phase of a run from scratch on ``workers`` processes (see ``COSTS``)."""
+    windows = cfg.episodes * 500 // K
+    relabels = sum(1 for m in cfg.methods if m != "flat")
+    data = [{"collect_episode": cfg.episodes, "relabel_window": windows * relabels} for _ in cfg.datasets]
+    data.append({"eval_episode": 3 * cfg.eval_episodes})  # reference returns
+    step = "bc_step" if cfg.algorithm == "bc" else "iql_step"
+    jobs = [{step: cfg.train_steps, "eval_episode": cfg.eval_episodes}
+            for _ in range(len(cfg.datasets) * len(cfg.methods) * len(cfg.variants) * len(cfg.seeds))]
+    return [("data + relabel", estimate_wall_time(data, COSTS, 1)),
+            ("train + eval", estimate_wall_time(jobs, COSTS, workers))]
 
 
 # ------------------------------------------------------------------------------ stages
@@ -264,7 +294,8 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
     flat = job["method"] == "flat"
     action_key = "actions" if flat else "z"
     config = {"seed": job["seed"], "steps": job["train_steps"], "hidden": job["hidden"], "batch_size": job["batch_size"],
-              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K, "mixed_precision": job.get("mixed_precision")}
+              "obs_norm": True, "discount": 0.99 if flat else 0.99 ** K, "mixed_precision": job.get("mixed_precision"),
+              "device": job["device"]}
     learner = BC
     if job["variant"].startswith("bc-"):
         config["loss"] = job["variant"][3:]
@@ -309,6 +340,7 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
     cfg = cfg or ReacherExperimentConfig()
     out, stages = start_run(cfg)
     t0 = time.perf_counter()
+    print(wall_time_note(estimate(cfg, cfg.job_workers), cfg.job_workers, COST_SOURCE))
     print(f"[1/5] reference returns on {cfg.eval_episodes} evaluation episodes")
     ref = reference_returns(cfg, stages)
     r_rand, r_exp = ref["random"]["mean"], ref["expert"]["mean"]
@@ -329,9 +361,9 @@ def run(cfg: Optional[ReacherExperimentConfig] = None) -> Dict[str, Any]:
                              "seed": seed, "variant": variant,
                              "data_path": str(data_path), "data_sha256": file_hash(data_path), "train_steps": cfg.train_steps, "hidden": list(cfg.hidden),
                              "batch_size": cfg.batch_size, "expectile": cfg.expectile, "temperature": cfg.temperature,
-                             "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed})
-    print(f"[4/5] train and evaluate {len(jobs)} agents ({cpu_workers(cfg.workers)} processes)")
-    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cpu_workers(cfg.workers), desc="train+eval",
+                             "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed, "device": cfg.device})
+    print(f"[4/5] train and evaluate {len(jobs)} agents ({cfg.job_workers} processes)")
+    runs = run_jobs(train_and_evaluate, jobs, out / "runs", workers=cfg.job_workers, desc="train+eval",
                     engine=cfg.engine)
 
     print("[5/5] results")

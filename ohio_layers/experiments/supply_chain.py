@@ -35,8 +35,8 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
-from .common import (ExperimentConfig, Stages, cpu_workers, file_hash, format_table, pyplot, run_jobs, save_figure,
-                     save_results, start_run)
+from .common import (ExperimentConfig, Stages, estimate_wall_time, file_hash, format_table, pyplot, run_jobs,
+                     save_figure, save_results, start_run, wall_time_note)
 
 ALGOS = ("iql", "cql", "bc")
 KINDS = ("ohio", "end_to_end")
@@ -46,6 +46,43 @@ TRANSFER = {"1w10s": "1w10s-cap"}
 #: overrides for a smoke run (``ohio supply-chain --quick``)
 QUICK: Dict[str, Any] = {"episodes": 8, "seeds": [0], "iql_steps": 150, "cql_steps": 80, "bc_steps": 150, "eval_episodes": 3,
                          "calql_steps": 80, "online_steps": 60, "eval_every": 30, "finetune_eval_episodes": 2}
+
+#: ``ohio supply-chain --full``: the paper's sizes (reference section 5.3: 20k samples = 667 episodes of 30
+#: decisions per dataset, 500k updates per offline agent, batch 100, 256-wide networks, fine-tuning 150k env steps;
+#: 10 evaluation episodes). Cal-QL pre-training gets the same 500k updates; an evaluation every 5000 online steps.
+FULL: Dict[str, Any] = {"episodes": 667, "iql_steps": 500_000, "cql_steps": 500_000, "bc_steps": 500_000,
+                        "calql_steps": 500_000, "online_steps": 150_000, "eval_every": 5000, "hidden": [256, 256],
+                        "batch_size": 100, "eval_episodes": 10}
+
+#: CPU seconds per unit (one torch thread, hidden 64; 1w10s / 1w3s), measured as process time on the loaded 2-core
+#: machine (see :class:`SupplyChainExperimentConfig`), hence conservative. ``sac_step``: a Cal-QL update plus an env
+#: step; ``collect_episode``: an MPC episode (the S-type policy is cheaper). Wider networks are scaled by
+#: hidden/64, an extrapolation (not measured).
+COSTS: Dict[str, Dict[str, float]] = {
+    "1w10s": {"iql_step": 22e-3, "cql_step": 47e-3, "bc_step": 6e-3, "calql_step": 55e-3, "sac_step": 58e-3,
+              "eval_episode": 0.07, "collect_episode": 0.3},
+    "1w3s": {"iql_step": 15e-3, "cql_step": 28e-3, "bc_step": 4e-3, "calql_step": 30e-3, "sac_step": 33e-3,
+             "eval_episode": 0.05, "collect_episode": 0.3}}
+COST_SOURCE = "ohio_layers.experiments.supply_chain.COSTS: process time per step measured on the loaded 2-core machine"
+
+
+def estimate(cfg: "SupplyChainExperimentConfig", workers: int) -> List[Tuple[str, float]]:
+    """Estimated wall seconds of each phase of a run from scratch on ``workers`` processes (see ``COSTS``)."""
+    width = max(1.0, max(cfg.hidden) / 64)
+    costs = {k: v * (width if k.endswith("_step") else 1.0) for k, v in COSTS[cfg.scenario].items()}
+    scenarios = 2 if cfg.scenario in TRANSFER else 1
+    data = [{"collect_episode": 2 * scenarios * cfg.eval_episodes + len(cfg.datasets) * cfg.episodes}]
+    steps = {"iql": cfg.iql_steps, "cql": cfg.cql_steps, "bc": cfg.bc_steps}
+    offline = [{f"{a}_step": steps[a], "eval_episode": scenarios * cfg.eval_episodes}
+               for _ in cfg.datasets for _ in KINDS for a in cfg.algos for _ in cfg.seeds]
+    evals = cfg.online_steps // cfg.eval_every + 1
+    online = [{"calql_step": cfg.calql_steps, "sac_step": cfg.online_steps,
+               "eval_episode": evals * cfg.finetune_eval_episodes + scenarios * cfg.eval_episodes}
+              for _ in cfg.finetune_datasets for _ in KINDS for _ in cfg.seeds]
+    phases = [("data + relabel", estimate_wall_time(data, costs, 1)), ("offline", estimate_wall_time(offline, costs, workers))]
+    if online:
+        phases.append(("fine-tune", estimate_wall_time(online, costs, workers)))
+    return phases
 
 
 @dataclasses.dataclass
@@ -107,6 +144,7 @@ class SupplyChainExperimentConfig(ExperimentConfig):
     data_seed: int = 1_000
 
     def check(self) -> None:
+        super().check()
         if set(self.finetune_datasets) - set(self.datasets):
             raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
 
@@ -229,7 +267,7 @@ def build_agent(job: Dict[str, Any], algo: str):
 
     data, key, graph, low, high = agent_setup(job)
     cfg = {**graph, "seed": job["seed"], "hidden": job["hidden"], "batch_size": job["batch_size"], "discount": job["discount"],
-           "grad_clip": 10.0, "obs_norm": True}
+           "grad_clip": 10.0, "obs_norm": True, "device": job["device"]}
     obs_dim, da = int(np.asarray(data["observations"]).shape[1]), len(low)
     if algo == "iql":
         cfg.update(steps=job["iql_steps"], expectile=job["expectile"], temperature=job["temperature"], actor_lr=1e-3,
@@ -329,7 +367,8 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     cfg = cfg or SupplyChainExperimentConfig()
     out, stages = start_run(cfg)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    t0, workers = time.perf_counter(), cpu_workers(cfg.workers)
+    t0, workers = time.perf_counter(), cfg.job_workers
+    print(wall_time_note(estimate(cfg, workers), workers, COST_SOURCE))
     scenarios = [cfg.scenario] + ([TRANSFER[cfg.scenario]] if cfg.scenario in TRANSFER else [])
     print(f"[1/5] MPC and S-type on {cfg.eval_episodes} evaluation episodes of {', '.join(scenarios)}")
     refs = {s: reference(cfg, stages, s) for s in scenarios}
@@ -340,11 +379,11 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     jobs = [_job(cfg, out, d, k, a, s) for d in cfg.datasets for k in KINDS for a in cfg.algos for s in cfg.seeds]
     jobs.sort(key=lambda j: {"cql": 3, "iql": 2, "bc": 1}[j["algo"]] * (2 if j["kind"] == "end_to_end" else 1), reverse=True)
     print(f"[3/5] train and evaluate {len(jobs)} offline agents ({workers} processes)")
-    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline")
+    runs = run_jobs(train_offline, jobs, out / "runs", workers=workers, desc="offline", engine=cfg.engine)
     ft_jobs = [dict(_job(cfg, out, d, k, "calql", s), name=f"finetune_{d}_{k}_seed{s}")
                for d in cfg.finetune_datasets for k in KINDS for s in cfg.seeds]
     print(f"[4/5] Cal-QL + SAC fine-tuning ({cfg.online_steps} env steps) of {len(ft_jobs)} agents")
-    ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune") if ft_jobs else []
+    ft_runs = run_jobs(finetune, ft_jobs, out / "runs", workers=workers, desc="fine-tune", engine=cfg.engine) if ft_jobs else []
     print("[5/5] results")
     rows: List[Dict[str, Any]] = []
     for sc in scenarios:

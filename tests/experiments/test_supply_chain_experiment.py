@@ -16,6 +16,7 @@ TINY = {"scenario": "1w3s", "datasets": ["mpc"], "episodes": 2, "algos": ["bc", 
 def test_tiny_run_rows_and_resume(tmp_path, capsys):
     cfg = SupplyChainExperimentConfig.from_dict({**TINY, "out_dir": str(tmp_path / "a")})
     res = run(cfg)
+    assert "estimated wall time on 1 worker:" in capsys.readouterr().out  # printed before the run starts
     rows = res["rows"]
     keys = {"scenario", "dataset", "agent", "algorithm", "score", "capacity_violations"}
     assert all(keys <= set(r) for r in rows)
