@@ -13,11 +13,10 @@ difference of the means against the seed-to-seed spread. Resumable (finished job
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
-from ohio_layers.experiments.common import run_jobs
+from ohio_layers.experiments.common import run_jobs, start_run
 from ohio_layers.experiments.reacher import (ReacherExperimentConfig, collect_dataset, reference_returns,
                                              relabelled_dataset, train_and_evaluate)
 
@@ -35,14 +34,13 @@ def main() -> None:
     cfg = ReacherExperimentConfig(out_dir=args.out, datasets=("hierarchical",), methods=("ohio_analytic",),
                                   episodes=args.episodes, seeds=tuple(args.seeds), algorithm=args.algorithm,
                                   bc_losses=("mse",), train_steps=args.steps, eval_episodes=args.eval_episodes)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ref = reference_returns(cfg, out)
-    low = collect_dataset("hierarchical", cfg, out)
-    relabelled_dataset("hierarchical", "ohio_analytic", low, cfg, out)
+    out, stages = start_run(cfg)
+    ref = reference_returns(cfg, stages)
+    low_path = collect_dataset("hierarchical", cfg, stages)
+    data_path, _ = relabelled_dataset("hierarchical", "ohio_analytic", low_path, cfg, stages)
     variant = cfg.variants[0]
     jobs = [{"name": f"{precision or 'fp32'}_seed{seed}", "dataset": "hierarchical", "method": "ohio_analytic",
-             "seed": seed, "variant": variant, "data_path": str(out / "data" / "hierarchical_ohio_analytic.npz"),
+             "seed": seed, "variant": variant, "data_path": str(data_path),
              "train_steps": cfg.train_steps, "hidden": list(cfg.hidden), "batch_size": cfg.batch_size,
              "expectile": cfg.expectile, "temperature": cfg.temperature, "eval_episodes": cfg.eval_episodes,
              "eval_seed": cfg.eval_seed, "mixed_precision": precision, "device": cfg.device}
