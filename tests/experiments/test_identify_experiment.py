@@ -60,3 +60,26 @@ def test_tiny_mixed_log_end_to_end(tmp_path):
     assert res["label_agreement"]["damping"]["share_within_1mm_1mrad"] > 0.99
     assert json.loads((tmp_path / "results.json").read_text())["truth"] == {"0": "original", "1": "stiffness", "2": "damping"}
     assert np.isfinite(res["wall_seconds"])
+
+
+def test_score_table_reports_identified_minus_true_per_target(tmp_path, monkeypatch):
+    """Stage 4's table: the gap identified - true in points per target and the 5-point verdict (runs faked)."""
+    from ohio_layers.data import Dataset
+    from ohio_layers.experiments import manipulation_identify as mi
+
+    cfg = ManipulationIdentifyConfig(out_dir=str(tmp_path), train=True, relabel_targets=("original", "damping"))
+    Dataset({"rewards": np.ones(4)}, {"behaviour_return": 50.0}).save(tmp_path / "relabelled" / "actions.npz")
+    returns = {("ohio", "identified"): {"original": 40.0, "damping": 30.0}, ("ohio", "true"): {"original": 41.0, "damping": 33.5},
+               ("iql_actions", None): {"original": 10.0, "damping": 5.0}}
+
+    def fake_run_jobs(fn, jobs, out_dir, workers, desc):
+        return [{"method": j["method"], "evals": {t: {"mean_return": returns[(j["method"], j.get("source"))][t], "success_rate": 0.5}
+                                                  for t in j["deploy"]}} for j in jobs]
+
+    monkeypatch.setattr(mi, "run_jobs", fake_run_jobs)
+    scores, text = mi.downstream(cfg)
+    assert scores["gap/original"] == pytest.approx(-2.0) and scores["gap/damping"] == pytest.approx(-7.0)
+    assert scores["max_abs_gap"] == pytest.approx(7.0) and "NOT within 5 points" in text
+    assert scores["replay/damping"]["mean"] == pytest.approx(10.0)
+    _, text = mi.downstream(cfg, points=10.0)
+    assert "(within 10 points under every target)" in text
