@@ -126,21 +126,31 @@ class LearnedLinearization(nn.Module):
         history: dict = {"train_loss": [], "val_loss": []}
         best, best_state = float("inf"), None
         for _ in range(epochs):
-            order = train[torch.randperm(train.shape[0], generator=g)]
-            total = 0.0
-            for i in range(0, order.shape[0], batch_size):
-                idx = order[i : i + batch_size]
-                loss = loss_of(idx)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.shape[0]
+            train_loss = train_epoch(loss_of, train, batch_size, opt, g)
             with torch.no_grad():
                 v = float(loss_of(val))
-            history["train_loss"].append(total / max(1, train.shape[0]))
+            history["train_loss"].append(train_loss)
             history["val_loss"].append(v)
             if v < best:
                 best, best_state = v, {k: t.clone() for k, t in self.state_dict().items()}
         if best_state is not None:
             self.load_state_dict(best_state)
         return history
+
+
+def train_epoch(loss_of: Callable[[Tensor], Tensor], rows: Tensor, batch_size: int, opt: torch.optim.Optimizer,
+                generator: torch.Generator) -> float:
+    """One epoch of minibatch steps over ``rows (N,)`` in an order drawn from ``generator``; the mean loss.
+
+    ``loss_of(idx)`` is the mean loss of the rows ``idx``; shared by the models fit in this package.
+    """
+    order = rows[torch.randperm(rows.shape[0], generator=generator)]
+    total = 0.0
+    for i in range(0, order.shape[0], batch_size):
+        idx = order[i : i + batch_size]
+        loss = loss_of(idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * idx.shape[0]
+    return total / max(1, rows.shape[0])

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .._validate import check_tensor
 from .base import Context
-from .dynamics import Dynamics
+from .dynamics import Dynamics, train_epoch
 
 
 def sequence_windows(states: np.ndarray, next_states: np.ndarray, actions: np.ndarray, episode_ids: np.ndarray,
@@ -164,19 +164,11 @@ class LearnedDynamics(Dynamics):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         best, best_state, since = history["linear_val_loss"][0], copy.deepcopy(self.state_dict()), 0
         for _ in tqdm(range(epochs), desc="learned dynamics", unit="epoch", disable=not progress):
-            order = tr[torch.randperm(tr.shape[0], generator=g)]
-            total = 0.0
-            for i in range(0, order.shape[0], batch_size):
-                idx = order[i : i + batch_size]
-                loss = loss_of(idx)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.shape[0]
+            train_loss = train_epoch(loss_of, tr, batch_size, opt, g)
             sched.step()
             with torch.no_grad():
                 v = float(loss_of(va))
-            history["train_loss"].append(total / tr.shape[0])
+            history["train_loss"].append(train_loss)
             history["val_loss"].append(v)
             if v < best:
                 best, best_state, since = v, copy.deepcopy(self.state_dict()), 0
