@@ -30,7 +30,7 @@ import random
 import warnings
 from abc import abstractmethod
 from collections import defaultdict
-from typing import Any, Callable, ClassVar, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
 from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
+from .optim import adam
 from .rng import generator_scope, make_generator, restore_generator_state
 from .sampling import Batch, ReplayBuffer, TransitionSampler, concat_batches, row_discount_key
 
@@ -64,11 +65,6 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging ``target <- (1 - tau) target + tau source`` (parameters only, one fused call)."""
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-def adam(params: Iterable[Tensor], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the fused kernel (one call per step instead of ~10 tensor ops per parameter; also on CPU)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 # ---------------------------------------------------------------------------------- configs

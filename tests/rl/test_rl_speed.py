@@ -113,3 +113,38 @@ def test_bf16_mode_autocasts_the_forward_passes_and_keeps_float32_state():
         agent.fit(data, 3, show_progress=False)
         assert all(p.dtype == torch.float32 for p in agent.parameters())
         assert all(math.isfinite(v) for v in agent.history[-1].values())
+
+
+def test_lean_adam_is_bit_for_bit_the_library_fused_adam_including_resume_and_fallbacks():
+    from ohio_layers.rl.optim import LeanAdam
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    lean_net = copy.deepcopy(net)
+    lib = torch.optim.Adam([{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 3e-3}],
+                           lr=1e-2, weight_decay=0.1, fused=True)
+    lean = LeanAdam([{"params": lean_net[0].parameters()}, {"params": lean_net[2].parameters(), "lr": 3e-3}],
+                    lr=1e-2, weight_decay=0.1)
+
+    def step(i: int, freeze_bias: bool = False) -> None:
+        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(i))
+        for n, o in ((net, lib), (lean_net, lean)):
+            o.zero_grad(set_to_none=True)
+            n[2].bias.requires_grad_(not freeze_bias)
+            n(x).pow(2).mean().backward()
+            o.step()
+
+    for i in range(4):
+        step(i)
+    assert lean._lean is not None  # the cached fast path is in use after the first step
+    step(4, freeze_bias=True)  # a parameter without gradient: the library's step handles it
+    other = copy.deepcopy(lean_net)
+    resumed = LeanAdam([{"params": other[0].parameters()}, {"params": other[2].parameters()}], lr=1.0)
+    resumed.load_state_dict(copy.deepcopy(lean.state_dict()))
+    for i in range(5, 8):
+        step(i)
+    for a, b in zip(net.parameters(), lean_net.parameters()):
+        assert torch.equal(a, b)
+    for (ka, sa), (kb, sb) in zip(lib.state.items(), lean.state.items()):
+        assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert resumed.param_groups[1]["lr"] == 3e-3 and resumed._lean is None
