@@ -285,14 +285,24 @@ class Agent(nn.Module):
 
     def _optimize(self, name: str, loss: Tensor, module: Optional[nn.Module]) -> None:
         """``zero_grad -> backward -> clip module's grads (config.grad_clip) -> step`` for optimizer ``name``."""
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_sync is not None:
-            self.grad_sync(opt)
-        if self.config.grad_clip is not None and module is not None:
-            nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-        opt.step()
+        self._optimize_together([(name, loss, module)])
+
+    def _optimize_together(self, steps: Sequence[Tuple[str, Tensor, Optional[nn.Module]]]) -> None:
+        """:meth:`_optimize` for ``[(optimizer name, loss, module)]`` with one backward pass over all losses.
+
+        Only for losses that each reach only their own optimizer's parameters: then the gradients are
+        exactly those of separate backward passes, and one autograd run replaces several.
+        """
+        for name, _, _ in steps:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        torch.autograd.backward([loss for _, loss, _ in steps])
+        for name, _, module in steps:
+            opt = self.optimizers[name]
+            if self.grad_sync is not None:
+                self.grad_sync(opt)
+            if self.config.grad_clip is not None and module is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            opt.step()
 
     # -- acting -------------------------------------------------------------------------
     def forward(self, obs: Tensor) -> Tensor:

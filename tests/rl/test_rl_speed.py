@@ -148,3 +148,24 @@ def test_lean_adam_is_bit_for_bit_the_library_fused_adam_including_resume_and_fa
     for (ka, sa), (kb, sb) in zip(lib.state.items(), lean.state.items()):
         assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
     assert resumed.param_groups[1]["lr"] == 3e-3 and resumed._lean is None
+
+
+@pytest.mark.parametrize("grad_clip", [None, 0.5])
+def test_one_backward_over_disjoint_losses_steps_exactly_like_separate_ones(grad_clip):
+    data = _dataset()
+    joint = IQL(5, 3, config={**TINY, "grad_clip": grad_clip})
+    apart = copy.deepcopy(joint)
+    batch = joint.make_sampler(data).sample(64)
+
+    def losses(agent):
+        c = agent.config
+        actor = iql_actor_loss(agent.actor, agent.target_q, agent.value, batch, c.temperature, c.max_weight)["loss"]
+        return actor, iql_critic_loss(agent.q, agent.value, batch)
+
+    actor, critic = losses(joint)
+    joint._optimize_together([("actor", actor, joint.actor), ("q", critic, joint.q)])
+    actor, critic = losses(apart)
+    apart._optimize("actor", actor, apart.actor)
+    apart._optimize("q", critic, apart.q)
+    for (name, p), r in zip(joint.state_dict().items(), apart.state_dict().values()):
+        assert torch.equal(p, r), name
