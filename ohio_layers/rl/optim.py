@@ -7,7 +7,8 @@ the tensors by device and dtype, per-parameter state look-ups) as in its one fus
 two kernel calls as the library (``_foreach_add_`` on the step counters, ``_fused_adam_`` per
 parameter group) on tensor lists cached at the first step, so the result is bit-for-bit the
 library's, and it falls back to the library's step whenever the cached fast path does not apply
-(hooks registered, a missing gradient, amsgrad, a closure, state not yet created).
+(a missing gradient, amsgrad, a closure, state not yet created); step hooks run as usual
+(``torch.optim`` runs them in the wrapper it puts around every optimizer's ``step``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 __all__ = ["LeanAdam", "adam"]
 
@@ -51,22 +51,27 @@ class LeanAdam(torch.optim.Adam):
         super().load_state_dict(state_dict)
         self._lean = None  # the state tensors were replaced
 
+    def _library_step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+        # torch.optim wraps every optimizer class's ``step`` once with its hook/profiler wrapper, which
+        # already runs around this class's step: call Adam's own step inside it, not its wrapper again
+        adam_step = torch.optim.Adam.step
+        return (adam_step.__wrapped__ if getattr(adam_step, "hooked", False) else adam_step)(self, closure)
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
-        if (closure is not None or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-                or _global_optimizer_pre_hooks or _global_optimizer_post_hooks):
-            return super().step(closure)
+        if closure is not None:
+            return self._library_step(closure)
         if self._lean is None:
             self._lean = self._lean_groups()
             if self._lean is None:
-                loss = super().step()
+                loss = self._library_step()
                 self._lean = self._lean_groups()
                 return loss
         groups = self._lean
         grads = [[p.grad for p in ps] for _, ps, _, _, _ in groups]
         if any(gr is None for gs in grads for gr in gs) or any(len(g["params"]) != len(ps) for g, ps, _, _, _ in groups):
             self._lean = None  # frozen parameters or an edited group: the library handles it
-            return super().step()
+            return self._library_step()
         for (g, ps, exp_avgs, exp_avg_sqs, steps), gs in zip(groups, grads):
             beta1, beta2 = g["betas"]
             torch._foreach_add_(steps, 1)

@@ -134,10 +134,14 @@ def test_lean_adam_is_bit_for_bit_the_library_fused_adam_including_resume_and_fa
             n(x).pow(2).mean().backward()
             o.step()
 
+    calls = []
+    lean.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
     for i in range(4):
         step(i)
     assert lean._lean is not None  # the cached fast path is in use after the first step
+    assert len(calls) == 4  # step hooks run once per step
     step(4, freeze_bias=True)  # a parameter without gradient: the library's step handles it
+    assert len(calls) == 5
     other = copy.deepcopy(lean_net)
     resumed = LeanAdam([{"params": other[0].parameters()}, {"params": other[2].parameters()}], lr=1.0)
     resumed.load_state_dict(copy.deepcopy(lean.state_dict()))
