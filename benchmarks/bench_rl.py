@@ -1,6 +1,6 @@
 """Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
 
-    python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile]
+    python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile] [--shapes]
 
 Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
 sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
@@ -18,7 +18,7 @@ in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so mach
 like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
 the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
 are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
-the rest, aten ops per update). d3rlpy is skipped with a message when it is not installed
+the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the floors. d3rlpy is skipped with a message when it is not installed
 (``pip install -e ".[bench]" -c constraints.txt``; 2.8.0 installs next to numpy<2).
 """
 from __future__ import annotations
@@ -174,6 +174,18 @@ def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: i
     return {n: statistics.median(v) for n, v in times.items()}
 
 
+def shape_rates(gemms: List[Gemm], blocks: int) -> List[Tuple[Gemm, int, float, float]]:
+    """``[(shape, count per update, fp32 us, bf16 us)]``: median time of one ``torch.mm`` per distinct shape."""
+    shapes = sorted(set(gemms), key=lambda s: -s[0] * s[1] * s[2])
+    contenders = {}
+    for shape in shapes:
+        for dtype in (torch.float32, torch.bfloat16):
+            a, w = torch.randn(shape[0], shape[2], dtype=dtype), torch.randn(shape[2], shape[1], dtype=dtype)
+            contenders[(shape, dtype)] = lambda a=a, w=w: torch.mm(a, w)
+    med = interleaved(contenders, blocks, 20)
+    return [(s, gemms.count(s), 1e3 * med[(s, torch.float32)], 1e3 * med[(s, torch.bfloat16)]) for s in shapes]
+
+
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
 
 
@@ -219,6 +231,7 @@ def main() -> None:
     ap.add_argument("--algos", default="iql,cql,bc")
     ap.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--profile", action="store_true", help="also print where an ohio update's time goes (torch.profiler)")
+    ap.add_argument("--shapes", action="store_true", help="also print the GEMM rate of every shape of the floors")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = make_data()
@@ -260,7 +273,7 @@ def main() -> None:
         r16 = d3 / bf if d3 and bf else None
         print(f"| {algo.upper()} | {fmt(med['fp32'])} | {fmt(bf)} | {fmt(d3)} | {fmt(r32)} | {fmt(r16)} | "
               f"{f32:.2f} ({gflop:.2f}, {gflop / f32 * 1e3:.0f}) | {100 * f32 / med['fp32']:.0f} % | "
-              f"{f16:.2f} ({gflop / f16 * 1e3:.0f}) | {fmt(100 * f16 / bf if bf else None, '.0f')} % |")
+              f"{f16:.2f} ({gflop / f16 * 1e3:.0f}) | {fmt(100 * f16 / bf if bf else None, '.0f')}{' %' if bf else ''} |")
         target32, target16 = TARGETS[algo]
         verdicts.append(f"{algo.upper()} fp32 >= {target32}x d3rlpy: {_met(r32, target32)}, within 15 % of the floor: "
                         f"{'met' if med['fp32'] <= 1.15 * f32 else 'unmet'}"
@@ -276,6 +289,14 @@ def main() -> None:
             gemm = sum(v for k, v in sp.items() if k.endswith("gemm"))
             print(f"| {algo.upper()} | {prec} | {sp.get('aten ops', 0):.0f} | "
                   + " | ".join(f"{sp.get(k, 0.0):.2f}" for k in keys if k != "optimizer gemm") + f" | {100 * gemm / total:.0f} % |")
+    if args.shapes:
+        print("\nGEMM rate per shape (one torch.mm, median of interleaved blocks; M x N x K = (M, K) @ (K, N))")
+        print("| algo | M x N x K | per update | fp32 us | fp32 GFLOPS | bf16 us | bf16 GFLOPS |")
+        print("|---|---|---|---|---|---|---|")
+        for algo in args.algos.split(","):
+            for (m, n, k), count, t32, t16 in shape_rates(algorithm_gemms(algo), args.blocks):
+                flop = 2 * m * n * k / 1e3
+                print(f"| {algo.upper()} | {m} x {n} x {k} | {count} | {t32:.1f} | {flop / t32:.0f} | {t16:.1f} | {flop / t16:.0f} |")
     if missing:
         print("d3rlpy is not installed: its columns are empty (pip install -e '.[bench]' -c constraints.txt)")
 
