@@ -139,6 +139,7 @@ class Agent(nn.Module):
         self.step = 0
         self.history: List[Dict[str, float]] = []
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self._disjoint_checked: set = set()  # optimizer-name tuples checked by _optimize_together
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self._build()
@@ -293,7 +294,17 @@ class Agent(nn.Module):
         Only for losses that each reach only their own optimizer's parameters: then the gradients are
         exactly those of separate backward passes, and one autograd run replaces several.
         """
-        for name, _, _ in steps:
+        names = tuple(name for name, _, _ in steps)
+        if len(steps) > 1 and names not in self._disjoint_checked:  # once per combination: no parameter in two of them
+            seen: Dict[int, str] = {}
+            for name in names:
+                for group in self.optimizers[name].param_groups:
+                    for p in group["params"]:
+                        if seen.setdefault(id(p), name) != name:
+                            raise ValueError(f"optimizers {seen[id(p)]!r} and {name!r} share parameters: their losses "
+                                             f"need separate _optimize calls, not one backward pass")
+            self._disjoint_checked.add(names)
+        for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
         torch.autograd.backward([loss for _, loss, _ in steps])
         for name, _, module in steps:

@@ -173,3 +173,11 @@ def test_one_backward_over_disjoint_losses_steps_exactly_like_separate_ones(grad
     apart._optimize("q", critic, apart.q)
     for (name, p), r in zip(joint.state_dict().items(), apart.state_dict().values()):
         assert torch.equal(p, r), name
+
+
+def test_one_backward_pass_refuses_optimizers_that_share_parameters():
+    agent = IQL(5, 3, config=TINY)
+    agent.optimizers["both"] = torch.optim.Adam(list(agent.actor.parameters()) + list(agent.q.parameters()))
+    loss = agent.actor.log_prob(torch.zeros(2, 5), torch.zeros(2, 3)).sum()
+    with pytest.raises(ValueError, match="share parameters"):
+        agent._optimize_together([("actor", loss, agent.actor), ("both", loss, None)])
