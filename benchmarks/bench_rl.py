@@ -18,8 +18,9 @@ in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so mach
 like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
 the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
 are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
-the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the floors. d3rlpy is skipped with a message when it is not installed
-(``pip install -e ".[bench]" -c constraints.txt``; 2.8.0 installs next to numpy<2).
+the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
+floors. d3rlpy is skipped with a message when it is not installed (``pip install -e ".[bench]"
+-c constraints.txt``; 2.8.0 installs next to numpy<2).
 """
 from __future__ import annotations
 
