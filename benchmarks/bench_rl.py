@@ -231,7 +231,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="updates per block (CQL uses a third)")
     ap.add_argument("--algos", default="iql,cql,bc")
     ap.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast rows")
-    ap.add_argument("--profile", action="store_true", help="also print where an ohio update's time goes (torch.profiler)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where an ohio update's time goes (torch.profiler)")
     ap.add_argument("--shapes", action="store_true", help="also print the GEMM rate of every shape of the floors")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -264,7 +265,8 @@ def main() -> None:
         return "-" if v is None else format(v, spec)
 
     print(f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
-    print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy | GEMM floor fp32 ms (GFLOP, GFLOPS) "
+    print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy "
+          "| GEMM floor fp32 ms (GFLOP, GFLOPS) "
           "| floor / ohio fp32 | GEMM floor bf16 ms (GFLOPS) | bf16 floor / ohio bf16 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     verdicts = []
@@ -274,7 +276,7 @@ def main() -> None:
         r16 = d3 / bf if d3 and bf else None
         print(f"| {algo.upper()} | {fmt(med['fp32'])} | {fmt(bf)} | {fmt(d3)} | {fmt(r32)} | {fmt(r16)} | "
               f"{f32:.2f} ({gflop:.2f}, {gflop / f32 * 1e3:.0f}) | {100 * f32 / med['fp32']:.0f} % | "
-              f"{f16:.2f} ({gflop / f16 * 1e3:.0f}) | {fmt(100 * f16 / bf if bf else None, '.0f')}{' %' if bf else ''} |")
+              f"{f16:.2f} ({gflop / f16 * 1e3:.0f}) | {f'{100 * f16 / bf:.0f} %' if bf else '-'} |")
         target32, target16 = TARGETS[algo]
         verdicts.append(f"{algo.upper()} fp32 >= {target32}x d3rlpy: {_met(r32, target32)}, within 15 % of the floor: "
                         f"{'met' if med['fp32'] <= 1.15 * f32 else 'unmet'}"
@@ -282,14 +284,16 @@ def main() -> None:
     print("targets (issue 16): " + " | ".join(verdicts))
     if splits:
         keys = ["forward gemm", "forward other", "backward gemm", "backward other", "optimizer gemm", "optimizer other"]
-        print("\nwhere an ohio update's time goes (torch.profiler self time, ms per update; the profiler inflates small ops)")
-        print("| algo | precision | aten ops | " + " | ".join(k for k in keys if k != "optimizer gemm") + " | GEMM share |")
+        shown = [k for k in keys if k != "optimizer gemm"]
+        print("\nwhere an ohio update's time goes (torch.profiler self time, ms per update; "
+              "the profiler inflates small ops)")
+        print("| algo | precision | aten ops | " + " | ".join(shown) + " | GEMM share |")
         print("|---|---|---|" + "---|" * (len(keys) - 1) + "---|")
         for algo, prec, sp in splits:
             total = sum(v for k, v in sp.items() if k != "aten ops")
             gemm = sum(v for k, v in sp.items() if k.endswith("gemm"))
             print(f"| {algo.upper()} | {prec} | {sp.get('aten ops', 0):.0f} | "
-                  + " | ".join(f"{sp.get(k, 0.0):.2f}" for k in keys if k != "optimizer gemm") + f" | {100 * gemm / total:.0f} % |")
+                  + " | ".join(f"{sp.get(k, 0.0):.2f}" for k in shown) + f" | {100 * gemm / total:.0f} % |")
     if args.shapes:
         print("\nGEMM rate per shape (one torch.mm, median of interleaved blocks; M x N x K = (M, K) @ (K, N))")
         print("| algo | M x N x K | per update | fp32 us | fp32 GFLOPS | bf16 us | bf16 GFLOPS |")
@@ -297,7 +301,8 @@ def main() -> None:
         for algo in args.algos.split(","):
             for (m, n, k), count, t32, t16 in shape_rates(algorithm_gemms(algo), args.blocks):
                 flop = 2 * m * n * k / 1e3
-                print(f"| {algo.upper()} | {m} x {n} x {k} | {count} | {t32:.1f} | {flop / t32:.0f} | {t16:.1f} | {flop / t16:.0f} |")
+                print(f"| {algo.upper()} | {m} x {n} x {k} | {count} | {t32:.1f} | {flop / t32:.0f} | "
+                      f"{t16:.1f} | {flop / t16:.0f} |")
     if missing:
         print("d3rlpy is not installed: its columns are empty (pip install -e '.[bench]' -c constraints.txt)")
 

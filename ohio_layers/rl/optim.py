@@ -69,7 +69,8 @@ class LeanAdam(torch.optim.Adam):
                 return loss
         groups = self._lean
         grads = [[p.grad for p in ps] for _, ps, _, _, _ in groups]
-        if any(gr is None for gs in grads for gr in gs) or any(len(g["params"]) != len(ps) for g, ps, _, _, _ in groups):
+        if (any(gr is None for gs in grads for gr in gs)
+                or any(len(g["params"]) != len(ps) for g, ps, _, _, _ in groups)):
             self._lean = None  # frozen parameters or an edited group: the library handles it
             return self._library_step()
         for (g, ps, exp_avgs, exp_avg_sqs, steps), gs in zip(groups, grads):
