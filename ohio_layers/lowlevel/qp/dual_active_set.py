@@ -1,0 +1,460 @@
+"""Compiled CPU path for general constraints: a Goldfarb-Idnani dual active-set method per member.
+
+Every constraint is a row of ``C x <= d`` in one layout shared by the batch: the equalities
+``A x = b`` first, then ``G x <= h``, the upper bounds ``x <= upper`` and the lower bounds
+``-x <= -lower`` (an infinite bound is a row that is never violated, so never enters). For a
+positive definite ``Q = L L'`` the rows are seen through ``V = L^{-1} C'`` and the Gram matrix
+``M = C Q^{-1} C'`` (columns computed when a row is first touched). From the unconstrained
+minimiser the equalities, then the most violated inequality, are added one at a time; adding
+row ``q`` moves ``lam_S -= t r``, ``lam_q += t`` with ``r = M_SS^{-1} M_Sq`` (the working rows stay
+tight) until ``q`` is tight (``t = slack_q / kappa``, ``kappa = M_qq - M_qS r``) or a working
+multiplier reaches zero (that row leaves). A row dependent on the working set (``kappa ~ 0``:
+duplicated rows, vertices with more than ``n`` active rows) only moves the multipliers. Each
+step keeps ``lam >= 0`` and raises the dual objective, so the search ends (Goldfarb & Idnani
+1983, the method of quadprog). The final working set is solved once more from scratch.
+
+Why compiled: a step is a few ``O(n^2)`` loops; as torch ops (~5 us each) an iteration of the
+batched interior point costs ~50 ops, so one ``n = 20`` problem took milliseconds. With numba a
+member takes tens of microseconds, at any batch size, so this path serves every CPU batch.
+
+A member is accepted only if the search finished and :func:`_residual` -- the exact twin of
+:func:`~.certify.kkt_residual` -- is ``<= tol``. The others (a singular ``Q``, a dependent
+equality, inconsistent rows, an empty box, too many steps) are returned as unsolved, and
+:func:`~.solve.solve_qp` sends just those members to the batched torch path, which certifies
+or flags them; a member's route depends on that member only, so its status and ``x`` do not
+depend on the batch. The backward pass (:class:`DualActiveSetKKT`) is implicit differentiation
+at the final working set, reusing the factors of ``Q`` and ``M_SS``.
+
+numba is optional (extra ``fastqp``; robosuite already depends on it): without it
+:func:`available` is ``False`` and every member takes the torch path.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad
+from torch.autograd.function import once_differentiable
+
+from .problem import QPProblem, QPSolution
+
+try:  # pragma: no cover - exercised when numba is installed (the robosuite extra has it)
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    _AVAILABLE = True
+except ImportError:  # pragma: no cover
+    _njit = None
+    _AVAILABLE = False
+
+
+
+def available() -> bool:
+    """numba is installed, so the compiled path can run."""
+    return _AVAILABLE
+
+
+def _compiled(fn):  # noqa: ANN001, ANN202 - decorator
+    return _njit(fn) if _AVAILABLE else fn
+
+
+# ------------------------------------------------------------------ small dense kernels
+@_compiled
+def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float) -> bool:
+    """Lower Cholesky factor of ``A[idx[:k]][:, idx[:k]]`` into ``F[:k, :k]``; False if a pivot is ``<= rel * max diag``."""
+    big = 0.0
+    for a in range(k):
+        big = max(big, A[idx[a], idx[a]])
+    for j in range(k):
+        s = A[idx[j], idx[j]]
+        for c in range(j):
+            s -= F[j, c] * F[j, c]
+        if not s > rel * big:
+            return False
+        F[j, j] = math.sqrt(s)
+        for i in range(j + 1, k):
+            s = A[idx[i], idx[j]]
+            for c in range(j):
+                s -= F[i, c] * F[j, c]
+            F[i, j] = s / F[j, j]
+    return True
+
+
+@_compiled
+def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
+    for i in range(k):
+        s = b[i]
+        for c in range(i):
+            s -= F[i, c] * out[c]
+        out[i] = s / F[i, i]
+
+
+@_compiled
+def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-T} b[:k]``."""
+    for i in range(k - 1, -1, -1):
+        s = b[i]
+        for c in range(i + 1, k):
+            s -= F[c, i] * out[c]
+        out[i] = s / F[i, i]
+
+
+@_compiled
+def _gram_column(V: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``), once."""
+    if have[q]:
+        return
+    r, n = V.shape
+    for i in range(r):
+        s = 0.0
+        for c in range(n):
+            s += V[i, c] * V[q, c]
+        Mcol[i, q] = s
+    have[q] = True
+
+
+# ------------------------------------------------------------------ the search
+@_compiled
+def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, max_iter: int,
+            x: np.ndarray, lam: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray) -> Tuple[int, int, int]:
+    """One member (module docstring). Writes ``x (n,)``, ``lam (r,)`` and the factors ``L (n, n)``,
+    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``."""
+    n = Q.shape[0]
+    r = C.shape[0]
+    ident = np.arange(n)
+    if not _cholesky(Q, ident, n, L, 1e-12):
+        return 2, 0, 0
+    V = np.empty((r, n))
+    for i in range(r):
+        _forward(L, n, C[i], V[i])
+    w = np.empty(n)
+    x0 = np.empty(n)
+    _forward(L, n, p, w)
+    _backward(L, n, w, x0)
+    for c in range(n):
+        x0[c] = -x0[c]
+    slack0 = np.empty(r)  # C x0 - d; -inf for infinite bounds
+    norm = np.empty(r)
+    dmax = 0.0
+    for i in range(r):
+        s = 0.0
+        nn = 0.0
+        for c in range(n):
+            s += C[i, c] * x0[c]
+            nn += C[i, c] * C[i, c]
+        slack0[i] = s - d[i]
+        norm[i] = math.sqrt(nn) if nn > 0.0 else 1.0
+        if math.isfinite(d[i]):
+            dmax = max(dmax, abs(d[i]))
+    viol_tol = 1e-13 * (1.0 + dmax)
+    slack = slack0.copy()
+    Mcol = np.empty((r, r))
+    have = np.zeros(r, dtype=np.bool_)
+    cand = np.ones(r, dtype=np.bool_)
+    cand[:me] = False
+    wlam = np.zeros(n)  # multipliers of the working rows S[:k]
+    u = np.empty(n)
+    lv = np.empty(n)
+    rv = np.empty(n)
+    k = 0
+    n_eq = 0
+    it = 0
+    while True:
+        if n_eq < me:  # the equalities first, in order
+            q = n_eq
+        else:
+            q = -1
+            best = 0.0
+            for i in range(me, r):
+                if cand[i] and slack[i] > viol_tol:
+                    score = slack[i] / norm[i]
+                    if score > best:
+                        best, q = score, i
+            if q < 0:
+                break
+        _gram_column(V, q, Mcol, have)
+        lam_q = 0.0
+        while True:  # add row q, dropping blocking rows on the way
+            it += 1
+            if it > max_iter:
+                return 3, k, it
+            for a in range(k):
+                u[a] = Mcol[S[a], q]
+            _forward(F, k, u, lv)
+            _backward(F, k, lv, rv)
+            kappa = Mcol[q, q]
+            for a in range(k):
+                kappa -= lv[a] * lv[a]
+            dependent = not kappa > 1e-12 * Mcol[q, q]
+            block = -1
+            if q < me:
+                if dependent:
+                    return 4, k, it
+                t = slack[q] / kappa
+            else:
+                t = math.inf if dependent else slack[q] / kappa
+                for a in range(n_eq, k):
+                    if rv[a] > 0.0:
+                        ratio = wlam[a] / rv[a]
+                        if ratio < t:
+                            t, block = ratio, a
+                if not math.isfinite(t):
+                    return 5, k, it  # a dual ray: inconsistent rows (the torch path classifies)
+            for a in range(k):
+                wlam[a] -= t * rv[a]
+            lam_q += t
+            for i in range(r):
+                s = Mcol[i, q]
+                for a in range(k):
+                    s -= Mcol[i, S[a]] * rv[a]
+                slack[i] -= t * s
+            if block < 0:  # q is tight: it joins the working set (k <= n: the rows stay independent)
+                for a in range(k):
+                    F[k, a] = lv[a]
+                F[k, k] = math.sqrt(kappa)
+                S[k] = q
+                wlam[k] = lam_q
+                k += 1
+                cand[q] = False
+                if q < me:
+                    n_eq += 1
+                break
+            cand[S[block]] = True  # a working multiplier reached zero: that row leaves
+            for a in range(block, k - 1):
+                S[a] = S[a + 1]
+                wlam[a] = wlam[a + 1]
+            k -= 1
+            if not _cholesky(Mcol, S, k, F, 1e-14):
+                return 6, k, it
+    # the final working set, solved from scratch: M_SS lam_S = C_S x0 - d_S, x = x0 - L^{-T} V_S' lam_S
+    if k and not _cholesky(Mcol, S, k, F, 1e-14):
+        return 6, k, it
+    for a in range(k):
+        u[a] = slack0[S[a]]
+    _forward(F, k, u, lv)
+    _backward(F, k, lv, rv)
+    lam[:] = 0.0
+    for c in range(n):
+        w[c] = 0.0
+    for a in range(k):
+        lam[S[a]] = rv[a]
+        for c in range(n):
+            w[c] += V[S[a], c] * rv[a]
+    _backward(L, n, w, x)
+    for c in range(n):
+        x[c] = x0[c] - x[c]
+        if not math.isfinite(x[c]):
+            return 7, k, it
+    return 0, k, max(it, 1)
+
+
+@_compiled
+def _residual(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, m: int, x: np.ndarray,
+              lam: np.ndarray) -> float:
+    """:func:`~.certify.kkt_residual` of one member in the row layout of this module (same terms and scales).
+
+    Rows ``[:me]`` are ``A`` (multipliers ``y``), ``[me:me+m]`` ``G`` (``mu``), then ``n`` upper rows
+    (``zu``) and ``n`` lower rows (``zl``), with ``d`` infinite for an infinite bound.
+    """
+    n = Q.shape[0]
+    r = C.shape[0]
+    stat = 0.0
+    s_d = 0.0
+    for c in range(n):
+        qx = 0.0
+        for j in range(n):
+            qx += Q[c, j] * x[j]
+        gmu = 0.0
+        ay = 0.0
+        for i in range(me):
+            ay += C[i, c] * lam[i]
+        for i in range(me, me + m):
+            gmu += C[i, c] * lam[i]
+        zu = lam[me + m + c]
+        zl = lam[me + m + n + c]
+        stat = max(stat, abs(qx + p[c] - zl + zu + gmu + ay))
+        s_d = max(s_d, abs(p[c]), abs(qx), abs(zl), abs(zu), abs(gmu), abs(ay))
+    s_d += 1.0
+    prim = 0.0
+    s_p = 0.0
+    sign = 0.0
+    comp = 0.0
+    for i in range(r):
+        cx = 0.0
+        for c in range(n):
+            cx += C[i, c] * x[c]
+        if math.isfinite(d[i]):
+            s_p = max(s_p, abs(d[i]))
+            slk = d[i] - cx
+            if i < me:
+                prim = max(prim, abs(slk))
+            else:
+                prim = max(prim, -min(slk, 0.0))
+                comp = max(comp, abs(lam[i] * slk))
+        if i >= me:
+            sign = max(sign, -min(lam[i], 0.0))
+            if not math.isfinite(d[i]):
+                sign = max(sign, abs(lam[i]))
+    s_p += 1.0
+    res = max(stat / s_d, prim / s_p, sign / s_d, comp / (s_d * s_p))
+    for c in range(n):
+        if not math.isfinite(x[c]):
+            return math.inf
+    return res if res == res else math.inf
+
+
+@_compiled
+def _solve_batch(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, m: int, max_iter: int,
+                 X: np.ndarray, LAM: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray,
+                 status: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
+    for b in range(p.shape[0]):
+        st, k, it = _search(Q[b], p[b], C[b], d[b], me, max_iter, X[b], LAM[b], L[b], F[b], S[b])
+        status[b], K[b], iters[b] = st, k, it
+        res[b] = _residual(Q[b], p[b], C[b], d[b], me, m, X[b], LAM[b]) if st == 0 else math.inf
+
+
+@_compiled
+def _adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, g: np.ndarray,
+                   WX: np.ndarray, WL: np.ndarray) -> None:
+    """``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)`` per member: ``t = L^{-1} g``,
+    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; ``w_l`` scattered to the rows ``S``.
+    Members with ``K = -1`` (unsolved) are skipped: their outputs stay zero."""
+    B, n = g.shape
+    t = np.empty(n)
+    v = np.empty(n)
+    u = np.empty(n)
+    lv = np.empty(n)
+    wl = np.empty(n)
+    for b in range(B):
+        k = K[b]
+        if k < 0:  # an unsolved member: no gradient
+            continue
+        _forward(L[b], n, g[b], t)
+        VS = np.empty((k, n))
+        for a in range(k):
+            _forward(L[b], n, C[b, S[b, a]], v)
+            VS[a] = v
+            s = 0.0
+            for c in range(n):
+                s += v[c] * t[c]
+            u[a] = s
+        _forward(F[b], k, u, lv)
+        _backward(F[b], k, lv, wl)
+        for a in range(k):
+            WL[b, S[b, a]] = wl[a]
+            for c in range(n):
+                t[c] -= VS[a, c] * wl[a]
+        _backward(L[b], n, t, WX[b])
+
+
+# ------------------------------------------------------------------ driver
+@lru_cache(maxsize=None)
+def _eye(n: int) -> np.ndarray:
+    eye = np.eye(n)
+    eye.flags.writeable = False
+    return eye
+
+
+def rows(A: np.ndarray, b: np.ndarray, G: np.ndarray, h: np.ndarray, lo: np.ndarray,
+         hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(C (B, me + m + 2n, n), d (B, me + m + 2n))`` in the row layout of the module docstring."""
+    B, n = lo.shape
+    eye = np.broadcast_to(_eye(n), (B, n, n))
+    C = np.concatenate([A, G, eye, -eye], 1)
+    d = np.concatenate([b, h, hi, -lo], 1)
+    return C, d
+
+
+def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
+    """``(solution, solved (B,) bool)`` of the compiled path, or ``None`` where it does not apply
+    (numba missing, a non-CPU tensor, a dtype other than float32/float64, forward-mode AD).
+
+    Unsolved members carry ``x = 0`` and must be replaced by the caller.
+    """
+    p = prob.p
+    if not _AVAILABLE or p.device.type != "cpu" or p.dtype not in (torch.float64, torch.float32):
+        return None
+    tensors = prob._tensors()
+    if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        return None  # forward-mode AD: the torch path handles it
+    try:  # tensors under torch.func transforms have no storage
+        Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
+    except RuntimeError:
+        return None
+    B, n = p_.shape
+    me, m = A.shape[1], G.shape[1]
+    Qs = Q + Q.swapaxes(-1, -2)
+    Qs *= 0.5
+    C, d = rows(A, b, G, h, lo, hi)
+    C, d = np.ascontiguousarray(C), np.ascontiguousarray(d)
+    r = C.shape[1]
+    X, LAM = np.zeros((B, n)), np.zeros((B, r))
+    L, F = np.zeros((B, n, n)), np.zeros((B, n, n))
+    S, K = np.zeros((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
+    status, iters, res = np.zeros(B, dtype=np.int64), np.zeros(B, dtype=np.int64), np.empty(B)
+    _solve_batch(np.ascontiguousarray(Qs), np.ascontiguousarray(p_), C, d, me, m, 3 * r + 10, X, LAM, L, F, S, K,
+                 status, iters, res)
+    empty = (lo > hi).any(-1) | (lo == np.inf).any(-1) | (hi == -np.inf).any(-1)
+    solved = (status == 0) & (res <= tol) & ~empty
+    X[~solved] = 0.0
+    LAM[~solved] = 0.0
+    dtype = p.dtype
+    x = torch.from_numpy(X).to(dtype)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        x = DualActiveSetKKT.apply(*tensors, (x, X, LAM, L, F, S, np.where(solved, K, -1), C, me, m))
+    as_out = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype))  # noqa: E731
+    sol = QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(iters),
+                     as_out(LAM[:, me + m + n:]), as_out(LAM[:, me + m:me + m + n]), as_out(LAM[:, me:me + m]),
+                     as_out(LAM[:, :me]), torch.from_numpy(np.where(solved, res, np.inf)))
+    return sol, torch.from_numpy(solved)
+
+
+class DualActiveSetKKT(torch.autograd.Function):
+    """Implicit backward of the compiled path (as :class:`~.kkt.GeneralKKT`, on the saved factors).
+
+    With ``(w_x, w_l)`` from :func:`_adjoint_batch`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
+    ``dL/dC = -(lam w_x' + w_l x')``, ``dL/dd = w_l`` (zero on inactive rows), scattered to ``A, b, G,
+    h`` and the bounds. The inputs are the batch-expanded tensors of :class:`QPProblem`, so autograd
+    sums the gradients of shared arguments. Unsolved members (``K = -1``) get zero gradient (the
+    caller replaces their ``x`` by an ``index_put``).
+    """
+
+    @staticmethod
+    def forward(ctx, Q, p, lower, upper, G, h, A, b, data):  # type: ignore[override]
+        ctx.data = data[1:]
+        ctx.dtype = p.dtype
+        return data[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        X, LAM, L, F, S, K, C, me, m = ctx.data
+        g = np.ascontiguousarray(g.detach().numpy(), dtype=np.float64)
+        B, n = X.shape
+        WX, WL = np.zeros((B, n)), np.zeros_like(LAM)
+        _adjoint_batch(L, F, S, K, C, g, WX, WL)
+        need = ctx.needs_input_grad
+        out: list = [None] * 8
+        if need[0]:
+            outer = WX[:, :, None] * X[:, None, :]
+            out[0] = -0.5 * (outer + outer.swapaxes(1, 2))
+        if need[1]:
+            out[1] = -WX
+        if need[2]:
+            out[2] = -WL[:, me + m + n:]  # lower row: -x <= -lower
+        if need[3]:
+            out[3] = WL[:, me + m:me + m + n]
+        if need[4] or need[6]:
+            gC = -(LAM[:, :me + m, None] * WX[:, None, :] + WL[:, :me + m, None] * X[:, None, :])
+            out[4] = gC[:, me:] if need[4] else None
+            out[6] = gC[:, :me] if need[6] else None
+        if need[5]:
+            out[5] = WL[:, me:me + m]
+        if need[7]:
+            out[7] = WL[:, :me]
+        return (*(None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(ctx.dtype) for a in out), None)
