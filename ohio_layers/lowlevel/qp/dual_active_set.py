@@ -31,6 +31,7 @@ numba is optional (extra ``fastqp``; robosuite already depends on it): without i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Tuple
 
@@ -40,7 +41,8 @@ from torch import Tensor
 from torch.autograd import forward_ad
 from torch.autograd.function import once_differentiable
 
-from .problem import QPProblem, QPSolution
+from .problem import ArrayLike, QPProblem, QPSolution
+from .small import lean_inputs
 
 try:  # pragma: no cover - exercised when numba is installed (the robosuite extra has it)
     import numba
@@ -370,11 +372,31 @@ def rows(A: np.ndarray, b: np.ndarray, G: np.ndarray, h: np.ndarray, lo: np.ndar
     return C, d
 
 
-def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
-    """``(solution, solved (B,) bool)`` of the compiled path, or ``None`` where it does not apply
-    (numba missing, a non-CPU tensor, a dtype other than float32/float64, forward-mode AD).
+def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object, h: object, A: object, b: object,
+               tol: float) -> Optional[QPSolution]:
+    """A call of at most ``SMALL_BATCH_LOOP`` CPU problems, with no torch op on the way: ``None``
+    unless numba is there, :func:`~.small.lean_inputs` accepts the arguments and every member is
+    solved (otherwise :func:`~.solve.solve_qp` takes the validated route, member by member)."""
+    if not _AVAILABLE:
+        return None
+    inp = lean_inputs(Q, p, lower, upper, G, h, A, b)
+    if inp is None:
+        return None
+    B, n = inp.B, inp.n
+    full = [np.broadcast_to(a, (B,) + a.shape[-k:]) if a.ndim == k else a
+            for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1), (inp.G, 2), (inp.h, 1),
+                         (inp.A, 2), (inp.b, 1))]
+    run = _run(*full, tol)
+    if not run.solved.all():
+        return None
+    return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
 
-    Unsolved members carry ``x = 0`` and must be replaced by the caller.
+
+def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
+    """``(solution, solved (B,) bool)`` for a validated problem, or ``None`` where this path does not
+    apply (numba missing, a non-CPU tensor, a dtype other than float32/float64, forward-mode AD).
+
+    Unsolved members carry ``x = 0`` and no gradient; the caller replaces them.
     """
     p = prob.p
     if not _AVAILABLE or p.device.type != "cpu" or p.dtype not in (torch.float64, torch.float32):
@@ -386,32 +408,59 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
         Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
     except RuntimeError:
         return None
-    B, n = p_.shape
-    me, m = A.shape[1], G.shape[1]
     Qs = Q + Q.swapaxes(-1, -2)
     Qs *= 0.5
+    run = _run(Qs, p_, lo, hi, G, h, A, b, tol)
+    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.solved)
+
+
+@dataclass
+class _Run:
+    X: np.ndarray
+    LAM: np.ndarray
+    L: np.ndarray
+    F: np.ndarray
+    S: np.ndarray
+    K: np.ndarray
+    C: np.ndarray
+    me: int
+    m: int
+    iterations: np.ndarray
+    residual: np.ndarray
+    solved: np.ndarray
+
+
+def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray, A: np.ndarray,
+         b: np.ndarray, tol: float) -> _Run:
+    """The kernel on float64 arrays with a batch dimension (``Q`` symmetric); unsolved members zeroed."""
+    B, n = p.shape
+    me, m = A.shape[1], G.shape[1]
     C, d = rows(A, b, G, h, lo, hi)
-    C, d = np.ascontiguousarray(C), np.ascontiguousarray(d)
     r = C.shape[1]
     X, LAM = np.zeros((B, n)), np.zeros((B, r))
     L, F = np.zeros((B, n, n)), np.zeros((B, n, n))
     S, K = np.zeros((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
     status, iters, res = np.zeros(B, dtype=np.int64), np.zeros(B, dtype=np.int64), np.empty(B)
-    _solve_batch(np.ascontiguousarray(Qs), np.ascontiguousarray(p_), C, d, me, m, 3 * r + 10, X, LAM, L, F, S, K,
+    _solve_batch(np.ascontiguousarray(Q), np.ascontiguousarray(p), C, d, me, m, 3 * r + 10, X, LAM, L, F, S, K,
                  status, iters, res)
-    empty = (lo > hi).any(-1) | (lo == np.inf).any(-1) | (hi == -np.inf).any(-1)
-    solved = (status == 0) & (res <= tol) & ~empty
-    X[~solved] = 0.0
-    LAM[~solved] = 0.0
-    dtype = p.dtype
+    solved = (status == 0) & (res <= tol) & ~((lo > hi).any(-1) | (lo == np.inf).any(-1) | (hi == -np.inf).any(-1))
+    if not solved.all():
+        X[~solved], LAM[~solved], res[~solved], K[~solved] = 0.0, 0.0, np.inf, -1
+    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
+
+
+def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
+    """:class:`QPSolution` of a kernel run; ``x`` differentiable w.r.t. ``tensors`` (``Q, p, lower, upper, G, h, A, b``)."""
+    X, LAM, me, m = run.X, run.LAM, run.me, run.m
+    B, n = X.shape
     x = torch.from_numpy(X).to(dtype)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        x = DualActiveSetKKT.apply(*tensors, (x, X, LAM, L, F, S, np.where(solved, K, -1), C, me, m))
+    if requires_grad:
+        x = DualActiveSetKKT.apply(*tensors, (x.clone() if x.dtype == torch.float64 else x, run))
     as_out = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype))  # noqa: E731
-    sol = QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(iters),
-                     as_out(LAM[:, me + m + n:]), as_out(LAM[:, me + m:me + m + n]), as_out(LAM[:, me:me + m]),
-                     as_out(LAM[:, :me]), torch.from_numpy(np.where(solved, res, np.inf)))
-    return sol, torch.from_numpy(solved)
+    return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(run.iterations),
+                      as_out(LAM[:, me + m + n:]), as_out(LAM[:, me + m:me + m + n]), as_out(LAM[:, me:me + m]),
+                      as_out(LAM[:, :me]), torch.from_numpy(run.residual))
 
 
 class DualActiveSetKKT(torch.autograd.Function):
@@ -426,18 +475,20 @@ class DualActiveSetKKT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, Q, p, lower, upper, G, h, A, b, data):  # type: ignore[override]
-        ctx.data = data[1:]
+        ctx.run = data[1]
+        ctx.shapes = tuple(t.shape if isinstance(t, Tensor) else None for t in (Q, p, lower, upper, G, h, A, b))
         ctx.dtype = p.dtype
         return data[0]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        X, LAM, L, F, S, K, C, me, m = ctx.data
+        run = ctx.run
+        X, LAM, me, m = run.X, run.LAM, run.me, run.m
         g = np.ascontiguousarray(g.detach().numpy(), dtype=np.float64)
         B, n = X.shape
         WX, WL = np.zeros((B, n)), np.zeros_like(LAM)
-        _adjoint_batch(L, F, S, K, C, g, WX, WL)
+        _adjoint_batch(run.L, run.F, run.S, run.K, run.C, g, WX, WL)
         need = ctx.needs_input_grad
         out: list = [None] * 8
         if need[0]:
@@ -457,4 +508,10 @@ class DualActiveSetKKT(torch.autograd.Function):
             out[5] = WL[:, me:me + m]
         if need[7]:
             out[7] = WL[:, :me]
-        return (*(None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(ctx.dtype) for a in out), None)
+        grads = []
+        for grad, shape in zip(out, ctx.shapes):
+            if grad is not None:
+                extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
+                grad = torch.from_numpy(np.ascontiguousarray(grad.sum(tuple(range(extra))) if extra else grad)).to(ctx.dtype)
+            grads.append(grad)
+        return (*grads, None)

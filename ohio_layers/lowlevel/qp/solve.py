@@ -63,7 +63,7 @@ from .certify import box_certificate, classify_unsolved, empty_box, kkt_residual
 from .problem import (BACKENDS, ArrayLike, QPProblem, QPSolution, QPStatus, _finite_or_zero, _sym, bound_rows, make_problem,
                       split_row_duals)
 from .small import _solve_box_small
-from .dual_active_set import solve_compiled
+from .dual_active_set import solve_compiled, solve_lean
 
 
 def solve_qp(
@@ -105,14 +105,16 @@ def solve_qp(
         :class:`QPSolution` with ``x (B, n)``, ``status (B,)``, ``iterations (B,)``, the
         multipliers and ``kkt_residual (B,)``.
     """
-    if backend == "native" and G is None and h is None and A is None and b is None:
-        fast = _solve_box_small(Q, p, lower, upper, tol)  # None: not a small, valid, positive definite CPU box QP
+    if backend == "native":  # None: not a small, valid CPU problem every member of which the fast paths solved
+        fast = solve_lean(Q, p, lower, upper, G, h, A, b, tol)
+        if fast is None and G is None and h is None and A is None and b is None:
+            fast = _solve_box_small(Q, p, lower, upper, tol)  # without numba
         if fast is not None:
             return fast
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     problem = make_problem(Q, p, lower, upper, G, h, A, b)
-    if backend == "native" and not problem.box_only:
+    if backend == "native":
         fast = solve_compiled(problem, tol)  # None: not a CPU float problem, or numba is missing
         if fast is not None:
             sol, solved = fast
