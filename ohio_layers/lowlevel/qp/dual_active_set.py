@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Optional, Tuple
 
 import numpy as np
@@ -311,30 +310,68 @@ def _residual(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: in
 
 
 @_compiled
-def _solve_batch(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, m: int, max_iter: int,
-                 X: np.ndarray, LAM: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray,
-                 status: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
-    for b in range(p.shape[0]):
-        st, k, it = _search(Q[b], p[b], C[b], d[b], me, max_iter, X[b], LAM[b], L[b], F[b], S[b])
-        status[b], K[b], iters[b] = st, k, it
-        res[b] = _residual(Q[b], p[b], C[b], d[b], me, m, X[b], LAM[b]) if st == 0 else math.inf
+def _solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray,
+                 A: np.ndarray, b: np.ndarray, tol: float, C: np.ndarray, X: np.ndarray, LAM: np.ndarray,
+                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
+    """Every member: the symmetric part of ``Q``, its rows ``C[i] (r, n)``, the search, the KKT check. An argument with a
+    leading dimension of 1 is shared by the batch. Unsolved members (an empty box, a failed
+    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``."""
+    B, n = X.shape
+    me, m = A.shape[1], G.shape[1]
+    r = me + m + 2 * n
+    d = np.empty(r)
+    Qi = np.empty((n, n))
+    for i in range(B):
+        Qr, pi, loi, hii = Q[i % Q.shape[0]], p[i % p.shape[0]], lo[i % lo.shape[0]], hi[i % hi.shape[0]]
+        for a in range(n):  # the symmetric part of Q
+            for c in range(n):
+                Qi[a, c] = 0.5 * (Qr[a, c] + Qr[c, a])
+        Gi, hi_, Ai, bi = G[i % G.shape[0]], h[i % h.shape[0]], A[i % A.shape[0]], b[i % b.shape[0]]
+        Ci = C[i]
+        Ci[:] = 0.0
+        Ci[:me] = Ai
+        Ci[me:me + m] = Gi
+        d[:me] = bi
+        d[me:me + m] = hi_
+        empty = False
+        for c in range(n):
+            Ci[me + m + c, c] = 1.0
+            Ci[me + m + n + c, c] = -1.0
+            d[me + m + c] = hii[c]
+            d[me + m + n + c] = -loi[c]
+            if not loi[c] <= hii[c] or loi[c] == math.inf or hii[c] == -math.inf:
+                empty = True
+        st = 1
+        if not empty:
+            st, k, it = _search(Qi, pi, Ci, d, me, 3 * r + 10, X[i], LAM[i], L[i], F[i], S[i])
+            K[i] = k
+            iters[i] = it
+        res[i] = _residual(Qi, pi, Ci, d, me, m, X[i], LAM[i]) if st == 0 else math.inf
+        if not res[i] <= tol:
+            X[i] = 0.0
+            LAM[i] = 0.0
+            K[i] = -1
+            res[i] = math.inf
 
 
 @_compiled
-def _adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, g: np.ndarray,
-                   WX: np.ndarray, WL: np.ndarray) -> None:
-    """``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)`` per member: ``t = L^{-1} g``,
-    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; ``w_l`` scattered to the rows ``S``.
-    Members with ``K = -1`` (unsolved) are skipped: their outputs stay zero."""
+def _adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
+                   LAM: np.ndarray, g: np.ndarray, rows_grad: int, gQ: np.ndarray, gp: np.ndarray, gd: np.ndarray,
+                   gC: np.ndarray) -> None:
+    """Gradients of every member from ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``,
+    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; then ``gQ = -(w_x x' + x w_x')/2``,
+    ``gp = -w_x``, ``gd = w_l`` on the rows ``S`` and, for the first ``rows_grad`` rows,
+    ``gC = -(lam w_x' + w_l x')``. Members with ``K = -1`` (unsolved) keep zero gradients."""
     B, n = g.shape
     t = np.empty(n)
     v = np.empty(n)
     u = np.empty(n)
     lv = np.empty(n)
     wl = np.empty(n)
+    wx = np.empty(n)
     for b in range(B):
         k = K[b]
-        if k < 0:  # an unsolved member: no gradient
+        if k < 0:
             continue
         _forward(L[b], n, g[b], t)
         VS = np.empty((k, n))
@@ -348,30 +385,22 @@ def _adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C
         _forward(F[b], k, u, lv)
         _backward(F[b], k, lv, wl)
         for a in range(k):
-            WL[b, S[b, a]] = wl[a]
+            gd[b, S[b, a]] = wl[a]
             for c in range(n):
                 t[c] -= VS[a, c] * wl[a]
-        _backward(L[b], n, t, WX[b])
+        _backward(L[b], n, t, wx)
+        x = X[b]
+        for i in range(n):
+            gp[b, i] = -wx[i]
+            for j in range(n):
+                gQ[b, i, j] = -0.5 * (wx[i] * x[j] + x[i] * wx[j])
+        for i in range(rows_grad):
+            li, di = LAM[b, i], gd[b, i]
+            for c in range(n):
+                gC[b, i, c] = -(li * wx[c] + di * x[c])
 
 
 # ------------------------------------------------------------------ driver
-@lru_cache(maxsize=None)
-def _eye(n: int) -> np.ndarray:
-    eye = np.eye(n)
-    eye.flags.writeable = False
-    return eye
-
-
-def rows(A: np.ndarray, b: np.ndarray, G: np.ndarray, h: np.ndarray, lo: np.ndarray,
-         hi: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``(C (B, me + m + 2n, n), d (B, me + m + 2n))`` in the row layout of the module docstring."""
-    B, n = lo.shape
-    eye = np.broadcast_to(_eye(n), (B, n, n))
-    C = np.concatenate([A, G, eye, -eye], 1)
-    d = np.concatenate([b, h, hi, -lo], 1)
-    return C, d
-
-
 def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object, h: object, A: object, b: object,
                tol: float) -> Optional[QPSolution]:
     """A call of at most ``SMALL_BATCH_LOOP`` CPU problems, with no torch op on the way: ``None``
@@ -382,11 +411,9 @@ def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obje
     inp = lean_inputs(Q, p, lower, upper, G, h, A, b)
     if inp is None:
         return None
-    B, n = inp.B, inp.n
-    full = [np.broadcast_to(a, (B,) + a.shape[-k:]) if a.ndim == k else a
-            for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1), (inp.G, 2), (inp.h, 1),
-                         (inp.A, 2), (inp.b, 1))]
-    run = _run(*full, tol)
+    lifted = (a if a.ndim == k + 1 else a[None] for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1),
+                                                            (inp.G, 2), (inp.h, 1), (inp.A, 2), (inp.b, 1)))
+    run = _run(*lifted, inp.B, tol)
     if not run.solved.all():
         return None
     return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
@@ -408,9 +435,7 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
         Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
     except RuntimeError:
         return None
-    Qs = Q + Q.swapaxes(-1, -2)
-    Qs *= 0.5
-    run = _run(Qs, p_, lo, hi, G, h, A, b, tol)
+    run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
     requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.solved)
 
@@ -432,22 +457,17 @@ class _Run:
 
 
 def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray, A: np.ndarray,
-         b: np.ndarray, tol: float) -> _Run:
-    """The kernel on float64 arrays with a batch dimension (``Q`` symmetric); unsolved members zeroed."""
-    B, n = p.shape
-    me, m = A.shape[1], G.shape[1]
-    C, d = rows(A, b, G, h, lo, hi)
-    r = C.shape[1]
-    X, LAM = np.zeros((B, n)), np.zeros((B, r))
-    L, F = np.zeros((B, n, n)), np.zeros((B, n, n))
-    S, K = np.zeros((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
-    status, iters, res = np.zeros(B, dtype=np.int64), np.zeros(B, dtype=np.int64), np.empty(B)
-    _solve_batch(np.ascontiguousarray(Q), np.ascontiguousarray(p), C, d, me, m, 3 * r + 10, X, LAM, L, F, S, K,
-                 status, iters, res)
-    solved = (status == 0) & (res <= tol) & ~((lo > hi).any(-1) | (lo == np.inf).any(-1) | (hi == -np.inf).any(-1))
-    if not solved.all():
-        X[~solved], LAM[~solved], res[~solved], K[~solved] = 0.0, 0.0, np.inf, -1
-    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
+         b: np.ndarray, B: int, tol: float) -> _Run:
+    """The kernel on float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
+    n = p.shape[-1]
+    me, m = A.shape[-2], G.shape[-2]
+    r = me + m + 2 * n
+    C, X, LAM = np.empty((B, r, n)), np.empty((B, n)), np.zeros((B, r))
+    L, F = np.empty((B, n, n)), np.empty((B, n, n))
+    S, K = np.empty((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
+    iters, res = np.zeros(B, dtype=np.int64), np.empty(B)
+    _solve_batch(*(np.ascontiguousarray(a) for a in (Q, p, lo, hi, G, h, A, b)), tol, C, X, LAM, L, F, S, K, iters, res)
+    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, K >= 0)
 
 
 def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
@@ -457,10 +477,10 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
     x = torch.from_numpy(X).to(dtype)
     if requires_grad:
         x = DualActiveSetKKT.apply(*tensors, (x.clone() if x.dtype == torch.float64 else x, run))
-    as_out = (lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype))  # noqa: E731
+    lam = torch.from_numpy(LAM.copy()).to(dtype)  # the duals are views of it (a copy: the backward reads LAM)
     return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(run.iterations),
-                      as_out(LAM[:, me + m + n:]), as_out(LAM[:, me + m:me + m + n]), as_out(LAM[:, me:me + m]),
-                      as_out(LAM[:, :me]), torch.from_numpy(run.residual))
+                      lam[:, me + m + n:], lam[:, me + m:me + m + n], lam[:, me:me + m], lam[:, :me],
+                      torch.from_numpy(run.residual))
 
 
 class DualActiveSetKKT(torch.autograd.Function):
@@ -481,37 +501,34 @@ class DualActiveSetKKT(torch.autograd.Function):
         return data[0]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        run = ctx.run
-        X, LAM, me, m = run.X, run.LAM, run.me, run.m
-        g = np.ascontiguousarray(g.detach().numpy(), dtype=np.float64)
-        B, n = X.shape
-        WX, WL = np.zeros((B, n)), np.zeros_like(LAM)
-        _adjoint_batch(run.L, run.F, run.S, run.K, run.C, g, WX, WL)
-        need = ctx.needs_input_grad
-        out: list = [None] * 8
-        if need[0]:
-            outer = WX[:, :, None] * X[:, None, :]
-            out[0] = -0.5 * (outer + outer.swapaxes(1, 2))
-        if need[1]:
-            out[1] = -WX
-        if need[2]:
-            out[2] = -WL[:, me + m + n:]  # lower row: -x <= -lower
-        if need[3]:
-            out[3] = WL[:, me + m:me + m + n]
-        if need[4] or need[6]:
-            gC = -(LAM[:, :me + m, None] * WX[:, None, :] + WL[:, :me + m, None] * X[:, None, :])
-            out[4] = gC[:, me:] if need[4] else None
-            out[6] = gC[:, :me] if need[6] else None
-        if need[5]:
-            out[5] = WL[:, me:me + m]
-        if need[7]:
-            out[7] = WL[:, :me]
-        grads = []
-        for grad, shape in zip(out, ctx.shapes):
-            if grad is not None:
-                extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
-                grad = torch.from_numpy(np.ascontiguousarray(grad.sum(tuple(range(extra))) if extra else grad)).to(ctx.dtype)
-            grads.append(grad)
-        return (*grads, None)
+        if torch.is_grad_enabled():  # create_graph=True: a second backward must raise, not return zeros
+            return _gradients_once(ctx, g)
+        return _gradients(ctx, g)
+
+
+def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
+    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us)."""
+    run = ctx.run
+    X, me, m = run.X, run.me, run.m
+    B, n = X.shape
+    need = ctx.needs_input_grad
+    rows_grad = me + m if (need[4] or need[6]) else 0
+    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros_like(run.LAM)
+    gC = np.zeros((B, rows_grad, n))
+    _adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
+                   rows_grad, gQ, gp, gd, gC)
+    out = [gQ, gp, -gd[:, me + m + n:], gd[:, me + m:me + m + n],  # lower row: -x <= -lower
+           gC[:, me:], gd[:, me:me + m], gC[:, :me], gd[:, :me]]
+    grads = []
+    for grad, shape, wanted in zip(out, ctx.shapes, need):
+        if not wanted:
+            grad = None
+        else:
+            extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
+            grad = torch.from_numpy(np.ascontiguousarray(grad.sum(tuple(range(extra))) if extra else grad)).to(ctx.dtype)
+        grads.append(grad)
+    return (*grads, None)
+
+
+_gradients_once = once_differentiable(_gradients)

@@ -18,6 +18,7 @@ from .problem import ArrayLike, QPSolution
 SMALL_BATCH_LOOP = 24  # up to this batch a CPU box QP is solved member by member with LAPACK (below)
 _NUMPY_DTYPES = {torch.float64: np.float64, torch.float32: np.float32}
 _BIG = 1e300  # infinite bounds as huge finite ones (as in box_active_set)
+_INF_BOUNDS = (np.array([-np.inf]), np.array([np.inf]))  # absent bounds (broadcast to n below)
 _LAPACK: Optional[tuple] = None
 
 
@@ -37,7 +38,8 @@ class LeanInputs:
 
     Each array keeps its batch dimension only if the argument had one (``Q (n, n)`` or
     ``(B, n, n)``, ...); ``G``/``h`` and ``A``/``b`` have zero rows when absent; the bounds keep
-    their infinities. ``Q`` is the symmetric part. ``tensors`` are the caller's tensors
+    their infinities and are not checked (NaN, ``lower > upper``: the solvers decline those).
+    ``Q`` is as given (not symmetrised). ``tensors`` are the caller's tensors
     ``(Q, p, lower, upper, G, h, A, b)`` (``None`` where not a tensor), for the backward pass.
     """
 
@@ -64,8 +66,8 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
     """:class:`LeanInputs` of a CPU float32/float64 problem of at most ``max_batch`` members, or ``None``.
 
     ``None`` -- and :func:`solve_qp` takes the general route, which also produces the error
-    messages -- unless every argument is valid by the rules of :func:`make_problem`, checked
-    with a few fused numpy tests, and no bound pair is empty (the general route flags those).
+    messages -- unless every argument but the bounds is valid by the rules of :func:`make_problem`,
+    checked with a few fused numpy tests.
     """
     if not (isinstance(p, Tensor) and isinstance(Q, Tensor)):
         return None
@@ -126,21 +128,22 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
         return None
     if np_dtype is np.float32:
         arrays = {k: v.astype(np.float64) for k, v in arrays.items()}
-    Qn = arrays["Q"]
-    Qs = Qn + Qn.swapaxes(-1, -2)
-    Qs *= 0.5
-    lo = arrays.get("lower", np.full(n, -np.inf))
-    hi = arrays.get("upper", np.full(n, np.inf))
-    lo, hi = (np.full(n, v) if v.ndim == 0 else v for v in (lo, hi))  # 0-dim tensor bounds
-    zero_rows = np.zeros((0, n))
-    Gn, hn = arrays.get("G", zero_rows), arrays.get("h", np.zeros(0))
-    An, bn = arrays.get("A", zero_rows), arrays.get("b", np.zeros(0))
-    # one test for NaN/inf in Q, p, G, h, A, b (a finite sum has finite terms; an overflow only
-    # sends the call to the general route); NaN in a bound or an empty box fails the second
-    if not (math.isfinite(Qs.sum() + arrays["p"].sum() + Gn.sum() + hn.sum() + An.sum() + bn.sum())
-            and (lo <= hi).all() and (lo < np.inf).all() and (hi > -np.inf).all()):
+    lo = arrays.get("lower", _INF_BOUNDS[0])
+    hi = arrays.get("upper", _INF_BOUNDS[1])
+    lo, hi = (np.full(n, v) if v.ndim == 0 else v if v.shape[-1] == n else np.full(n, v[0]) for v in (lo, hi))
+    total = arrays["Q"].sum() + arrays["p"].sum()
+    Gn, hn, An, bn = (arrays.get(k) for k in ("G", "h", "A", "b"))
+    for a in (Gn, hn, An, bn):
+        if a is not None:
+            total += a.sum()
+    # one test for NaN/inf in Q, p, G, h, A, b: a finite sum has finite terms (an overflow only
+    # sends the call to the general route); the bounds are the solvers' to check
+    if not math.isfinite(total):
         return None
-    return LeanInputs(B, n, dtype, Qs, arrays["p"], lo, hi, Gn, hn, An, bn, tuple(tensors))
+    zero_rows = np.zeros((0, n))
+    Gn, An = (zero_rows if a is None else a for a in (Gn, An))
+    hn, bn = (np.zeros(0) if a is None else a for a in (hn, bn))
+    return LeanInputs(B, n, dtype, arrays["Q"], arrays["p"], lo, hi, Gn, hn, An, bn, tuple(tensors))
 
 
 def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:
@@ -155,10 +158,15 @@ def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, t
     inp = lean_inputs(Q, p, lower, upper)
     if inp is None:
         return None
-    B, n, Qs, pn = inp.B, inp.n, inp.Q, inp.p
+    B, n, pn = inp.B, inp.n, inp.p
     np_dtype = _NUMPY_DTYPES[inp.dtype]
     tensors = [t for t in inp.tensors[:4] if t is not None]
+    Qs = inp.Q + inp.Q.swapaxes(-1, -2)
+    Qs *= 0.5
+    # NaN in a bound, lower > upper, lower = inf or upper = -inf all fail (lo <= hi) after the clamping
     lo, hi = np.maximum(inp.lower, -_BIG), np.minimum(inp.upper, _BIG)
+    if not (lo <= hi).all():
+        return None
     X = np.empty((B, n))
     up, dn = np.empty((B, n), dtype=bool), np.empty((B, n), dtype=bool)
     factors, iterations = [], []
