@@ -108,3 +108,23 @@ def test_members_it_cannot_solve_go_to_the_torch_path_alone():
         alone = solve_qp(Q[i], p[i], lo[i], hi[i], G[i], h[i], A[i], b[i])
         torch.testing.assert_close(sol.x[i], alone.x[0], atol=1e-9, rtol=0)
     assert int(sol.iterations[1]) > 0 and float(sol.kkt_residual[1]) <= 1e-9
+
+
+@pytest.mark.parametrize("backend", ["piqp", "proxqp"])
+def test_external_forward_backends_give_the_native_solution_status_and_gradient(backend):
+    """PIQP / ProxQP as the first phase, our polish, certificate and implicit backward."""
+    pytest.importorskip("piqp" if backend == "piqp" else "proxsuite")
+    Q, p, lo, hi, G, h, A, b = random_problems(4, seed=21)
+    G[3, 1], h[3, 1] = -G[3, 0], -h[3, 0] - 1.0  # an infeasible member
+    w = torch.randn(4, 6, dtype=F, generator=torch.Generator().manual_seed(2))
+    results = {}
+    for name in ("native", backend):
+        pp = p.clone().requires_grad_(True)
+        sol = solve_qp(Q, pp, lo, hi, G, h, A, b, backend=name)
+        (grad,) = torch.autograd.grad((sol.x * w).sum(), pp)
+        results[name] = (sol, grad)
+    (ours, g_ours), (theirs, g_theirs) = results["native"], results[backend]
+    assert ours.status.tolist() == theirs.status.tolist() == [0, 0, 0, int(QPStatus.INFEASIBLE)]
+    assert float(theirs.kkt_residual[:3].max()) <= 1e-9
+    torch.testing.assert_close(theirs.x[:3], ours.x[:3], atol=1e-9, rtol=0)
+    torch.testing.assert_close(g_theirs, g_ours, atol=1e-8, rtol=0)

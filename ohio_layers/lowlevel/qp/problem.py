@@ -14,7 +14,7 @@ from torch import Tensor
 from ..._validate import check_tensor
 
 ArrayLike = Union[Tensor, float, None]
-BACKENDS = ("native", "qpth", "cvxpylayers")
+BACKENDS = ("native", "qpth", "cvxpylayers", "piqp", "proxqp")
 
 
 class QPStatus(enum.IntEnum):

@@ -92,7 +92,9 @@ def solve_qp(
         G, h: ``(B, m, n)``/``(m, n)`` and ``(B, m)``/``(m,)`` inequalities ``G x <= h``.
         A, b: ``(B, me, n)``/``(me, n)`` and ``(B, me)``/``(me,)`` equalities (``A`` of full
             row rank).
-        backend: ``"native"`` (this module), ``"qpth"`` or ``"cvxpylayers"``.
+        backend: ``"native"`` (this module); ``"piqp"`` or ``"proxqp"`` (their dense solvers for the
+            forward pass, then this module's polish, certificate and implicit backward; extra
+            ``qpbench``); ``"qpth"`` or ``"cvxpylayers"`` (those layers end to end).
         tol: a member is ``OPTIMAL`` only if the relative KKT residual
             (:func:`~.certify.kkt_residual`, float64) at the returned ``x`` and multipliers is
             ``<= tol``; also the interior-point stopping tolerance.
@@ -140,6 +142,9 @@ def _solve_validated(problem: QPProblem, backend: str, tol: float, max_iter: int
     empty = empty_box(P64)
     if bool(empty.any()):  # solve the rest; these members get a harmless box and are flagged below
         problem, P64 = _defuse_empty(problem, empty), _defuse_empty(P64, empty)
+    if backend in ("piqp", "proxqp"):  # their forward, our polish, certificate and backward
+        sol = _solve_general(problem, P64, tol, max_iter, start=backend)
+        return _finalise(sol, P64, empty, nonconvex)
     if backend != "native":
         from . import backends as qp_backends
 
@@ -212,17 +217,24 @@ def _solve_native(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) ->
 _DUALS = ("lower_dual", "upper_dual", "ineq_dual", "eq_dual")
 
 
-def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) -> QPSolution:
+def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int, start: str = "native") -> QPSolution:
     """Interior point + active-set polish on all constraints (bounds become rows of G).
 
-    Members whose polished active set passes the KKT check get the exact active-set solution;
+    ``start`` names the solver of the first phase (``"native"``: :func:`interior_point`; ``"piqp"`` or
+    ``"proxqp"``: :func:`~.backends.external_start`). Members whose polished active set passes the
+    KKT check get the exact active-set solution;
     members where only the interior point passes it keep its (tolerance-accurate) value and the
     gradient of the KKT system of its active set; the others keep their last iterate, detached.
     """
     dtype = prob.p.dtype
     G, h = bound_rows(prob)
     G64, h64 = G.detach().to(torch.float64), h.detach().to(torch.float64)
-    ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, tol, max_iter)
+    if start == "native":
+        ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, tol, max_iter)
+    else:  # PIQP / ProxQP in place of the interior point
+        from .backends import external_start
+
+        ipm = external_start(P64, G64, h64, start, tol, max_iter)
 
     def residual(x: Tensor, lam: Tensor) -> Tensor:
         return kkt_residual(P64, x, split_row_duals(P64, lam))
