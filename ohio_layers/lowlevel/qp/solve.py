@@ -13,10 +13,12 @@ autograd broadcasting semantics), never averaged. ``Q`` is used through its symm
 
 How it works (``backend="native"``, the default):
 
-0. *CPU problems with general constraints* first go, member by member, through a compiled
-   Goldfarb-Idnani dual active-set method (:mod:`.dual_active_set`, needs numba): exact, tens of
-   microseconds a member, certified by the same KKT check. Only the members it does not solve
-   (singular ``Q``, infeasible or unbounded, ...) take the batched path below.
+0. *On CPU (float32/float64), with numba installed*, every member first goes through a compiled
+   Goldfarb-Idnani dual active-set method (:mod:`.dual_active_set`): exact, a few to tens of
+   microseconds a member, certified by the same KKT check. Up to ``SMALL_BATCH_LOOP`` members
+   it is entered without any torch op (numpy validation; any doubt falls through). Only the
+   members it does not solve (singular ``Q``, infeasible or unbounded, too many steps) take the
+   batched torch path below, which is also the path on GPU.
 
 1. *Find the active set, without gradients, in float64.*
    Box constraints only: a batched primal-dual active-set method (Hintermueller, Ito & Kunisch
@@ -31,12 +33,11 @@ How it works (``backend="native"``, the default):
    autograd through that one solve *is* implicit differentiation of the KKT conditions: exact
    (no unrolled iterations), valid wherever strict complementarity holds (almost everywhere).
 
-Small CPU box problems (at most ``SMALL_BATCH_LOOP`` members, positive definite ``Q``, float32 or
-float64) skip the torch machinery: the same active-set search runs member by member with LAPACK
-Cholesky solves in float64 numpy (the first factorisation doubles as the positive-definiteness
-check), and the backward pass reuses the factor of each final reduced Hessian. Anything else --
-including every invalid argument, so the error messages are those of the general path -- takes
-the path above.
+Without numba, small CPU box problems (at most ``SMALL_BATCH_LOOP`` members, positive definite
+``Q``) skip the torch machinery: the active-set search of step 1 runs member by member with
+LAPACK Cholesky solves in float64 numpy, and the backward pass reuses the factor of each final
+reduced Hessian. Anything else -- including every invalid argument, so the error messages are
+those of the general path -- takes the path above.
 
 Every member carries a status (:class:`QPStatus`), each backed by a check (:mod:`.certify`):
 ``OPTIMAL`` (KKT residual ``<= tol`` at the returned point), ``INFEASIBLE``, ``UNBOUNDED``,
@@ -46,8 +47,10 @@ depend on the batch it is solved in (up to round-off in ``x``). A member that is
 entries set to 0), detached (zero gradient), and must not be used as a solution — check
 ``solution.ok``.
 
+``backend="piqp"`` and ``backend="proxqp"`` use those dense solvers for the first phase (instead
+of the interior point) under the same polish, certificate and implicit backward;
 ``backend="qpth"`` and ``backend="cvxpylayers"`` run the same problem through those libraries
-(optional extras, for cross-checking); see :mod:`ohio_layers.lowlevel.qp.backends`.
+end to end (optional extras, for cross-checking); see :mod:`ohio_layers.lowlevel.qp.backends`.
 """
 from __future__ import annotations
 
