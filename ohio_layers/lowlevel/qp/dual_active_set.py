@@ -55,7 +55,7 @@ def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obje
     if not _AVAILABLE:
         return None
     inp = lean_inputs(Q, p, lower, upper, G, h, A, b)
-    if inp is None:
+    if inp is None or not _small_enough(inp.n, inp.G.shape[-2] + inp.A.shape[-2]):
         return None
     lifted = (a if a.ndim == k + 1 else a[None] for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1),
                                                             (inp.G, 2), (inp.h, 1), (inp.A, 2), (inp.b, 1)))
@@ -74,6 +74,8 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     p = prob.p
     if not _AVAILABLE or p.device.type != "cpu" or p.dtype not in (torch.float64, torch.float32):
         return None
+    if not _small_enough(prob.n, prob.G.shape[1] + prob.A.shape[1]):
+        return None
     tensors = prob._tensors()
     if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         return None  # forward-mode AD: the torch path handles it
@@ -84,6 +86,14 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
     requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.solved)
+
+
+MAX_ROWS = 1024  # a member keeps Gram columns of up to (rows x rows) floats: 8 MB here
+
+
+def _small_enough(n: int, rows: int) -> bool:
+    """Sizes for which the per-member search is the right tool (larger ones take the batched torch path)."""
+    return n <= 256 and rows + 2 * n <= MAX_ROWS
 
 
 @dataclass
