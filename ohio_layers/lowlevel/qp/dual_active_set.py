@@ -130,10 +130,13 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
     """:class:`QPSolution` of a kernel run; ``x`` differentiable w.r.t. ``tensors`` (``Q, p, lower, upper, G, h, A, b``)."""
     X, LAM, me, m = run.X, run.LAM, run.me, run.m
     B, n = X.shape
-    x = torch.from_numpy(X).to(dtype)
+    f64 = dtype == torch.float64
+    x = torch.from_numpy(X.copy() if requires_grad else X)  # a copy: the backward reads X
+    lam = torch.from_numpy(LAM.copy() if requires_grad else LAM)  # the duals are views of it
+    if not f64:
+        x, lam = x.to(dtype), lam.to(dtype)
     if requires_grad:
-        x = DualActiveSetKKT.apply(*tensors, (x.clone() if x.dtype == torch.float64 else x, run))
-    lam = torch.from_numpy(LAM.copy()).to(dtype)  # the duals are views of it (a copy: the backward reads LAM)
+        x = DualActiveSetKKT.apply(*tensors, (x, run))
     return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(run.iterations),
                       lam[:, me + m + n:], lam[:, me + m:me + m + n], lam[:, me:me + m], lam[:, :me],
                       torch.from_numpy(run.residual))
@@ -173,17 +176,21 @@ def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
     gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros_like(run.LAM)
     gC = np.zeros((B, rows_grad, n))
     adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
-                   rows_grad, gQ, gp, gd, gC)
-    out = [gQ, gp, -gd[:, me + m + n:], gd[:, me + m:me + m + n],  # lower row: -x <= -lower
-           gC[:, me:], gd[:, me:me + m], gC[:, :me], gd[:, :me]]
+                  rows_grad, gQ, gp, gd, gC)
+    # each input's gradient, formed only if needed: Q, p, lower (row -x <= -lower), upper, G, h, A, b
+    parts = (lambda: gQ, lambda: gp, lambda: -gd[:, me + m + n:], lambda: gd[:, me + m:me + m + n],
+             lambda: gC[:, me:], lambda: gd[:, me:me + m], lambda: gC[:, :me], lambda: gd[:, :me])
     grads = []
-    for grad, shape, wanted in zip(out, ctx.shapes, need):
+    for part, shape, wanted in zip(parts, ctx.shapes, need):
         if not wanted:
-            grad = None
-        else:
-            extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
-            grad = torch.from_numpy(np.ascontiguousarray(grad.sum(tuple(range(extra))) if extra else grad)).to(ctx.dtype)
-        grads.append(grad)
+            grads.append(None)
+            continue
+        grad = part()
+        extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
+        if extra:
+            grad = grad.sum(tuple(range(extra)))
+        grad = torch.from_numpy(np.ascontiguousarray(grad))
+        grads.append(grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype))
     return (*grads, None)
 
 
