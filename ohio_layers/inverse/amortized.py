@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
+from ..lowlevel.dynamics import train_epoch
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 from .solvers import AnalyticSolver, LevenbergMarquardt, residual_jacobian, select_windows
@@ -258,27 +259,20 @@ class AmortizedInverse(nn.Module):
         best, best_state, since = float("inf"), copy.deepcopy(self.net.state_dict()), 0
         bar = tqdm(range(epochs), desc="amortized inverse", unit="epoch", disable=not progress)
         for epoch in bar:
-            order = torch.randperm(len(train), generator=g)
-            total = 0.0
-            for i in range(0, len(train), batch_size):
-                mb = select_windows(train, order[i : i + batch_size])
-                loss = self.loss(mb).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(mb)
+            mean = train_epoch(lambda idx: self.loss(select_windows(train, idx)).mean(), torch.arange(len(train)),
+                               batch_size, opt, g)
             sched.step()
             with torch.no_grad():
                 v = float(torch.cat([self.loss(select_windows(val, torch.arange(i, min(i + batch_size, n_val))))
                                      for i in range(0, n_val, batch_size)]).mean())
-            history["train_loss"].append(total / len(train))
+            history["train_loss"].append(mean)
             history["val_loss"].append(v)
             if v < best:
                 best, best_state, since = v, copy.deepcopy(self.net.state_dict()), 0
                 history["best_epoch"] = [epoch]
             else:
                 since += 1
-            bar.set_postfix(train=f"{total / len(train):.3g}", val=f"{v:.3g}")
+            bar.set_postfix(train=f"{mean:.3g}", val=f"{v:.3g}")
             if since >= patience:
                 break
         self.net.load_state_dict(best_state)
@@ -388,8 +382,9 @@ class AmortizedInverter:
         with torch.no_grad():
             z = self.inverse(batch)
         n = len(batch)
-        return InverseResult(z, torch.full((n,), math.nan, dtype=z.dtype), torch.zeros(n, dtype=torch.bool),
-                             torch.zeros(n, dtype=torch.int64))
+        return InverseResult(z, torch.full((n,), math.nan, dtype=z.dtype, device=z.device),
+                             torch.zeros(n, dtype=torch.bool, device=z.device),
+                             torch.zeros(n, dtype=torch.int64, device=z.device))
 
     def describe(self) -> str:
         return f"{self.inverse.describe()}+residual={self.compute_residual}"
