@@ -36,11 +36,11 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
-from ..envs.amod.data import evaluate, heuristic_decider
+from ..envs.amod.data import evaluate
 from .amod_cost import COST_SOURCE, estimate
 from .common import (ExperimentConfig, Stages, file_hash, format_table, pyplot, run_jobs, save_figure, save_results,
                      start_run, wall_time_note)
-from .amod_data import BEHAVIOURS, city_inputs, collect_dataset, make_env, reference  # noqa: F401 (stages 1-2)
+from .amod_data import BEHAVIOURS, collect_dataset, make_env, reference
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
