@@ -109,6 +109,11 @@ def collect_episodes(collect_range: Callable[[Dict[str, Any]], Dataset], job: Di
             raise RuntimeError(f"shard {r['path']} changed after its job finished (hash mismatch); delete {shard_dir}")
         parts.append(Dataset.load(r["path"]))
     meta = dict(parts[0].metadata)
+    differ = sorted(k for k in meta if k not in ("seed", "episodes", *per_episode)
+                    and any(p.metadata.get(k) != meta[k] for p in parts[1:]))
+    if differ:  # never a dataset whose metadata describes its first shard only
+        raise RuntimeError(f"metadata {differ} differ between the shards of {path}: name the keys that hold one entry "
+                           f"per episode in per_episode=")
     meta["episodes"] = int(episodes)
     if "seed" in job and "seed" in meta:
         meta["seed"] = job["seed"]

@@ -132,3 +132,13 @@ def test_manipulation_episodes_on_ray_equal_one_process(local_ray, tmp_path):
     for key in serial.arrays:  # the episode files differ only in their measured seconds
         assert serial[key].tobytes() == on_ray[key].tobytes(), key
     assert serial.metadata == on_ray.metadata
+
+
+def test_metadata_that_differs_between_shards_must_be_named(tmp_path):
+    pytest.importorskip("mujoco")
+    from ohio_layers.experiments import reacher
+
+    job = {"dataset": "expert", "seed": 3, "expert_noise": 0.1, "hierarchical_noise": [0.05]}
+    with pytest.raises(RuntimeError, match=r"metadata \['returns'\] differ between the shards"):
+        collect_episodes(reacher._collect_range, job, 2, tmp_path / "x.npz", stage_key={}, workers=1, shards=2)
+    assert not (tmp_path / "x.npz").exists()
