@@ -151,18 +151,19 @@ class AmortizedInverse(nn.Module):
         self.register_buffer("in_std", torch.ones(self.in_dim, **f32))
         self.register_buffer("out_mean", torch.zeros(dz, **f32))
         self.register_buffer("out_scale", torch.ones(dz, **f32))
-        m = problem.residual(torch.zeros(1, dz, dtype=torch.float64), self._dummy_batch(True)).shape[1]
+        m = problem.residual(torch.zeros(1, dz, dtype=torch.float64, device=problem.device),
+                             self._dummy_batch(True)).shape[1]
         self.register_buffer("z_map", torch.zeros(dz, m, **f32))  # mean pinv of the residual Jacobian
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ network
     def _dummy_batch(self, context: bool = False) -> WindowBatch:
         c, k = self.problem.controller, self.problem.steps
-        x = torch.zeros(1, c.state_dim, dtype=torch.float64)
+        x = torch.zeros(1, c.state_dim, dtype=torch.float64, device=self.problem.device)
         if self.problem.match == "next_state":
             return self.problem.batch(x, target=x.clone(), with_context=context)
         return self.problem.batch(x, states=x[:, None].expand(1, k, -1).clone(),
-                                  actions=torch.zeros(1, k, c.action_dim, dtype=torch.float64), with_context=context)
+                                  actions=x.new_zeros(1, k, c.action_dim), with_context=context)
 
     def _features(self, batch: WindowBatch) -> Tensor:
         if self.custom_features is not None:
