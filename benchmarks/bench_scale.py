@@ -49,20 +49,22 @@ ratios carry some of the load too (treat them as +-20 %, the wall ratios as +-2x
   training: a whole job (the data file is read by the worker). Shard outputs are named by SHA-256 keys of
   their inputs, so a retried or resumed shard is idempotent and a stale one is never reused.
 * Where the driver becomes the bottleneck: when the per-shard work divided over S slots falls to the
-  driver's share. From the CPU columns of the table below (one run, loaded machine): relabel LM 0.19 ms of
-  solver CPU per window against 0.025 ms of driver CPU per window on Ray (hash, shipping, replay): S ~ 8;
-  Adam-300 4.9 ms against 0.14 ms: S ~ 35; collection 46 ms of CPU per reacher episode (500 steps) against
-  ~2 ms of driver CPU per episode (merge): S ~ 25. Before that, the per-task overhead shows: each shard costs
-  its worker 5-12 % more CPU than the same windows in the serial loop ("CPU vs base" 1.1-1.3). Training and evaluation jobs return small results: bounded by the number of jobs
-  (seeds x methods x datasets, 16-48 in the defaults) and by the longest job, not by the driver; the
-  reference stages by their number of policies (3-6). Two limits beyond CPU: the driver ships relabel shards'
-  rows and holds the dataset in memory, and the workers of more than one machine must see the run
-  directory (shared filesystem) because shards and training data are files. Past them, shards should read
-  their rows from shared storage and the merge/replay should write columns directly.
+  driver's share. From the CPU columns (loaded machine, two runs agreeing within 10 %): relabel LM
+  0.19 ms of solver CPU per window against 0.025 ms of driver CPU per window on Ray (hash, shipping,
+  replay): S ~ 8; Adam-300 4.9 ms against 0.14 ms: S ~ 35; collection 46 ms of CPU per reacher episode
+  (500 steps) against ~2 ms of driver CPU per episode (merge): S ~ 25. Before that, the per-task overhead
+  shows: a worker spends 3-12 % more CPU on its windows than the serial loop, and with Ray's own
+  processes a run costs 1.05-1.3x the serial CPU ("CPU vs base"). Training and evaluation jobs return
+  small results: they are bounded by the number of jobs (seeds x methods x datasets, 16-48 in the
+  defaults) and by the longest job, not by the driver; the reference stages by their number of policies
+  (3-6). Two limits beyond CPU: the driver ships relabel shards' rows and holds the dataset in memory,
+  and the workers of more than one machine must see the run directory (a shared filesystem), because
+  shards and training data are files. Past them, shards should read their rows from shared storage and
+  the merge and replay should write columns directly.
 * Training (DDP). Every step all-reduces the gradients once per optimizer: 3 x (~0.2 M float32) for IQL at
-  256x256, 2 (W-1)/W x 0.8 MB per step over gloo/TCP. Measured here: weak scaling costs +27 % CPU per
-  transition at 2 ranks (speed-up 1.6 if each rank had a core), strong scaling at 128 transitions per rank
-  does not pay on CPU (the per-rank step barely shrinks, speed-up 1.0): use weak scaling, a larger per-rank
+  256x256, 2 (W-1)/W x 0.8 MB per step over gloo/TCP. Measured here (two runs): weak scaling costs
+  +27-36 % CPU per transition at 2 ranks (speed-up 1.5-1.6 if each rank had a core), strong scaling at 128
+  transitions per rank does not pay on CPU (the per-rank step barely shrinks, speed-up 1.0): use weak scaling, a larger per-rank
   batch, or NCCL on GPUs where the step is sub-millisecond and the exchange runs on NVLink/IB. Checkpoints
   are written by rank 0 only; every rank loads the dataset and keeps its shard.
 """
