@@ -2,7 +2,8 @@
 
 Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]   (one thread)
 
-Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
+Ours runs its compiled (numba) CPU path when numba is installed (extra ``fastqp``); the header
+says which. Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
 ``ineq20`` = n = 20 with 20 random inequalities plus bounds |x| <= 2 (about a third active).
 Every solver gets eps 1e-9 (absolute and relative where it has both). "fwd" = forward only,
 "fwd+bwd" = forward + backward of sum(x) w.r.t. Q and p. Methods are timed round-robin in one
@@ -31,7 +32,7 @@ from ohio_layers.lowlevel.qp.certify import kkt_residual
 
 F64 = torch.float64
 EPS = 1e-9
-ROUNDS = {1: 60, 64: 20, 1024: 5}
+ROUNDS = {1: 200, 64: 30, 1024: 5}
 Problem = Dict[str, torch.Tensor]
 Result = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray, np.ndarray]]  # x (B, n); (lower, upper, ineq) duals
 
@@ -279,7 +280,10 @@ def main() -> None:
                         help="per-method statistic over the rounds (min is steadier on a loaded machine)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}); ratios = time / ours in this run")
+    from ohio_layers.lowlevel.qp.dual_active_set import available
+
+    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}); ratios = time / ours in this run; "
+          f"compiled (numba) path {'on' if available() else 'OFF (pip install numba)'}")
     for shape in args.shapes:
         print(f"\n== {SHAPES[shape][0]} ==")
         print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'/ ours fwd':>10s} | {'/ ours f+b':>10s} | {'worst KKT':>9s} |")

@@ -112,12 +112,13 @@ def ohio_step(algo: str, data: Dataset, precision: Optional[str]) -> Callable[[]
         agent = BC(OBS, ACT, -1.0, 1.0, cfg)
     sampler = agent.make_sampler(data)
     agent.train()
-    # like ``fit``: the agent's generator drives the global RNG for the whole run (entered once, not per step)
+    # like ``fit``: the agent's generator drives the global RNG for the whole run (entered once, not per step),
+    # and the metrics stay tensors (``fit`` turns them into floats once per log row)
     scope = agent.rng_scope()
     scope.__enter__()
 
     def step() -> None:
-        agent.update(sampler.sample(BATCH))
+        agent.update_tensors(sampler.sample(BATCH))
     return step
 
 

@@ -11,8 +11,8 @@
     python -m ohio_layers.train --data ... --agent IQL --steps 100000 --out runs/iql
 
 Writes ``<out>/agent.pt`` (an ordinary ``Agent.load`` checkpoint, rank 0 alone, every
-``--checkpoint-every`` steps) and ``<out>/ranks.json`` (the world size, the training wall time and every rank's
-parameter digest, which must all be equal). Running the same command again resumes from
+``--checkpoint-every`` steps) and ``<out>/ranks.json`` (the world size, the training wall time, every rank's
+CPU seconds in the training loop and every rank's parameter digest, which must all be equal). Running the same command again resumes from
 ``agent.pt``: pass a larger ``--steps`` to train further. ``--set key=value`` overrides
 agent config fields (JSON values), e.g. ``--set batch_size=512 --set hidden=[128,128]``.
 """
@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from .data.io import atomic_write_bytes
     from .rl import Agent
     from .rl.cql import add_mc_returns
-    from .rl.distributed import close_distributed, fit_distributed, gather_digests, init_distributed
+    from .rl.distributed import close_distributed, fit_distributed, gather_digests, gather_values, init_distributed
 
     args = build_parser().parse_args(argv)
     if args.steps < 0:
@@ -70,14 +70,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "mc_returns" in agent.required_extra_keys() and "mc_returns" not in dataset:
             dataset = add_mc_returns(dataset, agent.config.discount)
         out = Path(args.out)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         agent = fit_distributed(agent, dataset, args.steps, out / "agent.pt", checkpoint_every=args.checkpoint_every,
                                 action_key=args.action_key, log_every=args.log_every,
                                 show_progress=not args.no_progress)
         seconds = time.perf_counter() - t0
+        cpu = gather_values(time.process_time() - c0)  # per rank: compute and gradient exchange, all threads
         digests = gather_digests(agent)
         if rank == 0:
-            summary = {"world_size": world, "step": agent.step, "train_seconds": seconds, "digests": digests}
+            summary = {"world_size": world, "step": agent.step, "train_seconds": seconds, "train_cpu_seconds": cpu,
+                       "digests": digests}
             atomic_write_bytes(out / "ranks.json", json.dumps(summary, indent=1).encode())
             if len(set(digests)) != 1:
                 raise RuntimeError(f"ranks disagree on the parameters after training: {digests}")

@@ -36,16 +36,16 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
-from ..envs.amod.data import evaluate, heuristic_decider
+from ..envs.amod.data import evaluate
 from .amod_cost import COST_SOURCE, estimate
 from .common import (ExperimentConfig, Stages, file_hash, format_table, pyplot, run_jobs, save_figure, save_results,
                      start_run, wall_time_note)
+from .amod_data import BEHAVIOURS, collect_dataset, make_env, reference
 
 ALGOS = ("iql", "cql", "calql")
 ALGO_LABEL = {"iql": "IQL", "cql": "CQL", "calql": "Cal-QL"}
 KINDS = ("ohio", "e2e")
 KIND_LABEL = {"ohio": "OHIO", "e2e": "end-to-end"}
-BEHAVIOURS = ("dispatch", "proportional", "equal", "random", "none")
 
 #: overrides for a ~2-minute smoke run (``ohio amod --quick``)
 QUICK: Dict[str, Any] = {"behaviours": ["dispatch", "random"], "episodes": 40, "seeds": [0], "iql_steps": 300,
@@ -152,56 +152,6 @@ class AMoDExperimentConfig(ExperimentConfig):
                 raise ValueError("city['path'] is not a synthetic_city argument; give the JSON as scenario (--scenario)")
             return
         self.city = scenario_city(self.scenario, self.preset, self.city)
-
-
-# ------------------------------------------------------------------------------ environment helpers
-def city_inputs(cfg: AMoDExperimentConfig) -> List[Path]:
-    """The scenario file (if any): stage keys hash its content, not only its path."""
-    return [Path(cfg.scenario)] if cfg.scenario is not None else []
-
-
-def make_env(cfg_city: Dict[str, Any], action_mode: str):
-    from ..envs.amod import AMoDEnv
-
-    city = dict(cfg_city)
-    return AMoDEnv(city.pop("path", None), scenario_kwargs=city, action_mode=action_mode)
-
-
-# ------------------------------------------------------------------------------ stages
-def reference(cfg: AMoDExperimentConfig, stages: Stages) -> Dict[str, Any]:
-    """Oracle and behaviour heuristics on the evaluation episodes (cached)."""
-    key = stages.key(("city", "eval_seed", "eval_episodes", "behaviours"), inputs=city_inputs(cfg))
-    return stages.json(stages.out / "reference.json", key, lambda: _reference(cfg))
-
-
-def _reference(cfg: AMoDExperimentConfig) -> Dict[str, Any]:
-    from ..envs.amod.oracle import oracle_returns
-
-    seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
-    env = make_env(cfg.city, "flows")
-    oracle = [r.to_dict() for r in oracle_returns(seeds, env=env)]
-    ref: Dict[str, Any] = {"seeds": seeds, "oracle": {"returns": [o["value"] for o in oracle],
-                                                      "served": [o["served"] for o in oracle],
-                                                      "rebalancing_cost": [o["rebalancing_cost"] for o in oracle]},
-                           "heuristics": {}}
-    ref["oracle"]["mean_return"] = float(np.mean(ref["oracle"]["returns"]))
-    for name in cfg.behaviours:
-        ref["heuristics"][name] = evaluate(env, heuristic_decider(name, cfg.eval_seed), seeds)
-    return ref
-
-
-def collect_dataset(name: str, cfg: AMoDExperimentConfig, stages: Stages) -> Path:
-    """The behaviour dataset of heuristic ``name`` (cached); returns its path."""
-    def compute() -> Dataset:
-        from ..envs.amod import collect
-
-        seed = cfg.data_seed + 100_000 * BEHAVIOURS.index(name)
-        return collect(name, cfg.episodes, seed, env=make_env(cfg.city, "flows"), progress=True)
-
-    path = stages.out / "data" / f"{name}.npz"
-    stages.cached(path, stages.key(("city", "episodes", "data_seed"), inputs=city_inputs(cfg), behaviour=name), compute, Dataset.load,
-                  lambda d, p: d.save(p))
-    return path
 
 
 def relabel_dataset(name: str, low_path: Path, cfg: AMoDExperimentConfig, stages: Stages) -> Dict[str, Any]:

@@ -34,7 +34,7 @@ import numpy as np
 from ..config import setting
 from ..data import Dataset
 from ..envs.manipulation.data import DEFAULT_NOISE
-from .common import (ExperimentConfig, Stages, actor_bounds, cpu_workers, estimate_wall_time, file_hash, format_table,
+from .common import (ExperimentConfig, Stages, actor_bounds, estimate_wall_time, file_hash, format_table,
                      pyplot, run_jobs, save_figure, save_results, start_run, wall_time_note, write_json)
 
 TASKS = ("lift", "door")
@@ -182,7 +182,7 @@ def _prepare_data(cfg: ManipulationExperimentConfig) -> Dict[str, Any]:
     t0 = time.perf_counter()
     print(f"[1/4] behaviour data: {cfg.episodes} scripted {cfg.task} episodes x {cfg.horizon} steps, noise {cfg.noise_levels}")
     low = collect_manipulation(cfg.task, cfg.episodes, data_dir / "episodes", noise_levels=cfg.noise_levels, seed=cfg.data_seed,
-                               horizon=int(cfg.horizon), workers=cpu_workers(cfg.workers))
+                               horizon=int(cfg.horizon), workers=cfg.job_workers, engine=cfg.engine)
     collect_seconds = time.perf_counter() - t0
     meta = dict(low.metadata)
     flat_cols = {k: v for k, v in low.arrays.items() if k not in SUBSTEP_KEYS}

@@ -27,6 +27,7 @@ from ..config import setting
 from ..data import Dataset
 from .common import (ExperimentConfig, Stages, actor_bounds, estimate_wall_time, file_hash, format_table, pyplot,
                      run_jobs, save_figure, save_results, start_run, wall_time_note)
+from .shards import collect_episodes, evaluate_jobs
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
@@ -136,42 +137,66 @@ def estimate(cfg: ReacherExperimentConfig, workers: int) -> List[Tuple[str, floa
 # ------------------------------------------------------------------------------ stages
 def reference_returns(cfg: ReacherExperimentConfig, stages: Stages) -> Dict[str, Any]:
     """Returns on the evaluation seeds of the random policy (score 0), the flat expert (score 100)
-    and the hierarchical behaviour policy (cached)."""
-    def compute() -> Dict[str, Any]:
-        from ..envs import RandomPolicy, evaluate_stats
-
-        ref: Dict[str, Any] = {}
-        policies = [("random", RandomPolicy())] + [(name, behaviour_policy(name, cfg)) for name in DATASETS]
-        for name, policy in policies:
-            stats = evaluate_stats(policy, cfg.eval_episodes, cfg.eval_seed)
-            ref[name] = {"mean": float(stats["returns"].mean()), "std": float(stats["returns"].std()),
-                         "returns": stats["returns"].tolist(), "reached": float(stats["reached"].mean())}
-        return ref
-
+    and the hierarchical behaviour policy (cached; one job per policy, ``cfg.engine``)."""
+    path = stages.out / "reference.json"
     key = stages.key(("eval_episodes", "eval_seed", "expert_noise", "hierarchical_noise"))
-    return stages.json(stages.out / "reference.json", key, compute)
+
+    def compute() -> Dict[str, Any]:
+        jobs = [{"name": name, "eval_episodes": cfg.eval_episodes, "eval_seed": cfg.eval_seed,
+                 "expert_noise": cfg.expert_noise, "hierarchical_noise": list(cfg.hierarchical_noise)}
+                for name in ("random",) + DATASETS]
+        return evaluate_jobs(_reference_job, jobs, path, stage_key=key, workers=cfg.job_workers, engine=cfg.engine,
+                             desc="reference")
+
+    return stages.json(path, key, compute)
+
+
+def _reference_job(job: Dict[str, Any]) -> Dict[str, Any]:
+    """One policy's returns on the evaluation seeds (a job of :func:`reference_returns`)."""
+    from ..envs import RandomPolicy, evaluate_stats
+
+    policy = RandomPolicy() if job["name"] == "random" else _policy(job["name"], job["expert_noise"],
+                                                                    job["hierarchical_noise"])
+    stats = evaluate_stats(policy, job["eval_episodes"], job["eval_seed"])
+    return {"mean": float(stats["returns"].mean()), "std": float(stats["returns"].std()),
+            "returns": stats["returns"].tolist(), "reached": float(stats["reached"].mean())}
 
 
 def behaviour_policy(name: str, cfg: ReacherExperimentConfig):
+    return _policy(name, cfg.expert_noise, cfg.hierarchical_noise)
+
+
+def _policy(name: str, expert_noise: float, hierarchical_noise: Any):
     from ..envs import ExpertPolicy, heuristic_hierarchical_policy
 
     if name == "expert":
-        return ExpertPolicy(cfg.expert_noise)
-    return heuristic_hierarchical_policy(noise_std=cfg.hierarchical_noise)
+        return ExpertPolicy(expert_noise)
+    return heuristic_hierarchical_policy(noise_std=tuple(hierarchical_noise))
 
 
 def collect_dataset(name: str, cfg: ReacherExperimentConfig, stages: Stages) -> Path:
-    """The behaviour dataset ``name`` (cached); returns its path."""
-    def compute() -> Dataset:
-        from ..envs import collect
-
-        return collect(behaviour_policy(name, cfg), cfg.episodes, cfg.data_seed + 100_000 * DATASETS.index(name))
-
-    noise = "expert_noise" if name == "expert" else "hierarchical_noise"
+    """The behaviour dataset ``name`` (cached; episode-range jobs on ``cfg.engine``); returns its path."""
     path = stages.out / "data" / f"{name}.npz"
-    stages.cached(path, stages.key(("episodes", "data_seed", noise), dataset=name), compute, Dataset.load,
-                  lambda d, p: d.save(p))
+    key = stages.key(("episodes", "data_seed", "expert_noise" if name == "expert" else "hierarchical_noise"),
+                     dataset=name)
+
+    def compute() -> Dataset:
+        job = {"dataset": name, "seed": cfg.data_seed + 100_000 * DATASETS.index(name),
+               "expert_noise": cfg.expert_noise, "hierarchical_noise": list(cfg.hierarchical_noise)}
+        return collect_episodes(_collect_range, job, cfg.episodes, path, stage_key=key, workers=cfg.job_workers,
+                                engine=cfg.engine, per_episode=("returns",), desc=f"collect {name}")
+
+    stages.cached(path, key, compute, Dataset.load)
     return path
+
+
+def _collect_range(job: Dict[str, Any]) -> Dataset:
+    """Episodes ``first .. first + count - 1`` of a behaviour dataset (a job of :func:`collect_dataset`):
+    episode ``i`` is seeded ``seed + i`` whichever call collects it."""
+    from ..envs import collect
+
+    policy = _policy(job["dataset"], job["expert_noise"], job["hierarchical_noise"])
+    return collect(policy, job["count"], job["seed"] + job["first"], progress=False)
 
 
 def relabelled_dataset(name: str, method: str, low_path: Path, cfg: ReacherExperimentConfig,

@@ -37,6 +37,7 @@ from ..config import setting
 from ..data import Dataset
 from .common import (ExperimentConfig, Stages, estimate_wall_time, file_hash, format_table, pyplot, run_jobs,
                      save_figure, save_results, start_run, wall_time_note)
+from .shards import collect_episodes, evaluate_jobs
 
 ALGOS = ("iql", "cql", "bc")
 KINDS = ("ohio", "end_to_end")
@@ -201,14 +202,24 @@ def policy_decider(name: str, env: Any, seed: int) -> Callable:
 
 
 def reference(cfg: SupplyChainExperimentConfig, stages: Stages, scenario: str) -> Dict[str, Any]:
-    """MPC and S-type on the evaluation episodes of ``scenario`` (cached)."""
-    def compute() -> Dict[str, Any]:
-        seeds = [cfg.eval_seed + i for i in range(cfg.eval_episodes)]
-        env = make_env(scenario, "end_to_end")
-        return {name: evaluate(env, policy_decider(name, env, cfg.eval_seed), seeds) for name in DATASETS}
-
+    """MPC and S-type on the evaluation episodes of ``scenario`` (cached; one job per policy on ``cfg.engine``)."""
+    path = stages.out / f"reference_{scenario}.json"
     key = stages.key(("eval_seed", "eval_episodes"), scenario=scenario)
-    return stages.json(stages.out / f"reference_{scenario}.json", key, compute)
+
+    def compute() -> Dict[str, Any]:
+        jobs = [{"name": name, "scenario": scenario, "eval_seed": cfg.eval_seed, "eval_episodes": cfg.eval_episodes}
+                for name in DATASETS]
+        return evaluate_jobs(_reference_job, jobs, path, stage_key=key, workers=cfg.job_workers, engine=cfg.engine,
+                             desc=f"reference {scenario}")
+
+    return stages.json(path, key, compute)
+
+
+def _reference_job(job: Dict[str, Any]) -> Dict[str, Any]:
+    """One policy on every evaluation seed (a job of :func:`reference`; its random stream spans the episodes)."""
+    seeds = [job["eval_seed"] + i for i in range(job["eval_episodes"])]
+    env = make_env(job["scenario"], "end_to_end")
+    return evaluate(env, policy_decider(job["name"], env, job["eval_seed"]), seeds)
 
 
 def prepare_data(cfg: SupplyChainExperimentConfig, stages: Stages, name: str) -> Dict[str, Any]:
@@ -216,18 +227,34 @@ def prepare_data(cfg: SupplyChainExperimentConfig, stages: Stages, name: str) ->
     settings they read: a changed one recollects and relabels)."""
     out = stages.out
     key = stages.key(("scenario", "episodes", "data_seed", "z_eps"), dataset=name)
-    return stages.json(out / "data" / f"{name}_ohio.json", key, lambda: _prepare_data(cfg, out, name),
+    return stages.json(out / "data" / f"{name}_ohio.json", key, lambda: _prepare_data(cfg, out, name, key),
                        also=[out / "data" / f"{name}.npz", out / "data" / f"{name}_ohio.npz"])
 
 
-def _prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dict[str, Any]:
+def collect_dataset(cfg: SupplyChainExperimentConfig, name: str, path: Path,
+                    stage_key: Optional[Dict[str, Any]] = None) -> Dataset:
+    """Behaviour dataset ``name`` saved to ``path`` (episode-range jobs on ``cfg.engine``; the bytes of one
+    :func:`~ohio_layers.envs.supply_chain.collect` call)."""
+    job = {"dataset": name, "scenario": cfg.scenario, "seed": cfg.data_seed + 100_000 * DATASETS.index(name)}
+    return collect_episodes(_collect_range, job, cfg.episodes, path, workers=cfg.job_workers, engine=cfg.engine,
+                            stage_key=stage_key if stage_key is not None else {**job, "episodes": cfg.episodes},
+                            desc=f"collect {name}")
+
+
+def _collect_range(job: Dict[str, Any]) -> Dataset:
+    """Episodes ``first .. first + count - 1`` of a behaviour dataset (a job of :func:`collect_dataset`)."""
+    from ..envs.supply_chain import collect
+
+    return collect(job["dataset"], job["count"], job["seed"], job["scenario"], progress=False, first=job["first"])
+
+
+def _prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str, key: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
-    from ..envs.supply_chain import SupplyChainEnv, collect
+    from ..envs.supply_chain import SupplyChainEnv
     from ..inverse import SupplyChainInverter, relabel, replay_supply
 
-    seed = cfg.data_seed + 100_000 * DATASETS.index(name)
-    low = collect(name, cfg.episodes, seed, cfg.scenario, path=out / "data" / f"{name}.npz")
+    low = collect_dataset(cfg, name, out / "data" / f"{name}.npz", key)
     controller = SupplyChainEnv(cfg.scenario).controller
     t0 = time.perf_counter()
     high, report = relabel(low, SupplyChainInverter(controller, cfg.z_eps), 1, out / "data" / f"{name}_ohio.npz", progress=False)
@@ -238,7 +265,6 @@ def _prepare_data(cfg: SupplyChainExperimentConfig, out: Path, name: str) -> Dic
     return stats
 
 
-# ------------------------------------------------------------------------------ agents
 def agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], List[float], List[float]]:
     """Training data (rewards scaled), action key, graph config fields and action bounds of one job."""
     from ..envs.supply_chain import SupplyChainEnv

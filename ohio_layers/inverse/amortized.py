@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
+from ..lowlevel.dynamics import train_epoch
 from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 from .solvers import AnalyticSolver, LevenbergMarquardt, residual_jacobian, select_windows
@@ -150,18 +151,19 @@ class AmortizedInverse(nn.Module):
         self.register_buffer("in_std", torch.ones(self.in_dim, **f32))
         self.register_buffer("out_mean", torch.zeros(dz, **f32))
         self.register_buffer("out_scale", torch.ones(dz, **f32))
-        m = problem.residual(torch.zeros(1, dz, dtype=torch.float64), self._dummy_batch(True)).shape[1]
+        m = problem.residual(torch.zeros(1, dz, dtype=torch.float64, device=problem.device),
+                             self._dummy_batch(True)).shape[1]
         self.register_buffer("z_map", torch.zeros(dz, m, **f32))  # mean pinv of the residual Jacobian
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     # ------------------------------------------------------------------ network
     def _dummy_batch(self, context: bool = False) -> WindowBatch:
         c, k = self.problem.controller, self.problem.steps
-        x = torch.zeros(1, c.state_dim, dtype=torch.float64)
+        x = torch.zeros(1, c.state_dim, dtype=torch.float64, device=self.problem.device)
         if self.problem.match == "next_state":
             return self.problem.batch(x, target=x.clone(), with_context=context)
         return self.problem.batch(x, states=x[:, None].expand(1, k, -1).clone(),
-                                  actions=torch.zeros(1, k, c.action_dim, dtype=torch.float64), with_context=context)
+                                  actions=x.new_zeros(1, k, c.action_dim), with_context=context)
 
     def _features(self, batch: WindowBatch) -> Tensor:
         if self.custom_features is not None:
@@ -258,27 +260,20 @@ class AmortizedInverse(nn.Module):
         best, best_state, since = float("inf"), copy.deepcopy(self.net.state_dict()), 0
         bar = tqdm(range(epochs), desc="amortized inverse", unit="epoch", disable=not progress)
         for epoch in bar:
-            order = torch.randperm(len(train), generator=g)
-            total = 0.0
-            for i in range(0, len(train), batch_size):
-                mb = select_windows(train, order[i : i + batch_size])
-                loss = self.loss(mb).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(mb)
+            mean = train_epoch(lambda idx: self.loss(select_windows(train, idx)).mean(), torch.arange(len(train)),
+                               batch_size, opt, g)
             sched.step()
             with torch.no_grad():
                 v = float(torch.cat([self.loss(select_windows(val, torch.arange(i, min(i + batch_size, n_val))))
                                      for i in range(0, n_val, batch_size)]).mean())
-            history["train_loss"].append(total / len(train))
+            history["train_loss"].append(mean)
             history["val_loss"].append(v)
             if v < best:
                 best, best_state, since = v, copy.deepcopy(self.net.state_dict()), 0
                 history["best_epoch"] = [epoch]
             else:
                 since += 1
-            bar.set_postfix(train=f"{total / len(train):.3g}", val=f"{v:.3g}")
+            bar.set_postfix(train=f"{mean:.3g}", val=f"{v:.3g}")
             if since >= patience:
                 break
         self.net.load_state_dict(best_state)
@@ -388,8 +383,9 @@ class AmortizedInverter:
         with torch.no_grad():
             z = self.inverse(batch)
         n = len(batch)
-        return InverseResult(z, torch.full((n,), math.nan, dtype=z.dtype), torch.zeros(n, dtype=torch.bool),
-                             torch.zeros(n, dtype=torch.int64))
+        return InverseResult(z, torch.full((n,), math.nan, dtype=z.dtype, device=z.device),
+                             torch.zeros(n, dtype=torch.bool, device=z.device),
+                             torch.zeros(n, dtype=torch.int64, device=z.device))
 
     def describe(self) -> str:
         return f"{self.inverse.describe()}+residual={self.compute_residual}"

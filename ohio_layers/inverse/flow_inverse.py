@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .._validate import check_tensor
 from ..data.dataset import Dataset
+from ..lowlevel.base import module_device
 from ..lowlevel.min_cost_flow import FlowStatus, MinCostFlowController
 from .result import InverseResult
 
@@ -163,8 +164,9 @@ class FlowInverter:
 
     def __call__(self, dataset: Dataset, starts: np.ndarray) -> InverseResult:
         dataset.require([self.state_key, self.action_key])
-        idle = torch.as_tensor(np.asarray(dataset[self.state_key][starts], dtype=np.float64))
-        flows = torch.as_tensor(np.asarray(dataset[self.action_key][starts], dtype=np.float64))
+        dev = module_device(self.controller)  # the controller's device: relabelling moves with it
+        idle = torch.as_tensor(np.asarray(dataset[self.state_key][starts], dtype=np.float64), device=dev)
+        flows = torch.as_tensor(np.asarray(dataset[self.action_key][starts], dtype=np.float64), device=dev)
         return invert_flows(self.controller, idle, flows, self.eps, self.verify)[0]
 
     def describe(self) -> str:

@@ -30,6 +30,11 @@ damping ratio on windows with no velocity, or the common scale of LQR weights --
 sensitivity, a large standard error, an estimate stuck at its bound, or no convergence). Use
 :meth:`Identification.apply` to get the identified controller; it refuses unidentified
 parameters unless told otherwise. Mixed datasets (several withheld settings): :mod:`.mixed`.
+
+Device: identification runs on the CPU in float64 (the parametrisation's bounds, prior and
+selection matrices and the Levenberg-Marquardt system on ``theta`` are host tensors; ``theta``
+has a handful of entries, so a GPU would not help that part). Give it a CPU controller; relabel
+with the identified controller on any device afterwards.
 """
 from __future__ import annotations
 

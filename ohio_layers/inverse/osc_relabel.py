@@ -24,7 +24,7 @@ this module needs no simulator and no env.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,25 +64,29 @@ class OSCRelabeler:
             docstring). ``None`` inverts against the recorded, clipped torques directly.
         source_tol: a transition counts as reproduced by the source inverse when its torque
             residual is ``<= source_tol (1 + |tau|)``.
+        device: where the controllers are built and each chunk's windows go (the dataset is numpy:
+            one copy of each chunk to the device, the labels come back once per chunk in ``relabel``).
     """
 
     def __init__(self, setting: ControllerFactory, inverse: Any = None, source: Optional[ControllerFactory] = None,
-                 source_tol: float = 1e-6) -> None:
+                 source_tol: float = 1e-6, device: Union[str, torch.device] = "cpu") -> None:
         self.setting, self.source, self.source_tol = setting, source, float(source_tol)
-        self.controller = setting.make_controller()
+        self.device = torch.device(device)
+        self.controller = setting.make_controller().to(self.device)
         self.inverse = inverse if inverse is not None else OSCInverse()
 
     def __call__(self, dataset: Dataset, starts: np.ndarray) -> InverseResult:
-        states = torch.as_tensor(dataset["substep_states"][starts], dtype=torch.float64)
-        torques = torch.as_tensor(dataset["substep_torques"][starts], dtype=torch.float64)
+        dev = self.device
+        states = torch.as_tensor(dataset["substep_states"][starts], dtype=torch.float64, device=dev)
+        torques = torch.as_tensor(dataset["substep_torques"][starts], dtype=torch.float64, device=dev)
         B = len(starts)
         z = states.new_zeros(B, 6)
-        converged, iters = torch.zeros(B, dtype=torch.bool), torch.zeros(B, dtype=torch.int64)
-        ok = torch.zeros(B, dtype=torch.bool)
+        converged, iters = torch.zeros(B, dtype=torch.bool, device=dev), torch.zeros(B, dtype=torch.int64, device=dev)
+        ok = torch.zeros(B, dtype=torch.bool, device=dev)
         if self.source is not None:
             unclipped, ok = self.unclipped_torques(states, torques)
             if bool(ok.any()):
-                free = self.setting.make_controller(saturation="none")
+                free = self.setting.make_controller(saturation="none").to(dev)
                 de = OSCInverse(max_iter=self.inverse.max_iter, refine=False).invert(free, states[ok], unclipped[ok])
                 z[ok], converged[ok], iters[ok] = de.z, de.converged, de.iterations
         rest = ~ok
@@ -90,14 +94,14 @@ class OSCRelabeler:
             direct = self.inverse.invert(self.controller, states[rest], torques[rest])
             z[rest], converged[rest], iters[rest] = direct.z, direct.converged, direct.iterations
         residual = OSCInverse.residual(self.controller, z, states, torques).norm(dim=-1)
-        grip = torch.as_tensor(dataset["actions"][starts, 6:7], dtype=torch.float64)
+        grip = torch.as_tensor(dataset["actions"][starts, 6:7], dtype=torch.float64, device=dev)
         return InverseResult(torch.cat([z, grip], -1), residual, converged, iters)
 
     def unclipped_torques(self, states: torch.Tensor, torques: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(tau (B, k, n), reproduced (B,))``: the source controller's unclipped torques at its recovered z."""
         if self.source is None:
             raise ValueError("unclipped_torques needs the recording controller: construct with source=...")
-        src = self.source.make_controller()
+        src = self.source.make_controller().to(self.device)
         z_src = self.inverse.invert(src, states, torques)
         scale = 1.0 + torques.reshape(len(torques), -1).norm(dim=-1)
         ok = z_src.residual <= self.source_tol * scale
@@ -108,7 +112,9 @@ class OSCRelabeler:
 
     def describe(self) -> str:
         source = None if self.source is None else self.source.to_dict()
-        return f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}|source={source}|source_tol={self.source_tol}"
+        device = f"|device={self.device}" if self.device.type != "cpu" else ""  # a GPU may differ bitwise: another key
+        return (f"OSCInverse{self.inverse}|setting={self.setting.to_dict()}|source={source}|source_tol={self.source_tol}"
+                f"{device}")
 
 
 def relabel_manipulation(dataset: Dataset, setting: ControllerFactory, out_path: PathLike, *, chunk_size: int = 2048,

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .._validate import check_tensor
 from ..data.dataset import Dataset
-from ..lowlevel.base import Context, LowLevelController, repeat_context
+from ..lowlevel.base import Context, LowLevelController, module_device, repeat_context
 from ..lowlevel.closed_loop import rollout
 from ..lowlevel.dynamics import Dynamics
 
@@ -149,9 +149,7 @@ class InverseProblem:
 
         Batches built from numpy data go there, so moving the controller to a GPU moves relabelling with it.
         """
-        for t in (*self.controller.buffers(), *self.controller.parameters()):
-            return t.device
-        return torch.device("cpu")
+        return module_device(self.controller)
 
     @property
     def z_dim(self) -> int:

@@ -11,6 +11,11 @@ All samples of a batch are solved together as one tensor; each sample stops on i
 z is kept inside the controller's bounds (projection). Whatever the stopping rule, the returned
 ``converged`` is the common test of :mod:`ohio_layers.inverse.convergence` (one meaning for
 every solver, see :mod:`ohio_layers.inverse.result`).
+
+Device: every solver runs on the batch's device and returns its results there. The host syncs
+are the stopping tests: LM compacts to the unfinished samples every iteration (one ``nonzero``,
+which saves their Jacobians), CEM asks ``done.all()`` every iteration, Adam every ``patience``
+iterations (when its test changes).
 """
 from __future__ import annotations
 
@@ -216,8 +221,8 @@ class AdamSolver:
                     c_now = cost.detach()
                     done |= torch.isfinite(last) & ((last - c_now).abs() <= self.ftol * last.clamp_min(1e-30))
                     last = c_now
-            if bool(done.all()):
-                break
+                    if bool(done.all()):  # done changes only here: one host sync per `patience` iterations
+                        break
         return finish(problem, batch, z.detach(), iters)
 
 

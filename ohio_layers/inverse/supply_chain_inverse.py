@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .._validate import check_same_batch, check_tensor
 from ..data.dataset import Dataset
+from ..lowlevel.base import module_device
 from ..lowlevel.supply_chain import SupplyChainController, SupplyStatus
 from .result import InverseResult
 
@@ -105,12 +106,13 @@ class SupplyChainInverter:
         self.controller, self.eps = controller, float(eps)
 
     def __call__(self, dataset: Dataset, starts: np.ndarray) -> InverseResult:
-        state = torch.as_tensor(np.asarray(dataset["states"], dtype=np.float64)[starts])
-        action = torch.as_tensor(np.asarray(dataset["actions"], dtype=np.float64)[starts])
+        dev = module_device(self.controller)  # the controller's device: relabelling moves with it
+        state = torch.as_tensor(np.asarray(dataset["states"], dtype=np.float64)[starts], device=dev)
+        action = torch.as_tensor(np.asarray(dataset["actions"], dtype=np.float64)[starts], device=dev)
         z = shipments_to_z(self.controller, state, action, self.eps)
         rep = replay_supply(self.controller, state, action, z)
         n = len(starts)
-        return InverseResult(z, rep.residual, ~rep.invalid, torch.zeros(n, dtype=torch.long))
+        return InverseResult(z, rep.residual, ~rep.invalid, torch.zeros(n, dtype=torch.long, device=dev))
 
     def describe(self) -> str:
         c = self.controller

@@ -140,6 +140,14 @@ class LowLevelController(nn.Module, ABC):
         return f"state_dim={self.state_dim}, z_dim={self.z_dim}, action_dim={self.action_dim}, horizon={self.horizon}"
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first buffer or parameter (CPU if it has none): where data built from numpy
+    for it should go, so that moving a controller to a GPU moves the work that feeds it."""
+    for t in (*module.buffers(), *module.parameters()):
+        return t.device
+    return torch.device("cpu")
+
+
 class ControllerFailure(RuntimeError):
     """The controller could not produce an action for some batch members (their actions are NaN)."""
 

@@ -145,12 +145,13 @@ def train_epoch(loss_of: Callable[[Tensor], Tensor], rows: Tensor, batch_size: i
     ``loss_of(idx)`` is the mean loss of the rows ``idx``; shared by the models fit in this package.
     """
     order = rows[torch.randperm(rows.shape[0], generator=generator)]
-    total = 0.0
+    total: Optional[Tensor] = None  # summed on the device: one host sync per epoch, not per minibatch
     for i in range(0, order.shape[0], batch_size):
         idx = order[i : i + batch_size]
         loss = loss_of(idx)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        total += float(loss.detach()) * idx.shape[0]
-    return total / max(1, rows.shape[0])
+        part = loss.detach().double() * idx.shape[0]
+        total = part if total is None else total + part
+    return (float(total) if total is not None else 0.0) / max(1, rows.shape[0])

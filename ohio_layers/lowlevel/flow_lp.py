@@ -4,6 +4,12 @@ One problem per batch member: the transportation problem from idle counts ``a (n
 targets ``t (n,)`` over the graph's edges plus the zero-cost stays (see
 :mod:`ohio_layers.lowlevel.min_cost_flow`). Its constraint matrix is totally unimodular, so the
 simplex vertex is integral for integral ``a`` and ``t``.
+
+Device: HiGHS and networkx solve on the host, so a CUDA batch makes one round trip per call (not
+per member): :meth:`TransportLP.solve` packs ``idle, targets, cost, ok`` into one ``(B, 2n + E + 1)``
+tensor, copies it to the host once, and copies the flows and flags back in one tensor. That copy
+synchronises the device; it is inherent to an exact host LP (the differentiable QP path of
+:mod:`~ohio_layers.lowlevel.min_cost_flow` stays on the device).
 """
 from __future__ import annotations
 
@@ -41,12 +47,15 @@ class TransportLP:
 
     def solve(self, idle: Tensor, targets: Tensor, cost: Tensor, ok: Tensor, integral: bool = True
               ) -> Tuple[Tensor, Tensor]:
-        """Exact flows ``(B, E)`` float64 and feasible ``(B,)`` for the members with ``ok`` (others: 0, False)."""
+        """Exact flows ``(B, E)`` float64 and feasible ``(B,)`` for the members with ``ok`` (others: 0, False),
+        on the inputs' device (one host round trip per call, see the module doc)."""
         B, E = cost.shape
-        flows = torch.zeros(B, E, dtype=torch.float64)
-        feas = torch.zeros(B, dtype=torch.bool)
-        a_np, t_np, c_np = idle.numpy(), targets.numpy(), cost.numpy()
-        for b in ok.nonzero()[:, 0].tolist():
+        n = idle.shape[1]
+        packed = torch.cat([idle.detach().double(), targets.detach().double(), cost.detach().double(),
+                            ok.to(idle.device, torch.float64)[:, None]], 1).cpu().numpy()  # the one copy to the host
+        a_np, t_np, c_np, ok_np = packed[:, :n], packed[:, n:2 * n], packed[:, 2 * n:2 * n + E], packed[:, -1] > 0
+        out = np.zeros((B, E + 1))  # flows, then the feasible flag
+        for b in np.flatnonzero(ok_np):
             if self.backend == "networkx":
                 x = self._lp_networkx(a_np[b], t_np[b], c_np[b])
             else:
@@ -57,9 +66,10 @@ class TransportLP:
                 x = np.round(x)
                 if not np.allclose(self._balance_np(a_np[b], x), t_np[b], atol=1e-6):  # pragma: no cover - TU guards this
                     continue
-            flows[b] = torch.from_numpy(np.maximum(x, 0.0))
-            feas[b] = True
-        return flows, feas
+            out[b, :E] = np.maximum(x, 0.0)
+            out[b, E] = 1.0
+        back = torch.from_numpy(out).to(idle.device)  # the one copy back
+        return back[:, :E], back[:, E] > 0
 
     def _balance_np(self, a: np.ndarray, x: np.ndarray) -> np.ndarray:
         src, dst = self.edge_index.numpy()

@@ -131,10 +131,10 @@ class LearnedDynamics(Dynamics):
         tr, va = perm[n_val:], perm[:n_val]
         # 1. linear least squares on the one-step pairs of the training windows
         s0, a0, s1 = x[tr, :-1].reshape(-1, self.n), u[tr].reshape(-1, self.m), x[tr, 1:].reshape(-1, self.n)
-        Phi = torch.cat([s0, a0, torch.ones(s0.shape[0], 1, dtype=s0.dtype)], 1)
+        Phi = torch.cat([s0, a0, torch.ones(s0.shape[0], 1, dtype=s0.dtype, device=s0.device)], 1)
         # normal equations: bit-reproducible (LAPACK's lstsq differed in the last ulp between identical calls)
         G = Phi.T @ Phi
-        W = torch.linalg.solve(G + 1e-12 * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype), Phi.T @ s1)
+        W = torch.linalg.solve(G + 1e-12 * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype, device=G.device), Phi.T @ s1)
         resid = s1 - Phi @ W
         with torch.no_grad():
             self.A.copy_(W[: self.n].T)

@@ -23,6 +23,12 @@ The AMoD low level of the OHIO paper (reference §2.2). Given the idle vehicles 
    simplex) is integral. Self-loops of the graph are ignored (staying is the implicit ``y_i``).
    For multi-hop routing on a sparse road graph use :func:`metric_closure` first.
 
+Device: everything but the exact LP runs on the inputs' device (status checks, rounding, the
+regularised QP and its backward). The LP (``mode="lp"``, and the feasibility LP of a sparse
+graph in ``mode="qp"``) is solved on the host by HiGHS: one copy of the batch there and one back
+per call (:class:`~ohio_layers.lowlevel.flow_lp.TransportLP`), plus a few ``any()`` checks per
+batch. Outputs (flows, targets, objective, status) are on the inputs' device.
+
 Differentiability (a pure LP has zero cost gradients almost everywhere): the backward pass uses
 the **quadratically regularised** transport problem ``min c.x + (reg/2)||x||^2`` (stays
 included, same constraints with the continuous targets ``t``), solved *exactly* in its dual by
@@ -368,8 +374,8 @@ class MinCostFlowController(LowLevelController):
     @staticmethod
     def _input_status(idle: Tensor, z: Tensor, cost: Tensor, mode: str) -> Tensor:
         """``(B,)`` int64 status from the inputs alone (first failing test wins)."""
-        idle_d, z_d, c_d = idle.detach().cpu().double(), z.detach().cpu().double(), cost.detach().cpu().double()
-        status = torch.zeros(idle.shape[0], dtype=torch.long)
+        idle_d, z_d, c_d = idle.detach().double(), z.detach().double(), cost.detach().double()  # on their device
+        status = torch.zeros(idle.shape[0], dtype=torch.long, device=idle.device)
         finite = torch.isfinite(idle_d).all(1) & torch.isfinite(z_d).all(1) & torch.isfinite(c_d).all(1)
         status[~finite] = FlowStatus.NON_FINITE
         status[(idle_d < 0).any(1) & (status == 0)] = FlowStatus.NEGATIVE_COUNTS

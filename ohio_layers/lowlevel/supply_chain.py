@@ -22,7 +22,9 @@ unit of ``x`` above ``d`` that lets ``p`` rise by one is a tie, so the optimum v
 even where the optimiser is not). ``method="highs"`` solves the two stages with HiGHS (one
 block-diagonal LP per stage for the whole batch, stage 2 with every sample's stage-1 optimum as
 a constraint); ``method="closed_form"`` evaluates the formula batched in torch. The test suite
-checks both stage objectives agree to 1e-9 on 500+ random instances.
+checks both stage objectives agree to 1e-9 on 500+ random instances. Device: the closed form runs
+on the inputs' device; ``"highs"`` solves on the host (one copy of the batch there and one back
+per call, which synchronises a CUDA device), its outputs are on the inputs' device again.
 
 **Integers** (``integer=True``, the default used by the environment): the desired shipments are
 the largest-remainder (Hamilton) rounding of ``u * avail`` over all ``S + 1`` nodes, so they sum to
@@ -228,14 +230,22 @@ class SupplyChainController(LowLevelController):
         import scipy.sparse as sp
 
         S, B = self.n_stores, state.shape[0]
-        x_out, p_out = torch.zeros(B, S, dtype=state.dtype), torch.zeros(B, dtype=state.dtype)
-        solved = torch.zeros(B, dtype=torch.bool)
-        idx = ok.nonzero().flatten().cpu().numpy()
+        out = np.zeros((B, S + 2))  # x (S), p, solved: copied back to the device in one piece
+        # the one copy to the host (HiGHS solves there; it synchronises a CUDA device once per call)
+        packed = torch.cat([ok.to(state.device, torch.float64)[:, None], state.detach().double(),
+                            self.room(state.detach(), integer).double(), d.detach().double(),
+                            q.detach().double()[:, None]], 1).cpu().numpy()
+        idx = np.flatnonzero(packed[:, 0] > 0)
+
+        def result() -> Tuple[Tensor, Tensor, Tensor]:
+            back = torch.from_numpy(out).to(state.device)
+            return back[:, :S].to(state.dtype), back[:, S].to(state.dtype), back[:, S + 1] > 0
+
         if idx.size == 0:
-            return x_out.to(state.device), p_out.to(state.device), solved.to(state.device)
-        st = state.detach().cpu().double().numpy()[idx]
-        room = self.room(state.detach(), integer).cpu().double().numpy()[idx]
-        dn, qn = d.detach().cpu().double().numpy()[idx], q.detach().cpu().double().numpy()[idx]
+            return result()
+        nd = self.state_dim
+        st, room = packed[idx, 1:1 + nd], packed[idx, 1 + nd:1 + nd + S]
+        dn, qn = packed[idx, 1 + nd + S:1 + nd + 2 * S], packed[idx, -1]
         avail = st[:, 3 * S] + st[:, 3 * S + 1]
         n, V = idx.size, 4 * S + 3  # per sample: x (S), p, c (S), f+ (S), f- (S), p+, p-
         ix, ip, ic, ifp, ifm, ipp, ipm = (np.arange(S), S, S + 1 + np.arange(S), 2 * S + 1 + np.arange(S),
@@ -260,7 +270,7 @@ class SupplyChainController(LowLevelController):
         opts = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
         r1 = linprog(np.tile(c1, n), A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs", options=opts)
         if r1.status != 0:
-            return x_out.to(state.device), p_out.to(state.device), solved.to(state.device)
+            return result()
         stage1 = r1.x.reshape(n, V)[:, ic].sum(1)
         fix = sp.block_diag([sp.coo_matrix((np.ones(S), (np.zeros(S), ic)), shape=(1, V))] * n, "csr")
         c2 = np.zeros(V)
@@ -268,13 +278,12 @@ class SupplyChainController(LowLevelController):
         r2 = linprog(np.tile(c2, n), A_ub=sp.vstack([A_ub, fix], "csr"), b_ub=np.r_[b_ub, stage1 + 1e-10],
                      A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs", options=opts)
         if r2.status != 0:
-            return x_out.to(state.device), p_out.to(state.device), solved.to(state.device)
+            return result()
         sol = r2.x.reshape(n, V)
-        t = torch.as_tensor(idx)
-        x_out[t] = torch.as_tensor(np.maximum(sol[:, ix], 0.0))
-        p_out[t] = torch.as_tensor(np.clip(sol[:, ip], 0.0, self.production_capacity))
-        solved[t] = True
-        return x_out.to(state), p_out.to(state), solved.to(state.device)
+        out[idx, :S] = np.maximum(sol[:, ix], 0.0)
+        out[idx, S] = np.clip(sol[:, ip], 0.0, self.production_capacity)
+        out[idx, S + 1] = 1.0
+        return result()
 
     # ------------------------------------------------------------------ contract
     def law(self, state: Tensor, z: Tensor, context: Context, step: int) -> Tensor:

@@ -35,7 +35,7 @@ def _dual_newton(a: Tensor, t: Tensor, C: Tensor, mask: Tensor, reg: float, tol:
     u = (two_s / 2)[:, None].expand(B, n).clone()
     v = u.clone()
     scale = 1.0 + torch.maximum(a.abs().amax(1), t.abs().amax(1))
-    converged = torch.zeros(B, dtype=torch.bool)
+    converged = torch.zeros(B, dtype=torch.bool, device=C.device)
 
     def dual(u: Tensor, v: Tensor) -> Tensor:
         r = torch.relu(u[:, :, None] + v[:, None, :] - Cm)
@@ -62,7 +62,7 @@ def _dual_newton(a: Tensor, t: Tensor, C: Tensor, mask: Tensor, reg: float, tol:
         du = (reg * gu - (A * dv[:, None, :]).sum(2)) / dr
         d0 = dual(u, v)
         slope = (gu * du).sum(1) + (gv * dv).sum(1)
-        alpha = torch.ones(B, dtype=C.dtype)
+        alpha = torch.ones(B, dtype=C.dtype, device=C.device)
         done = converged | (info != 0)
         for _ls in range(40):
             ok = dual(u + alpha[:, None] * du, v + alpha[:, None] * dv) >= d0 + 1e-4 * alpha * slope - 1e-13 * d0.abs()
@@ -98,7 +98,7 @@ class _RegTransport(torch.autograd.Function):
         A = act.double()
         G = gx.double() * A
         B, n, _ = A.shape
-        K = torch.zeros(B, 2 * n, 2 * n, dtype=torch.float64)
+        K = torch.zeros(B, 2 * n, 2 * n, dtype=torch.float64, device=A.device)
         K[:, :n, :n] = torch.diag_embed(A.sum(2))
         K[:, n:, n:] = torch.diag_embed(A.sum(1))
         K[:, :n, n:] = A

@@ -29,7 +29,6 @@ import io
 import random
 import warnings
 from abc import abstractmethod
-from collections import defaultdict
 from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
@@ -154,9 +153,14 @@ class Agent(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement _build()")
 
     @abstractmethod
+    def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
+        """One gradient step on ``batch``; increments ``self.step``; returns detached 0-dim metric tensors
+        on the agent's device (no host sync: :meth:`fit` averages them there and syncs once per log row)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement update_tensors()")
+
     def update(self, batch: Batch) -> Dict[str, float]:
-        """One gradient step on ``batch``; increments ``self.step``; returns scalar metrics."""
-        raise NotImplementedError(f"{type(self).__name__} must implement update()")
+        """:meth:`update_tensors` with the metrics as floats (one host sync per call on a GPU)."""
+        return metric_floats(self.update_tensors(batch))
 
     def required_extra_keys(self) -> Tuple[str, ...]:
         """Per-row dataset columns besides the standard ones that batches must carry."""
@@ -265,22 +269,21 @@ class Agent(nn.Module):
             self.set_obs_stats_from(dataset)
         self.train()
         with self.rng_scope():
-            sums: Dict[str, float] = defaultdict(float)
+            sums: Dict[str, Tensor] = {}
             count = 0
             bar = tqdm(range(steps), desc=type(self).__name__, disable=not show_progress, leave=False)
             for i in bar:
-                metrics = self.update(sampler.sample(self.config.batch_size))
-                for k, v in metrics.items():
-                    sums[k] += v
+                metrics = self.update_tensors(sampler.sample(self.config.batch_size))
+                accumulate(sums, metrics)
                 count += 1
-                if callback is not None:
-                    callback(self, self.step, metrics)
+                if callback is not None:  # the callback's floats cost a host sync per step on a GPU
+                    callback(self, self.step, metric_floats(metrics))
                 if count == log_every or i == steps - 1:
-                    row = {"step": float(self.step), **{k: v / count for k, v in sums.items()}}
+                    row = {"step": float(self.step), **metric_floats(sums, count)}
                     self.history.append(row)
                     emit(logger, row)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
-                    sums, count = defaultdict(float), 0
+                    sums, count = {}, 0
         self.eval()
         return self.history
 
@@ -382,3 +385,20 @@ class Agent(nn.Module):
 
     def extra_repr(self) -> str:
         return f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, step={self.step}"
+
+
+def accumulate(sums: Dict[str, Tensor], metrics: Mapping[str, Any]) -> None:
+    """Add one step's metrics to ``sums`` in float64 on their device (no host sync)."""
+    for k, v in metrics.items():
+        v = v.detach().to(torch.float64) if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64)
+        sums[k] = v if k not in sums else sums[k] + v.to(sums[k].device)
+
+
+def metric_floats(metrics: Mapping[str, Any], count: int = 1) -> Dict[str, float]:
+    """``{name: value / count}`` as floats, with one host sync for all tensors (``count``: steps summed)."""
+    keys = list(metrics)
+    tensors = [metrics[k] for k in keys if isinstance(metrics[k], Tensor)]
+    if tensors:
+        stacked = torch.stack([t.detach().to(tensors[0].device, torch.float64).reshape(()) for t in tensors])
+        values = iter(stacked.tolist())  # the one sync
+    return {k: (next(values) if isinstance(metrics[k], Tensor) else float(metrics[k])) / count for k in keys}

@@ -105,9 +105,9 @@ class BC(Agent):
     def losses(self, batch: Batch) -> Dict[str, Tensor]:
         return {"loss_actor": bc_loss(self.actor, batch, self.config.loss)}
 
-    def update(self, batch: Batch) -> Dict[str, float]:
+    def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
         with self.autocast():
             loss = bc_loss(self.actor, batch, self.config.loss)
         self._optimize("actor", loss, self.actor)
         self.step += 1
-        return {"loss_actor": loss.item()}
+        return {"loss_actor": loss.detach()}

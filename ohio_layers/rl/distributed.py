@@ -197,10 +197,14 @@ def fit_distributed(agent: Agent, dataset: Dataset, steps: int, checkpoint: Path
 
 def gather_digests(agent: Agent) -> List[str]:
     """Every rank's :func:`parameter_digest` (a collective: all ranks must call it)."""
-    mine = parameter_digest(agent)
+    return [str(d) for d in gather_values(parameter_digest(agent))]
+
+
+def gather_values(value: Any) -> List[Any]:
+    """Every rank's ``value`` (picklable), in rank order (a collective: all ranks must call it)."""
     rank, world = _rank_world()
     if world == 1:
-        return [mine]
+        return [value]
     out: List[Any] = [None] * world
-    dist.all_gather_object(out, mine)
-    return [str(d) for d in out]
+    dist.all_gather_object(out, value)
+    return out

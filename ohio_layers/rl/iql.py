@@ -170,7 +170,7 @@ class IQL(Agent):
             "loss_actor": iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight)["loss"],
         }
 
-    def update(self, batch: Batch) -> Dict[str, float]:
+    def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
         """Value step, actor step (with the updated V), critic step, Polyak update of the targets."""
         c = self.config
         obs, b = batch["observations"], batch["observations"].shape[0]
@@ -189,8 +189,8 @@ class IQL(Agent):
         self._optimize_together([("actor", actor_out["loss"], self.actor), ("q", loss_q, self.q)])
         soft_update(self.target_q, self.q, c.tau)
         self.step += 1
-        return {"loss_value": loss_v.item(), "loss_q": loss_q.item(), "loss_actor": actor_out["loss"].item(),
-                "advantage": actor_out["advantages"].mean().item(), "weight": actor_out["weights"].mean().item()}
+        return {"loss_value": loss_v.detach(), "loss_q": loss_q.detach(), "loss_actor": actor_out["loss"].detach(),
+                "advantage": actor_out["advantages"].detach().mean(), "weight": actor_out["weights"].detach().mean()}
 
     @torch.no_grad()
     def q_value(self, obs: Tensor, action: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-from collections import defaultdict
 from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
 
 import gymnasium as gym
@@ -33,7 +32,8 @@ from tqdm.auto import tqdm
 from ..data.dataset import Dataset
 from .._validate import check_config_keys
 from ..logging import emit
-from .base import Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, adam, concat_batches, soft_update
+from .base import (Agent, AgentConfig, Batch, ReplayBuffer, TransitionSampler, accumulate, adam, concat_batches,
+                   metric_floats, soft_update)
 from .networks import ObsNormalizer, TanhGaussianActor, TwinQ
 
 __all__ = ["SACConfig", "SAC", "EpisodeReturns", "frozen"]
@@ -252,7 +252,7 @@ class SAC(Agent):
         return {"loss_q": self.critic_loss(batch)["loss"], "loss_actor": actor["loss"],
                 "loss_alpha": self.alpha_loss(actor["log_prob"])}
 
-    def update(self, batch: Batch) -> Dict[str, float]:
+    def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
         """Critic step, actor step, temperature step, Polyak update."""
         with self.autocast():
             critic = self.critic_loss(batch)
@@ -260,14 +260,15 @@ class SAC(Agent):
         with self.autocast():
             actor = self.actor_loss(batch)
         self._optimize("actor", actor["loss"], self.actor)
-        metrics = {"loss_q": critic["loss"].item(), **{k: v.item() for k, v in critic.items() if k != "loss"}}
+        metrics = {"loss_q": critic["loss"].detach(), **{k: v.detach() for k, v in critic.items() if k != "loss"}}
         if self.config.auto_alpha:
             loss_alpha = self.alpha_loss(actor["log_prob"])
             self._optimize("alpha", loss_alpha, None)
-            metrics["loss_alpha"] = loss_alpha.item()
+            metrics["loss_alpha"] = loss_alpha.detach()
         soft_update(self.target_q, self.q, self.config.tau)
         self.step += 1
-        metrics.update(loss_actor=actor["loss"].item(), alpha=self.alpha.item(), entropy=-actor["log_prob"].mean().item())
+        metrics.update(loss_actor=actor["loss"].detach(), alpha=self.alpha.detach(),
+                       entropy=-actor["log_prob"].detach().mean())
         return metrics
 
     # -- construction from a pretrained agent -------------------------------------------------
@@ -342,7 +343,7 @@ class SAC(Agent):
         buffer = self.replay
         episode = EpisodeReturns(buffer) if extra else None
         returns: List[float] = []
-        sums: Dict[str, float] = defaultdict(float)
+        sums: Dict[str, Tensor] = {}
         n_updates = 0
         low, high = box.low.astype(np.float64), box.high.astype(np.float64)
         self.train()
@@ -376,19 +377,16 @@ class SAC(Agent):
                 can_sample = len(buffer) > 0 or (offline_sampler is not None and c.offline_ratio > 0)
                 if can_sample and t + 1 >= c.update_after:
                     for _ in range(c.updates_per_step):
-                        metrics = self.update(self._mixed_batch(buffer, offline_sampler))
-                        for k, v in metrics.items():
-                            sums[k] += v
+                        accumulate(sums, self.update_tensors(self._mixed_batch(buffer, offline_sampler)))
                         n_updates += 1
                 if (t + 1) % log_every == 0 or t == steps - 1:
-                    hist = {"step": float(self.step), "env_step": float(t + 1),
-                            **{k: v / max(n_updates, 1) for k, v in sums.items()}}
+                    hist = {"step": float(self.step), "env_step": float(t + 1), **metric_floats(sums, max(n_updates, 1))}
                     if returns:
                         hist["episode_return"] = float(np.mean(returns))
                     self.history.append(hist)
                     emit(logger, hist)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in hist.items() if k not in ("step", "env_step")})
-                    sums, n_updates, returns = defaultdict(float), 0, []
+                    sums, n_updates, returns = {}, 0, []
         self.eval()
         return self.history
 

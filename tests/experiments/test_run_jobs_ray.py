@@ -7,17 +7,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ohio_layers._ray import init_ray  # noqa: E402
 from ohio_layers.experiments.common import run_jobs  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    assert init_ray(2)
-    yield ray
-    ray.shutdown()
 
 
 def seeded_job(job):

@@ -78,6 +78,7 @@ def test_torchrun_two_ranks_train_iql_agree_and_resume(tmp_path):
     torchrun(base + ["--steps", "150"])
     first = json.loads((tmp_path / "run" / "ranks.json").read_text())
     assert first["world_size"] == 2 and first["step"] == 150 and len(set(first["digests"])) == 1
+    assert len(first["train_cpu_seconds"]) == 2 and all(0 < c for c in first["train_cpu_seconds"])  # one per rank
     at_150 = Agent.load(tmp_path / "run" / "agent.pt")
     assert at_150.step == 150 and parameter_digest(at_150) == first["digests"][0]
 

@@ -20,6 +20,7 @@ def collect(
     seed: int = 0,
     env: Optional[AMoDEnv] = None,
     progress: bool = True,
+    first: int = 0,
     **env_kwargs: Any,
 ) -> Dataset:
     """Roll out a behaviour policy and record a low-level :class:`Dataset` (one row per decision).
@@ -40,11 +41,15 @@ def collect(
         policy: a :class:`BehaviourPolicy` or its name.
         episodes: number of episodes (``horizon`` rows each).
         env: an ``action_mode="flows"`` environment; built from ``env_kwargs`` if omitted.
+        first: index of the first episode (episodes ``first .. first + episodes - 1``, seeded as above;
+            ``episode_ids`` still count from 0): a shard of a larger collection.
     """
     if isinstance(policy, str):
         policy = make_policy(policy)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+    if not isinstance(first, int) or first < 0:
+        raise ValueError(f"first must be an int >= 0, got {first!r}")
     if env is None:
         env = AMoDEnv(action_mode="flows", **env_kwargs)
     elif env_kwargs:
@@ -53,7 +58,7 @@ def collect(
     if not isinstance(env, AMoDEnv) or env.action_mode != "flows":
         raise ValueError("env must be an AMoDEnv with action_mode='flows' (behaviour data records flows)")
     rec = EpisodeRecorder()
-    for e in tqdm(range(episodes), desc=f"collect {policy.name}", disable=not progress):
+    for e in tqdm(range(first, first + episodes), desc=f"collect {policy.name}", disable=not progress):
         rng = np.random.default_rng([seed, e])
         obs, _ = env.reset(seed=seed + e)
         done = False

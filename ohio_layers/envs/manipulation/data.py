@@ -91,6 +91,15 @@ def _worker_init(task: str, horizon: int) -> None:
 
     torch.set_num_threads(1)
     _WORKER["env"] = ManipulationEnv(task, "original", horizon=horizon, record=True)
+    _WORKER["for"] = (task, horizon)
+
+
+def _collect_in_task(job: Dict[str, Any], horizon: int) -> Dict[str, Any]:
+    """Ray task body: :func:`_collect_one` with the worker's env built on its first episode (Ray workers have no
+    initializer); the episode file is written atomically, so a re-run task rewrites it whole."""
+    if _WORKER.get("for") != (job["task"], horizon):
+        _worker_init(job["task"], horizon)
+    return _collect_one(job)
 
 
 def _collect_one(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -106,12 +115,17 @@ def _collect_one(job: Dict[str, Any]) -> Dict[str, Any]:
 
 def collect_manipulation(task: str, episodes: int, out_dir: PathLike, *, noise_levels: Sequence[float] = DEFAULT_NOISE,
                          seed: int = 0, horizon: int = 500, workers: int = 2, progress: bool = True,
-                         policy_kwargs: Optional[Dict[str, Any]] = None) -> Dataset:
+                         policy_kwargs: Optional[Dict[str, Any]] = None, engine: str = "process") -> Dataset:
     """Collect (or resume) ``episodes`` scripted episodes under the original controller.
+
+    ``engine="ray"`` runs the episodes as Ray tasks (``workers`` in flight, 127.0.0.1 unless
+    ``RAY_ADDRESS`` names a cluster) instead of a local process pool; same files.
 
     Returns the concatenation of all episodes, with ``metadata["returns"]`` (per episode),
     ``"success_rate"``, ``"mean_return"`` and the collection settings.
     """
+    if engine not in ("process", "ray"):
+        raise ValueError(f"engine must be 'process' or 'ray', got {engine!r}")
     if episodes < 1 or horizon < 1 or workers < 1:
         raise ValueError(f"episodes, horizon and workers must be >= 1, got {episodes}, {horizon}, {workers}")
     if not noise_levels or any(n < 0 for n in noise_levels):
@@ -133,7 +147,16 @@ def collect_manipulation(task: str, episodes: int, out_dir: PathLike, *, noise_l
     todo = [j for j in jobs if not Path(j["path"]).exists()]
     bar = tqdm(total=episodes, initial=episodes - len(todo), desc=f"collect {task}", unit="episode", disable=not progress)
     if todo:
-        if workers == 1 or len(todo) == 1:
+        if engine == "ray":
+            from ..._ray import map_tasks
+
+            def done(i: int, r: Dict[str, Any]) -> None:
+                bar.update()
+                bar.set_postfix(ret=f"{r['return']:.0f}", ok=r["success"])
+
+            map_tasks(_collect_in_task, len(todo), lambda i: (todo[i], horizon), workers, on_result=done,
+                      desc=f"collect {task}", progress=False)
+        elif workers == 1 or len(todo) == 1:
             _worker_init(task, horizon)
             for job in todo:
                 r = _collect_one(job)

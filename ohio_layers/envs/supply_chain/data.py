@@ -37,13 +37,15 @@ def _episode(env: SupplyChainEnv, policy: BehaviourPolicy, seed: int, e: int) ->
 
 
 def collect(policy: Union[BehaviourPolicy, str], episodes: int, seed: int = 0, scenario: Union[str, Scenario] = "1w3s",
-            path: Optional[PathLike] = None, progress: bool = True, chunk: int = 10) -> Dataset:
+            path: Optional[PathLike] = None, progress: bool = True, chunk: int = 10, first: int = 0) -> Dataset:
     """Roll out a behaviour policy on ``SupplyChainEnv(scenario, "shipments")``; one row per decision.
 
     Episode ``e`` is reset with ``seed + e`` and the policy draws from ``default_rng([seed, e])``,
     so equal arguments give equal datasets. With ``path``, every ``chunk`` episodes are written
     atomically to ``<path>.parts/``; a rerun resumes from them (identical result) and the final
     dataset is written atomically to ``path`` (an existing ``path`` is loaded, not recomputed).
+    ``first``: index of the first episode (episodes ``first .. first + episodes - 1``, seeded as
+    above, ``episode_ids`` as well): a shard of a larger collection.
     Arrays (``N`` = nodes, ``F`` features, ``S`` stores)::
 
         observations, next_observations (rows, N * F) float32
@@ -58,6 +60,8 @@ def collect(policy: Union[BehaviourPolicy, str], episodes: int, seed: int = 0, s
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not isinstance(first, int) or first < 0:
+        raise ValueError(f"first must be an int >= 0, got {first!r}")
     env = SupplyChainEnv(scenario, "shipments")
     sc = env.scenario
     meta = {"domain": "supply_chain", "policy": policy.name, "seed": seed, "episodes": episodes, "scenario": sc.name,
@@ -70,8 +74,8 @@ def collect(policy: Union[BehaviourPolicy, str], episodes: int, seed: int = 0, s
     parts_dir = final.with_name(final.name + ".parts") if final is not None else None
     parts: List[Dataset] = []
     bar = tqdm(total=episodes, desc=f"collect {policy.name} {sc.name}", disable=not progress, unit="ep")
-    for start in range(0, episodes, chunk):
-        stop = min(start + chunk, episodes)
+    for start in range(first, first + episodes, chunk):
+        stop = min(start + chunk, first + episodes)
         part_path = parts_dir / f"{start:06d}_{stop:06d}_{policy.name}_{seed}.npz" if parts_dir is not None else None
         if part_path is not None and part_path.exists():
             parts.append(Dataset.load(part_path))

@@ -1,6 +1,11 @@
 """Third-party backends of :func:`ohio_layers.lowlevel.qp.solve_qp`, for cross-checking.
 
-Both take a validated :class:`~ohio_layers.lowlevel.qp.problem.QPProblem` (every argument already
+``"piqp"`` and ``"proxqp"`` (extra ``qpbench``) are forward solvers only: each member is solved by
+PIQP's or ProxQP's dense solver (:func:`external_start`), and the result goes through the same
+active-set polish, KKT certificate and implicit backward as the native interior point -- so the
+statuses, duals and gradients mean what they mean for ``"native"``.
+
+``"qpth"`` and ``"cvxpylayers"`` take a validated :class:`~ohio_layers.lowlevel.qp.problem.QPProblem` (every argument already
 expanded to the batch, so shared-parameter gradients are summed, as in the native backend),
 with the bounds turned into rows of ``G``.
 
@@ -18,10 +23,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 import torch
 from torch import Tensor
 
 from ..._extras import require
+from .interior import _IPMResult
 from .problem import QPProblem, QPSolution, QPStatus, _mv, _sym, bound_rows
 
 
@@ -85,3 +93,68 @@ def _cvxpylayers(Q: Tensor, p: Tensor, G: Tensor, h: Tensor, A: Tensor, b: Tenso
     args = [L, p] + ([G, h] if m else []) + ([A, b] if me else [])
     (x,) = layer(*args)
     return x
+
+
+EXTERNAL = ("piqp", "proxqp")
+
+
+def external_start(P64: QPProblem, G: Tensor, h: Tensor, backend: str, tol: float, max_iter: int) -> _IPMResult:
+    """Per-member PIQP / ProxQP solutions of the float64 problem ``P64``, as an interior-point result.
+
+    ``G (B, m', n)``, ``h (B, m')`` are :func:`~.problem.bound_rows` of ``P64``: the multipliers ``z``
+    and slacks ``s = h - G x`` come in that row layout, ``y`` are the equality multipliers. The
+    status is ``INFEASIBLE`` where the solver proved it, ``MAX_ITER`` otherwise (the polish and the
+    KKT check decide optimality).
+    """
+    B, n = P64.p.shape
+    m, me = P64.G.shape[1], P64.A.shape[1]
+    cols = [torch.isfinite(bound).any(0).nonzero().flatten().numpy() for bound in (P64.upper, P64.lower)]
+    arrays = [t.numpy() for t in (P64.Q, P64.p, P64.lower, P64.upper, P64.G, P64.h, P64.A, P64.b)]
+    solve_one = _piqp_one if backend == "piqp" else _proxqp_one
+    X, Z, Y = np.zeros((B, n)), np.zeros((B, G.shape[1])), np.zeros((B, me))
+    status = torch.full((B,), int(QPStatus.MAX_ITER), dtype=torch.int64)
+    iterations = torch.zeros(B, dtype=torch.int64)
+    for i in range(B):
+        Q, p, lo, hi, Gi, hi_, A, b = (a[i] for a in arrays)
+        x, zu, zl, mu, y, infeasible, its = solve_one(Q, p, lo, hi, Gi, hi_, A, b, tol, max_iter)
+        X[i], Y[i] = x, y
+        Z[i] = np.concatenate([mu, zu[cols[0]], zl[cols[1]]])
+        iterations[i] = its
+        if infeasible:
+            status[i] = int(QPStatus.INFEASIBLE)
+    x = torch.from_numpy(X)
+    return _IPMResult(x, h - _mv(G, x), torch.from_numpy(Z).clamp_min(0.0), torch.from_numpy(Y), status, iterations)
+
+
+def _piqp_one(Q, p, lo, hi, G, h, A, b, tol, max_iter):  # noqa: ANN001, ANN202 - numpy arrays of one member
+    piqp = require("piqp")
+    s = piqp.DenseSolver()
+    s.settings.eps_abs = s.settings.eps_rel = tol
+    s.settings.max_iter = max(max_iter, 30)
+    m, me = G.shape[0], A.shape[0]
+    s.setup(np.asfortranarray(Q), p, np.asfortranarray(A) if me else None, b if me else None,
+            np.asfortranarray(G) if m else None, None, h if m else None, lo, hi)
+    st = s.solve()
+    r = s.result
+    n = p.shape[0]
+    infeasible = st == piqp.PIQP_PRIMAL_INFEASIBLE
+    return (np.asarray(r.x), np.asarray(r.z_bu) if n else np.zeros(0), np.asarray(r.z_bl) if n else np.zeros(0),
+            np.asarray(r.z_u) if m else np.zeros(0), np.asarray(r.y) if me else np.zeros(0), infeasible, int(r.info.iter))
+
+
+def _proxqp_one(Q, p, lo, hi, G, h, A, b, tol, max_iter):  # noqa: ANN001, ANN202 - numpy arrays of one member
+    proxsuite = require("proxsuite")
+    n, m, me = p.shape[0], G.shape[0], A.shape[0]
+    qp = proxsuite.proxqp.dense.QP(n, me, m, True)
+    qp.settings.eps_abs, qp.settings.eps_rel, qp.settings.verbose = tol, 0.0, False
+    qp.settings.max_iter = max(max_iter, 1000)
+    big = 1e20  # ProxQP's "no bound"
+    qp.init(Q, p, A if me else None, b if me else None, G if m else None, np.full(m, -big) if m else None,
+            h if m else None, np.maximum(lo, -big), np.minimum(hi, big))
+    qp.solve()
+    r = qp.results
+    z = np.asarray(r.z)
+    box = z[m:m + n]
+    infeasible = r.info.status == proxsuite.proxqp.PROXQP_PRIMAL_INFEASIBLE
+    return (np.asarray(r.x), np.maximum(box, 0.0), np.maximum(-box, 0.0), np.maximum(z[:m], 0.0),
+            np.asarray(r.y), infeasible, int(r.info.iter))

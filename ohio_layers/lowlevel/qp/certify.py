@@ -123,12 +123,16 @@ def classify_unsolved(P: QPProblem) -> Tensor:
     ``min p'd`` s.t. ``d`` in the null space of ``Q``, ``G d <= 0``, ``A d = 0``, ``d_i >= 0``
     (``<= 0``) where ``lower_i`` (``upper_i``) is finite, ``|d| <= 1``. ``UNBOUNDED`` only when
     the direction found passes :func:`_is_recession_direction`.
+
+    A failure path only: the members are copied to the host once (HiGHS solves there), the
+    statuses come back on the problem's device.
     """
     from scipy.optimize import linprog
 
     out = torch.full((P.batch,), int(QPStatus.MAX_ITER), dtype=torch.int64)
+    host = [t.detach().cpu().numpy() for t in (P.Q, P.p, P.lower, P.upper, P.G, P.h, P.A, P.b)]
     for i in range(P.batch):
-        Q, p, lo, hi, G, h, A, b = (t[i].cpu().numpy() for t in (P.Q, P.p, P.lower, P.upper, P.G, P.h, P.A, P.b))
+        Q, p, lo, hi, G, h, A, b = (a[i] for a in host)
         n = p.shape[0]
         bounds = [(None if not np.isfinite(l) else l, None if not np.isfinite(u) else u) for l, u in zip(lo, hi)]
         eq = {"A_eq": A, "b_eq": b} if A.shape[0] else {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
@@ -17,6 +18,7 @@ from .problem import ArrayLike, QPSolution
 SMALL_BATCH_LOOP = 24  # up to this batch a CPU box QP is solved member by member with LAPACK (below)
 _NUMPY_DTYPES = {torch.float64: np.float64, torch.float32: np.float32}
 _BIG = 1e300  # infinite bounds as huge finite ones (as in box_active_set)
+_INF_BOUNDS = (np.array([-np.inf]), np.array([np.inf]))  # absent bounds (broadcast to n below)
 _LAPACK: Optional[tuple] = None
 
 
@@ -30,68 +32,141 @@ def _lapack() -> tuple:
     return _LAPACK
 
 
-def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:
-    """The box QP of at most ``SMALL_BATCH_LOOP`` CPU problems with a positive definite ``Q``, in numpy.
+@dataclass
+class LeanInputs:
+    """The arguments of :func:`solve_qp` as float64 numpy arrays, validated without torch ops.
 
-    Returns ``None`` -- and :func:`solve_qp` takes the general route, which also produces the
-    error messages -- unless every argument is valid (the same rules as :func:`make_problem`,
-    checked with a few fused numpy tests), ``Q`` passes a Cholesky factorisation (which is
-    the first solve of the search, so the positive-definiteness check is free) and the search
-    converges. The factor of the final reduced Hessian is kept, so the backward pass is one
-    triangular solve pair per member (:class:`_SmallBoxKKT`).
+    Each array keeps its batch dimension only if the argument had one (``Q (n, n)`` or
+    ``(B, n, n)``, ...); ``G``/``h`` and ``A``/``b`` have zero rows when absent; the bounds keep
+    their infinities and are not checked (NaN, ``lower > upper``: the solvers decline those).
+    ``Q`` is as given (not symmetrised). ``tensors`` are the caller's tensors
+    ``(Q, p, lower, upper, G, h, A, b)`` (``None`` where not a tensor), for the backward pass.
+    """
+
+    B: int
+    n: int
+    dtype: torch.dtype
+    Q: np.ndarray
+    p: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    G: np.ndarray
+    h: np.ndarray
+    A: np.ndarray
+    b: np.ndarray
+    tensors: tuple
+
+    @property
+    def requires_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in self.tensors)
+
+
+def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object = None, h: object = None,
+                A: object = None, b: object = None, max_batch: int = SMALL_BATCH_LOOP) -> Optional[LeanInputs]:
+    """:class:`LeanInputs` of a CPU float32/float64 problem of at most ``max_batch`` members, or ``None``.
+
+    ``None`` -- and :func:`solve_qp` takes the general route, which also produces the error
+    messages -- unless every argument but the bounds is valid by the rules of :func:`make_problem`,
+    checked with a few fused numpy tests.
     """
     if not (isinstance(p, Tensor) and isinstance(Q, Tensor)):
         return None
     dtype, device = p.dtype, p.device
     np_dtype = _NUMPY_DTYPES.get(dtype)
-    if np_dtype is None or device.type != "cpu" or Q.dtype != dtype or Q.device != device:
-        return None
-    if p.dim() not in (1, 2) or Q.dim() not in (2, 3):
+    if np_dtype is None or device.type != "cpu" or p.dim() not in (1, 2):
         return None
     n = p.shape[-1]
-    if n == 0 or Q.shape[-2:] != (n, n):
+    if n == 0:
         return None
-    tensors = [Q, p]
-    sizes = [Q.shape[0]] if Q.dim() == 3 else []
-    if p.dim() == 2:
-        sizes.append(p.shape[0])
-    bounds = []
-    for value, fill in ((lower, -np.inf), (upper, np.inf)):
+    sizes = []
+    arrays = {}
+    tensors = []
+    # name, value, trailing shape, fill when absent (None: required / must come in a pair)
+    for name, value, tail in (("Q", Q, (n, n)), ("p", p, (n,)), ("lower", lower, (n,)), ("upper", upper, (n,)),
+                              ("G", G, None), ("h", h, None), ("A", A, None), ("b", b, None)):
         if value is None:
-            bounds.append(np.full(n, fill))
-        elif isinstance(value, Tensor):
-            if value.dtype != dtype or value.device != device or value.dim() > 2:
-                return None
-            if value.dim() and value.shape[-1] != n:
-                return None
-            if value.dim() == 2:
-                sizes.append(value.shape[0])
-            tensors.append(value)
-            bounds.append(value)
-        elif type(value) in (float, int):
-            bounds.append(np.full(n, value, dtype=np_dtype))  # rounded to the dtype, as torch.as_tensor does
-        else:
+            tensors.append(None)
+            continue
+        if not isinstance(value, Tensor):
+            if name in ("lower", "upper") and type(value) in (float, int):
+                arrays[name] = np.full(n, value, dtype=np_dtype)  # rounded to the dtype, as torch.as_tensor does
+                tensors.append(None)
+                continue
             return None
-    B = sizes[0] if sizes else 1
-    if not 1 <= B <= SMALL_BATCH_LOOP or any(s != B for s in sizes):
+        if value.dtype != dtype or value.device != device:
+            return None
+        if tail is None:  # G, h, A, b: rows taken from the matrix
+            matrix = name in ("G", "A")
+            rows_of = arrays.get("G" if name == "h" else "A") if not matrix else None
+            if matrix:
+                if value.dim() not in (2, 3) or value.shape[-1] != n:
+                    return None
+                tail = tuple(value.shape[-2:])
+            else:
+                if rows_of is None:
+                    return None
+                tail = (rows_of.shape[-2],)
+        if value.dim() == len(tail) + 1:
+            sizes.append(value.shape[0])
+        elif value.dim() != len(tail) and not (name in ("lower", "upper") and value.dim() == 0):
+            return None
+        if value.dim() and tuple(value.shape[value.dim() - len(tail):]) != tail:
+            return None
+        tensors.append(value)
+        arrays[name] = value
+    if (G is None) != (h is None) or (A is None) != (b is None):
         return None
-    for t in tensors:  # forward-mode AD: let the general path raise, as it always did
-        if forward_ad.unpack_dual(t).tangent is not None:
-            return None
+    B = sizes[0] if sizes else 1
+    if not 1 <= B <= max_batch or any(s != B for s in sizes):
+        return None
+    if forward_ad._current_level >= 0 and any(t is not None and forward_ad.unpack_dual(t).tangent is not None
+                                              for t in tensors):
+        return None  # forward-mode AD: let the general path raise, as it always did
     try:  # tensors under torch.func transforms have no storage: the general path handles them
-        Qn, pn, lo, hi = (_as_numpy(v) if isinstance(v, Tensor) else v for v in (Q, p, *bounds))
+        arrays = {k: _as_numpy(v) if isinstance(v, Tensor) else v for k, v in arrays.items()}
     except RuntimeError:
         return None
-    Qs = Qn + Qn.swapaxes(-1, -2)
-    Qs *= 0.5
     if np_dtype is np.float32:
-        Qs, pn = Qs.astype(np.float64), pn.astype(np.float64)
-    # one test for NaN/inf in Q and p; NaN in a bound, lower > upper, lower = inf or upper = -inf
-    # all make (lo <= hi) fail after the clamping
-    lo, hi = np.maximum(lo, -_BIG, dtype=np.float64), np.minimum(hi, _BIG, dtype=np.float64)
-    if not (math.isfinite(Qs.sum() + pn.sum()) and (lo <= hi).all()):
+        arrays = {k: v.astype(np.float64) for k, v in arrays.items()}
+    lo = arrays.get("lower", _INF_BOUNDS[0])
+    hi = arrays.get("upper", _INF_BOUNDS[1])
+    lo, hi = (np.full(n, v) if v.ndim == 0 else v if v.shape[-1] == n else np.full(n, v[0]) for v in (lo, hi))
+    total = arrays["Q"].sum() + arrays["p"].sum()
+    Gn, hn, An, bn = (arrays.get(k) for k in ("G", "h", "A", "b"))
+    for a in (Gn, hn, An, bn):
+        if a is not None:
+            total += a.sum()
+    # one test for NaN/inf in Q, p, G, h, A, b: a finite sum has finite terms (an overflow only
+    # sends the call to the general route); the bounds are the solvers' to check
+    if not math.isfinite(total):
         return None
-    lo, hi = (np.full(n, v) if v.ndim == 0 else v for v in (lo, hi))  # 0-dim tensor bounds
+    zero_rows = np.zeros((0, n))
+    Gn, An = (zero_rows if a is None else a for a in (Gn, An))
+    hn, bn = (np.zeros(0) if a is None else a for a in (hn, bn))
+    return LeanInputs(B, n, dtype, arrays["Q"], arrays["p"], lo, hi, Gn, hn, An, bn, tuple(tensors))
+
+
+def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:
+    """The box QP of at most ``SMALL_BATCH_LOOP`` CPU problems with a positive definite ``Q``, in numpy.
+
+    Returns ``None`` -- and :func:`solve_qp` takes the general route -- unless :func:`lean_inputs`
+    accepts the arguments, ``Q`` passes a Cholesky factorisation (which is the first solve of the
+    search, so the positive-definiteness check is free) and the search converges. The factor of
+    the final reduced Hessian is kept, so the backward pass is one triangular solve pair per
+    member (:class:`_SmallBoxKKT`).
+    """
+    inp = lean_inputs(Q, p, lower, upper)
+    if inp is None:
+        return None
+    B, n, pn = inp.B, inp.n, inp.p
+    np_dtype = _NUMPY_DTYPES[inp.dtype]
+    tensors = [t for t in inp.tensors[:4] if t is not None]
+    Qs = inp.Q + inp.Q.swapaxes(-1, -2)
+    Qs *= 0.5
+    # NaN in a bound, lower > upper, lower = inf or upper = -inf all fail (lo <= hi) after the clamping
+    lo, hi = np.maximum(inp.lower, -_BIG), np.minimum(inp.upper, _BIG)
+    if not (lo <= hi).all():
+        return None
     X = np.empty((B, n))
     up, dn = np.empty((B, n), dtype=bool), np.empty((B, n), dtype=bool)
     factors, iterations = [], []
@@ -114,7 +189,7 @@ def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, t
     x = torch.from_numpy(X.astype(np_dtype))  # a copy: X stays intact for the backward pass
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         x = _SmallBoxKKT.apply(Q, p, lower, upper, (x, Qs, X, dn, up, factors))
-    empty = torch.zeros(B, 0, dtype=dtype)
+    empty = torch.zeros(B, 0, dtype=inp.dtype)
     as_out = torch.from_numpy if np_dtype is np.float64 else lambda a: torch.from_numpy(a.astype(np_dtype))
     return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.tensor(iterations, dtype=torch.int64),
                       as_out(zl), as_out(zu), empty, empty, torch.from_numpy(residual))

@@ -13,6 +13,13 @@ autograd broadcasting semantics), never averaged. ``Q`` is used through its symm
 
 How it works (``backend="native"``, the default):
 
+0. *On CPU (float32/float64), with numba installed*, every member first goes through a compiled
+   Goldfarb-Idnani dual active-set method (:mod:`.dual_active_set`): exact, a few to tens of
+   microseconds a member, certified by the same KKT check. Up to ``SMALL_BATCH_LOOP`` members
+   it is entered without any torch op (numpy validation; any doubt falls through). Only the
+   members it does not solve (singular ``Q``, infeasible or unbounded, too many steps) take the
+   batched torch path below, which is also the path on GPU.
+
 1. *Find the active set, without gradients, in float64.*
    Box constraints only: a batched primal-dual active-set method (Hintermueller, Ito & Kunisch
    2002), usually exact after 2-5 masked linear solves. Members where it does not converge
@@ -26,12 +33,11 @@ How it works (``backend="native"``, the default):
    autograd through that one solve *is* implicit differentiation of the KKT conditions: exact
    (no unrolled iterations), valid wherever strict complementarity holds (almost everywhere).
 
-Small CPU box problems (at most ``SMALL_BATCH_LOOP`` members, positive definite ``Q``, float32 or
-float64) skip the torch machinery: the same active-set search runs member by member with LAPACK
-Cholesky solves in float64 numpy (the first factorisation doubles as the positive-definiteness
-check), and the backward pass reuses the factor of each final reduced Hessian. Anything else --
-including every invalid argument, so the error messages are those of the general path -- takes
-the path above.
+Without numba, small CPU box problems (at most ``SMALL_BATCH_LOOP`` members, positive definite
+``Q``) skip the torch machinery: the active-set search of step 1 runs member by member with
+LAPACK Cholesky solves in float64 numpy, and the backward pass reuses the factor of each final
+reduced Hessian. Anything else -- including every invalid argument, so the error messages are
+those of the general path -- takes the path above.
 
 Every member carries a status (:class:`QPStatus`), each backed by a check (:mod:`.certify`):
 ``OPTIMAL`` (KKT residual ``<= tol`` at the returned point), ``INFEASIBLE``, ``UNBOUNDED``,
@@ -41,8 +47,10 @@ depend on the batch it is solved in (up to round-off in ``x``). A member that is
 entries set to 0), detached (zero gradient), and must not be used as a solution — check
 ``solution.ok``.
 
+``backend="piqp"`` and ``backend="proxqp"`` use those dense solvers for the first phase (instead
+of the interior point) under the same polish, certificate and implicit backward;
 ``backend="qpth"`` and ``backend="cvxpylayers"`` run the same problem through those libraries
-(optional extras, for cross-checking); see :mod:`ohio_layers.lowlevel.qp.backends`.
+end to end (optional extras, for cross-checking); see :mod:`ohio_layers.lowlevel.qp.backends`.
 """
 from __future__ import annotations
 
@@ -58,6 +66,7 @@ from .certify import box_certificate, classify_unsolved, empty_box, kkt_residual
 from .problem import (BACKENDS, ArrayLike, QPProblem, QPSolution, QPStatus, _finite_or_zero, _sym, bound_rows, make_problem,
                       split_row_duals)
 from .small import _solve_box_small
+from .dual_active_set import solve_compiled, solve_lean
 
 
 def solve_qp(
@@ -86,7 +95,9 @@ def solve_qp(
         G, h: ``(B, m, n)``/``(m, n)`` and ``(B, m)``/``(m,)`` inequalities ``G x <= h``.
         A, b: ``(B, me, n)``/``(me, n)`` and ``(B, me)``/``(me,)`` equalities (``A`` of full
             row rank).
-        backend: ``"native"`` (this module), ``"qpth"`` or ``"cvxpylayers"``.
+        backend: ``"native"`` (this module); ``"piqp"`` or ``"proxqp"`` (their dense solvers for the
+            forward pass, then this module's polish, certificate and implicit backward; extra
+            ``qpbench``); ``"qpth"`` or ``"cvxpylayers"`` (those layers end to end).
         tol: a member is ``OPTIMAL`` only if the relative KKT residual
             (:func:`~.certify.kkt_residual`, float64) at the returned ``x`` and multipliers is
             ``<= tol``; also the interior-point stopping tolerance.
@@ -99,23 +110,44 @@ def solve_qp(
         :class:`QPSolution` with ``x (B, n)``, ``status (B,)``, ``iterations (B,)``, the
         multipliers and ``kkt_residual (B,)``.
     """
-    if backend == "native" and G is None and h is None and A is None and b is None:
-        fast = _solve_box_small(Q, p, lower, upper, tol)  # None: not a small, valid, positive definite CPU box QP
+    if backend == "native":  # None: not a small, valid CPU problem every member of which the fast paths solved
+        fast = solve_lean(Q, p, lower, upper, G, h, A, b, tol)
+        if fast is None and G is None and h is None and A is None and b is None:
+            fast = _solve_box_small(Q, p, lower, upper, tol)  # without numba
         if fast is not None:
             return fast
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     problem = make_problem(Q, p, lower, upper, G, h, A, b)
+    if backend == "native":
+        fast = solve_compiled(problem, tol)  # None: not a CPU float problem, or numba is missing
+        if fast is not None:
+            sol, solved = fast
+            if bool(solved.all()):
+                return sol
+            rest = (~solved).nonzero().flatten()  # only these members pay for the batched torch path
+            return _merge(sol, rest, _solve_validated(problem.index(rest), backend, tol, max_iter, check_psd, rest))
+    return _solve_validated(problem, backend, tol, max_iter, check_psd)
+
+
+def _solve_validated(problem: QPProblem, backend: str, tol: float, max_iter: int, check_psd: bool,
+                     members: Optional[Tensor] = None) -> QPSolution:
+    """The batched torch path (or a third-party backend) on a validated problem; ``members`` maps
+    its batch to the caller's for error messages."""
     P64 = problem.detached64()
     P64.Q = _sym(P64.Q)
     nonconvex, smallest = nonconvex_members(P64.Q)
     if check_psd and bool(nonconvex.any()):
         bad = nonconvex.nonzero().flatten()
-        raise ValueError(f"Q must be positive semidefinite; batch members {bad.tolist()} have smallest eigenvalues "
+        named = bad if members is None else members[bad]
+        raise ValueError(f"Q must be positive semidefinite; batch members {named.tolist()} have smallest eigenvalues "
                          f"{smallest[bad].tolist()} (pass check_psd=False to flag them NONCONVEX instead)")
     empty = empty_box(P64)
     if bool(empty.any()):  # solve the rest; these members get a harmless box and are flagged below
         problem, P64 = _defuse_empty(problem, empty), _defuse_empty(P64, empty)
+    if backend in ("piqp", "proxqp"):  # their forward, our polish, certificate and backward
+        sol = _solve_general(problem, P64, tol, max_iter, start=backend)
+        return _finalise(sol, P64, empty, nonconvex)
     if backend != "native":
         from . import backends as qp_backends
 
@@ -124,6 +156,15 @@ def solve_qp(
         return sol
     sol = _solve_native(problem, P64, tol, max_iter)
     return _finalise(sol, P64, empty, nonconvex)
+
+
+def _merge(sol: QPSolution, rest: Tensor, part: QPSolution, add_iterations: bool = False) -> QPSolution:
+    """``sol`` with the members ``rest`` replaced by ``part`` (``x`` differentiably)."""
+    return QPSolution(
+        sol.x.index_put((rest,), part.x), sol.status.index_put((rest,), part.status),
+        sol.iterations.index_put((rest,), part.iterations, accumulate=add_iterations),
+        *(getattr(sol, k).index_put((rest,), getattr(part, k)) for k in _DUALS),
+        sol.kkt_residual.index_put((rest,), part.kkt_residual))
 
 
 def _defuse_empty(prob: QPProblem, empty: Tensor) -> QPProblem:
@@ -173,27 +214,30 @@ def _solve_native(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) ->
     if bool(done.all()):
         return sol
     rest = (~done).nonzero().flatten()
-    part = _solve_general(prob.index(rest), P64.index(rest), tol, max_iter)
-    return QPSolution(
-        sol.x.index_put((rest,), part.x), status.index_put((rest,), part.status),
-        iterations.index_put((rest,), part.iterations, accumulate=True),
-        *(getattr(sol, k).index_put((rest,), getattr(part, k)) for k in _DUALS), residual.index_put((rest,), part.kkt_residual))
+    return _merge(sol, rest, _solve_general(prob.index(rest), P64.index(rest), tol, max_iter), add_iterations=True)
 
 
 _DUALS = ("lower_dual", "upper_dual", "ineq_dual", "eq_dual")
 
 
-def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int) -> QPSolution:
+def _solve_general(prob: QPProblem, P64: QPProblem, tol: float, max_iter: int, start: str = "native") -> QPSolution:
     """Interior point + active-set polish on all constraints (bounds become rows of G).
 
-    Members whose polished active set passes the KKT check get the exact active-set solution;
+    ``start`` names the solver of the first phase (``"native"``: :func:`interior_point`; ``"piqp"`` or
+    ``"proxqp"``: :func:`~.backends.external_start`). Members whose polished active set passes the
+    KKT check get the exact active-set solution;
     members where only the interior point passes it keep its (tolerance-accurate) value and the
     gradient of the KKT system of its active set; the others keep their last iterate, detached.
     """
     dtype = prob.p.dtype
     G, h = bound_rows(prob)
     G64, h64 = G.detach().to(torch.float64), h.detach().to(torch.float64)
-    ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, tol, max_iter)
+    if start == "native":
+        ipm = interior_point(P64.Q, P64.p, G64, h64, P64.A, P64.b, tol, max_iter)
+    else:  # PIQP / ProxQP in place of the interior point
+        from .backends import external_start
+
+        ipm = external_start(P64, G64, h64, start, tol, max_iter)
 
     def residual(x: Tensor, lam: Tensor) -> Tensor:
         return kkt_residual(P64, x, split_row_duals(P64, lam))

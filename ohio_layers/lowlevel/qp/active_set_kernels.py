@@ -1,0 +1,368 @@
+"""Compiled (numba) kernels of the Goldfarb-Idnani path, :mod:`.dual_active_set` (which explains the method).
+
+Plain loops over small dense arrays: Cholesky factors, triangular solves, the search of one
+member, its KKT residual, and the batch loops of the forward and adjoint passes. Without numba
+the functions stay plain Python and :func:`available` is ``False`` (the callers then skip the path).
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+
+try:  # pragma: no cover - exercised when numba is installed (the robosuite extra has it)
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    _AVAILABLE = True
+except ImportError:  # pragma: no cover
+    _njit = None
+    _AVAILABLE = False
+
+
+def available() -> bool:
+    """numba is installed, so the compiled path can run."""
+    return _AVAILABLE
+
+
+def _compiled(fn):  # noqa: ANN001, ANN202 - decorator
+    return _njit(fn) if _AVAILABLE else fn
+
+
+@_compiled
+def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float) -> bool:
+    """Lower Cholesky factor of ``A[idx[:k]][:, idx[:k]]`` into ``F[:k, :k]``; False if a pivot is ``<= rel * max diag``."""
+    big = 0.0
+    for a in range(k):
+        big = max(big, A[idx[a], idx[a]])
+    for j in range(k):
+        s = A[idx[j], idx[j]]
+        for c in range(j):
+            s -= F[j, c] * F[j, c]
+        if not s > rel * big:
+            return False
+        F[j, j] = math.sqrt(s)
+        for i in range(j + 1, k):
+            s = A[idx[i], idx[j]]
+            for c in range(j):
+                s -= F[i, c] * F[j, c]
+            F[i, j] = s / F[j, j]
+    return True
+
+
+@_compiled
+def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
+    for i in range(k):
+        s = b[i]
+        for c in range(i):
+            s -= F[i, c] * out[c]
+        out[i] = s / F[i, i]
+
+
+@_compiled
+def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-T} b[:k]``."""
+    for i in range(k - 1, -1, -1):
+        s = b[i]
+        for c in range(i + 1, k):
+            s -= F[c, i] * out[c]
+        out[i] = s / F[i, i]
+
+
+@_compiled
+def _gram_column(V: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``), once."""
+    if have[q]:
+        return
+    r, n = V.shape
+    for i in range(r):
+        s = 0.0
+        for c in range(n):
+            s += V[i, c] * V[q, c]
+        Mcol[i, q] = s
+    have[q] = True
+
+
+# ------------------------------------------------------------------ the search
+@_compiled
+def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, max_iter: int,
+            x: np.ndarray, lam: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray) -> Tuple[int, int, int]:
+    """One member (module docstring). Writes ``x (n,)``, ``lam (r,)`` and the factors ``L (n, n)``,
+    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``."""
+    n = Q.shape[0]
+    r = C.shape[0]
+    ident = np.arange(n)
+    if not _cholesky(Q, ident, n, L, 1e-12):
+        return 2, 0, 0
+    V = np.empty((r, n))
+    for i in range(r):
+        _forward(L, n, C[i], V[i])
+    w = np.empty(n)
+    x0 = np.empty(n)
+    _forward(L, n, p, w)
+    _backward(L, n, w, x0)
+    for c in range(n):
+        x0[c] = -x0[c]
+    slack0 = np.empty(r)  # C x0 - d; -inf for infinite bounds
+    norm = np.empty(r)
+    dmax = 0.0
+    for i in range(r):
+        s = 0.0
+        nn = 0.0
+        for c in range(n):
+            s += C[i, c] * x0[c]
+            nn += C[i, c] * C[i, c]
+        slack0[i] = s - d[i]
+        norm[i] = math.sqrt(nn) if nn > 0.0 else 1.0
+        if math.isfinite(d[i]):
+            dmax = max(dmax, abs(d[i]))
+    viol_tol = 1e-13 * (1.0 + dmax)
+    slack = slack0.copy()
+    Mcol = np.empty((r, r))
+    have = np.zeros(r, dtype=np.bool_)
+    cand = np.ones(r, dtype=np.bool_)
+    cand[:me] = False
+    wlam = np.zeros(n)  # multipliers of the working rows S[:k]
+    u = np.empty(n)
+    lv = np.empty(n)
+    rv = np.empty(n)
+    k = 0
+    n_eq = 0
+    it = 0
+    while True:
+        if n_eq < me:  # the equalities first, in order
+            q = n_eq
+        else:
+            q = -1
+            best = 0.0
+            for i in range(me, r):
+                if cand[i] and slack[i] > viol_tol:
+                    score = slack[i] / norm[i]
+                    if score > best:
+                        best, q = score, i
+            if q < 0:
+                break
+        _gram_column(V, q, Mcol, have)
+        lam_q = 0.0
+        while True:  # add row q, dropping blocking rows on the way
+            it += 1
+            if it > max_iter:
+                return 3, k, it
+            for a in range(k):
+                u[a] = Mcol[S[a], q]
+            _forward(F, k, u, lv)
+            _backward(F, k, lv, rv)
+            kappa = Mcol[q, q]
+            for a in range(k):
+                kappa -= lv[a] * lv[a]
+            dependent = not kappa > 1e-12 * Mcol[q, q]
+            block = -1
+            if q < me:
+                if dependent:
+                    return 4, k, it
+                t = slack[q] / kappa
+            else:
+                t = math.inf if dependent else slack[q] / kappa
+                for a in range(n_eq, k):
+                    if rv[a] > 0.0:
+                        ratio = wlam[a] / rv[a]
+                        if ratio < t:
+                            t, block = ratio, a
+                if not math.isfinite(t):
+                    return 5, k, it  # a dual ray: inconsistent rows (the torch path classifies)
+            for a in range(k):
+                wlam[a] -= t * rv[a]
+            lam_q += t
+            for i in range(r):
+                s = Mcol[i, q]
+                for a in range(k):
+                    s -= Mcol[i, S[a]] * rv[a]
+                slack[i] -= t * s
+            if block < 0:  # q is tight: it joins the working set (k <= n: the rows stay independent)
+                for a in range(k):
+                    F[k, a] = lv[a]
+                F[k, k] = math.sqrt(kappa)
+                S[k] = q
+                wlam[k] = lam_q
+                k += 1
+                cand[q] = False
+                if q < me:
+                    n_eq += 1
+                break
+            cand[S[block]] = True  # a working multiplier reached zero: that row leaves
+            for a in range(block, k - 1):
+                S[a] = S[a + 1]
+                wlam[a] = wlam[a + 1]
+            k -= 1
+            if not _cholesky(Mcol, S, k, F, 1e-14):
+                return 6, k, it
+    # the final working set, solved from scratch: M_SS lam_S = C_S x0 - d_S, x = x0 - L^{-T} V_S' lam_S
+    if k and not _cholesky(Mcol, S, k, F, 1e-14):
+        return 6, k, it
+    for a in range(k):
+        u[a] = slack0[S[a]]
+    _forward(F, k, u, lv)
+    _backward(F, k, lv, rv)
+    lam[:] = 0.0
+    for c in range(n):
+        w[c] = 0.0
+    for a in range(k):
+        lam[S[a]] = rv[a]
+        for c in range(n):
+            w[c] += V[S[a], c] * rv[a]
+    _backward(L, n, w, x)
+    for c in range(n):
+        x[c] = x0[c] - x[c]
+        if not math.isfinite(x[c]):
+            return 7, k, it
+    return 0, k, max(it, 1)
+
+
+@_compiled
+def kkt_residual_one(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, m: int, x: np.ndarray,
+              lam: np.ndarray) -> float:
+    """:func:`~.certify.kkt_residual` of one member in the row layout of this module (same terms and scales).
+
+    Rows ``[:me]`` are ``A`` (multipliers ``y``), ``[me:me+m]`` ``G`` (``mu``), then ``n`` upper rows
+    (``zu``) and ``n`` lower rows (``zl``), with ``d`` infinite for an infinite bound.
+    """
+    n = Q.shape[0]
+    r = C.shape[0]
+    stat = 0.0
+    s_d = 0.0
+    for c in range(n):
+        qx = 0.0
+        for j in range(n):
+            qx += Q[c, j] * x[j]
+        gmu = 0.0
+        ay = 0.0
+        for i in range(me):
+            ay += C[i, c] * lam[i]
+        for i in range(me, me + m):
+            gmu += C[i, c] * lam[i]
+        zu = lam[me + m + c]
+        zl = lam[me + m + n + c]
+        stat = max(stat, abs(qx + p[c] - zl + zu + gmu + ay))
+        s_d = max(s_d, abs(p[c]), abs(qx), abs(zl), abs(zu), abs(gmu), abs(ay))
+    s_d += 1.0
+    prim = 0.0
+    s_p = 0.0
+    sign = 0.0
+    comp = 0.0
+    for i in range(r):
+        cx = 0.0
+        for c in range(n):
+            cx += C[i, c] * x[c]
+        if math.isfinite(d[i]):
+            s_p = max(s_p, abs(d[i]))
+            slk = d[i] - cx
+            if i < me:
+                prim = max(prim, abs(slk))
+            else:
+                prim = max(prim, -min(slk, 0.0))
+                comp = max(comp, abs(lam[i] * slk))
+        if i >= me:
+            sign = max(sign, -min(lam[i], 0.0))
+            if not math.isfinite(d[i]):
+                sign = max(sign, abs(lam[i]))
+    s_p += 1.0
+    res = max(stat / s_d, prim / s_p, sign / s_d, comp / (s_d * s_p))
+    for c in range(n):
+        if not math.isfinite(x[c]):
+            return math.inf
+    return res if res == res else math.inf
+
+
+@_compiled
+def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray,
+                 A: np.ndarray, b: np.ndarray, tol: float, C: np.ndarray, X: np.ndarray, LAM: np.ndarray,
+                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
+    """Every member: the symmetric part of ``Q``, its rows ``C[i] (r, n)``, the search, the KKT check. An argument with a
+    leading dimension of 1 is shared by the batch. Unsolved members (an empty box, a failed
+    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``."""
+    B, n = X.shape
+    me, m = A.shape[1], G.shape[1]
+    r = me + m + 2 * n
+    d = np.empty(r)
+    Qi = np.empty((n, n))
+    for i in range(B):
+        Qr, pi, loi, hii = Q[i % Q.shape[0]], p[i % p.shape[0]], lo[i % lo.shape[0]], hi[i % hi.shape[0]]
+        for a in range(n):  # the symmetric part of Q
+            for c in range(n):
+                Qi[a, c] = 0.5 * (Qr[a, c] + Qr[c, a])
+        Gi, hi_, Ai, bi = G[i % G.shape[0]], h[i % h.shape[0]], A[i % A.shape[0]], b[i % b.shape[0]]
+        Ci = C[i]
+        Ci[:] = 0.0
+        Ci[:me] = Ai
+        Ci[me:me + m] = Gi
+        d[:me] = bi
+        d[me:me + m] = hi_
+        empty = False
+        for c in range(n):
+            Ci[me + m + c, c] = 1.0
+            Ci[me + m + n + c, c] = -1.0
+            d[me + m + c] = hii[c]
+            d[me + m + n + c] = -loi[c]
+            if not loi[c] <= hii[c] or loi[c] == math.inf or hii[c] == -math.inf:
+                empty = True
+        st = 1
+        if not empty:
+            st, k, it = _search(Qi, pi, Ci, d, me, 3 * r + 10, X[i], LAM[i], L[i], F[i], S[i])
+            K[i] = k
+            iters[i] = it
+        res[i] = kkt_residual_one(Qi, pi, Ci, d, me, m, X[i], LAM[i]) if st == 0 else math.inf
+        if not res[i] <= tol:
+            X[i] = 0.0
+            LAM[i] = 0.0
+            K[i] = -1
+            res[i] = math.inf
+
+
+@_compiled
+def adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
+                   LAM: np.ndarray, g: np.ndarray, rows_grad: int, gQ: np.ndarray, gp: np.ndarray, gd: np.ndarray,
+                   gC: np.ndarray) -> None:
+    """Gradients of every member from ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``,
+    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; then ``gQ = -(w_x x' + x w_x')/2``,
+    ``gp = -w_x``, ``gd = w_l`` on the rows ``S`` and, for the first ``rows_grad`` rows,
+    ``gC = -(lam w_x' + w_l x')``. Members with ``K = -1`` (unsolved) keep zero gradients."""
+    B, n = g.shape
+    t = np.empty(n)
+    v = np.empty(n)
+    u = np.empty(n)
+    lv = np.empty(n)
+    wl = np.empty(n)
+    wx = np.empty(n)
+    for b in range(B):
+        k = K[b]
+        if k < 0:
+            continue
+        _forward(L[b], n, g[b], t)
+        VS = np.empty((k, n))
+        for a in range(k):
+            _forward(L[b], n, C[b, S[b, a]], v)
+            VS[a] = v
+            s = 0.0
+            for c in range(n):
+                s += v[c] * t[c]
+            u[a] = s
+        _forward(F[b], k, u, lv)
+        _backward(F[b], k, lv, wl)
+        for a in range(k):
+            gd[b, S[b, a]] = wl[a]
+            for c in range(n):
+                t[c] -= VS[a, c] * wl[a]
+        _backward(L[b], n, t, wx)
+        x = X[b]
+        for i in range(n):
+            gp[b, i] = -wx[i]
+            for j in range(n):
+                gQ[b, i, j] = -0.5 * (wx[i] * x[j] + x[i] * wx[j])
+        for i in range(rows_grad):
+            li, di = LAM[b, i], gd[b, i]
+            for c in range(n):
+                gC[b, i, c] = -(li * wx[c] + di * x[c])
+
+

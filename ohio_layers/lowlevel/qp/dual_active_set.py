@@ -1,0 +1,197 @@
+"""Compiled CPU path for general constraints: a Goldfarb-Idnani dual active-set method per member.
+
+Every constraint is a row of ``C x <= d`` in one layout shared by the batch: the equalities
+``A x = b`` first, then ``G x <= h``, the upper bounds ``x <= upper`` and the lower bounds
+``-x <= -lower`` (an infinite bound is a row that is never violated, so never enters). For a
+positive definite ``Q = L L'`` the rows are seen through ``V = L^{-1} C'`` and the Gram matrix
+``M = C Q^{-1} C'`` (columns computed when a row is first touched). From the unconstrained
+minimiser the equalities, then the most violated inequality, are added one at a time; adding
+row ``q`` moves ``lam_S -= t r``, ``lam_q += t`` with ``r = M_SS^{-1} M_Sq`` (the working rows stay
+tight) until ``q`` is tight (``t = slack_q / kappa``, ``kappa = M_qq - M_qS r``) or a working
+multiplier reaches zero (that row leaves). A row dependent on the working set (``kappa ~ 0``:
+duplicated rows, vertices with more than ``n`` active rows) only moves the multipliers. Each
+step keeps ``lam >= 0`` and raises the dual objective, so the search ends (Goldfarb & Idnani
+1983, the method of quadprog). The final working set is solved once more from scratch.
+
+Why compiled: a step is a few ``O(n^2)`` loops; as torch ops (~5 us each) an iteration of the
+batched interior point costs ~50 ops, so one ``n = 20`` problem took milliseconds. With numba a
+member takes tens of microseconds, at any batch size, so this path serves every CPU batch.
+
+A member is accepted only if the search finished and :func:`~.active_set_kernels.kkt_residual_one` -- the exact twin of
+:func:`~.certify.kkt_residual` -- is ``<= tol``. The others (a singular ``Q``, a dependent
+equality, inconsistent rows, an empty box, too many steps) are returned as unsolved, and
+:func:`~.solve.solve_qp` sends just those members to the batched torch path, which certifies
+or flags them; a member's route depends on that member only, so its status and ``x`` do not
+depend on the batch. The backward pass (:class:`DualActiveSetKKT`) is implicit differentiation
+at the final working set, reusing the factors of ``Q`` and ``M_SS``.
+
+numba is optional (extra ``fastqp``; robosuite already depends on it): without it
+:func:`available` is ``False`` and the numpy box search and the torch paths run as before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad
+from torch.autograd.function import once_differentiable
+
+from .active_set_kernels import _AVAILABLE, adjoint_batch, solve_batch, available
+from .problem import ArrayLike, QPProblem, QPSolution
+from .small import lean_inputs
+
+__all__ = ["available", "solve_compiled", "solve_lean", "DualActiveSetKKT"]
+
+
+# ------------------------------------------------------------------ driver
+def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object, h: object, A: object, b: object,
+               tol: float) -> Optional[QPSolution]:
+    """A call of at most ``SMALL_BATCH_LOOP`` CPU problems, with no torch op on the way: ``None``
+    unless numba is there, :func:`~.small.lean_inputs` accepts the arguments and every member is
+    solved (otherwise :func:`~.solve.solve_qp` takes the validated route, member by member)."""
+    if not _AVAILABLE:
+        return None
+    inp = lean_inputs(Q, p, lower, upper, G, h, A, b)
+    if inp is None or not _small_enough(inp.n, inp.G.shape[-2] + inp.A.shape[-2]):
+        return None
+    lifted = (a if a.ndim == k + 1 else a[None] for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1),
+                                                            (inp.G, 2), (inp.h, 1), (inp.A, 2), (inp.b, 1)))
+    run = _run(*lifted, inp.B, tol)
+    if not run.solved.all():
+        return None
+    return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
+
+
+def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
+    """``(solution, solved (B,) bool)`` for a validated problem, or ``None`` where this path does not
+    apply (numba missing, a non-CPU tensor, a dtype other than float32/float64, forward-mode AD).
+
+    Unsolved members carry ``x = 0`` and no gradient; the caller replaces them.
+    """
+    p = prob.p
+    if not _AVAILABLE or p.device.type != "cpu" or p.dtype not in (torch.float64, torch.float32):
+        return None
+    if not _small_enough(prob.n, prob.G.shape[1] + prob.A.shape[1]):
+        return None
+    tensors = prob._tensors()
+    if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        return None  # forward-mode AD: the torch path handles it
+    try:  # tensors under torch.func transforms have no storage
+        Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
+    except RuntimeError:
+        return None
+    run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
+    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.solved)
+
+
+MAX_ROWS = 1024  # a member keeps Gram columns of up to (rows x rows) floats: 8 MB here
+
+
+def _small_enough(n: int, rows: int) -> bool:
+    """Sizes for which the per-member search is the right tool (larger ones take the batched torch path)."""
+    return n <= 256 and rows + 2 * n <= MAX_ROWS
+
+
+@dataclass
+class _Run:
+    X: np.ndarray
+    LAM: np.ndarray
+    L: np.ndarray
+    F: np.ndarray
+    S: np.ndarray
+    K: np.ndarray
+    C: np.ndarray
+    me: int
+    m: int
+    iterations: np.ndarray
+    residual: np.ndarray
+    solved: np.ndarray
+
+
+def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray, A: np.ndarray,
+         b: np.ndarray, B: int, tol: float) -> _Run:
+    """The kernel on float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
+    n = p.shape[-1]
+    me, m = A.shape[-2], G.shape[-2]
+    r = me + m + 2 * n
+    C, X, LAM = np.empty((B, r, n)), np.empty((B, n)), np.zeros((B, r))
+    L, F = np.empty((B, n, n)), np.empty((B, n, n))
+    S, K = np.empty((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
+    iters, res = np.zeros(B, dtype=np.int64), np.empty(B)
+    solve_batch(*(np.ascontiguousarray(a) for a in (Q, p, lo, hi, G, h, A, b)), tol, C, X, LAM, L, F, S, K, iters, res)
+    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, K >= 0)
+
+
+def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
+    """:class:`QPSolution` of a kernel run; ``x`` differentiable w.r.t. ``tensors`` (``Q, p, lower, upper, G, h, A, b``)."""
+    X, LAM, me, m = run.X, run.LAM, run.me, run.m
+    B, n = X.shape
+    f64 = dtype == torch.float64
+    x = torch.from_numpy(X.copy() if requires_grad else X)  # a copy: the backward reads X
+    lam = torch.from_numpy(LAM.copy() if requires_grad else LAM)  # the duals are views of it
+    if not f64:
+        x, lam = x.to(dtype), lam.to(dtype)
+    if requires_grad:
+        x = DualActiveSetKKT.apply(*tensors, (x, run))
+    return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(run.iterations),
+                      lam[:, me + m + n:], lam[:, me + m:me + m + n], lam[:, me:me + m], lam[:, :me],
+                      torch.from_numpy(run.residual))
+
+
+class DualActiveSetKKT(torch.autograd.Function):
+    """Implicit backward of the compiled path (as :class:`~.kkt.GeneralKKT`, on the saved factors).
+
+    With ``(w_x, w_l)`` from :func:`adjoint_batch`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
+    ``dL/dC = -(lam w_x' + w_l x')``, ``dL/dd = w_l`` (zero on inactive rows), scattered to ``A, b, G,
+    h`` and the bounds. The inputs are the batch-expanded tensors of :class:`QPProblem`, so autograd
+    sums the gradients of shared arguments. Unsolved members (``K = -1``) get zero gradient (the
+    caller replaces their ``x`` by an ``index_put``).
+    """
+
+    @staticmethod
+    def forward(ctx, Q, p, lower, upper, G, h, A, b, data):  # type: ignore[override]
+        ctx.run = data[1]
+        ctx.shapes = tuple(t.shape if isinstance(t, Tensor) else None for t in (Q, p, lower, upper, G, h, A, b))
+        ctx.dtype = p.dtype
+        return data[0]
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        if torch.is_grad_enabled():  # create_graph=True: a second backward must raise, not return zeros
+            return _gradients_once(ctx, g)
+        return _gradients(ctx, g)
+
+
+def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
+    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us)."""
+    run = ctx.run
+    X, me, m = run.X, run.me, run.m
+    B, n = X.shape
+    need = ctx.needs_input_grad
+    rows_grad = me + m if (need[4] or need[6]) else 0
+    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros_like(run.LAM)
+    gC = np.zeros((B, rows_grad, n))
+    adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
+                  rows_grad, gQ, gp, gd, gC)
+    # each input's gradient, formed only if needed: Q, p, lower (row -x <= -lower), upper, G, h, A, b
+    parts = (lambda: gQ, lambda: gp, lambda: -gd[:, me + m + n:], lambda: gd[:, me + m:me + m + n],
+             lambda: gC[:, me:], lambda: gd[:, me:me + m], lambda: gC[:, :me], lambda: gd[:, :me])
+    grads = []
+    for part, shape, wanted in zip(parts, ctx.shapes, need):
+        if not wanted:
+            grads.append(None)
+            continue
+        grad = part()
+        extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
+        if extra:
+            grad = grad.sum(tuple(range(extra)))
+        grad = torch.from_numpy(np.ascontiguousarray(grad))
+        grads.append(grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype))
+    return (*grads, None)
+
+
+_gradients_once = once_differentiable(_gradients)

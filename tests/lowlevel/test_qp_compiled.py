@@ -1,0 +1,130 @@
+"""The compiled (numba) Goldfarb-Idnani path of solve_qp against the torch paths, its KKT check and gradients."""
+import numpy as np
+import pytest
+import torch
+
+from ohio_layers.lowlevel.qp import QPStatus, solve_qp
+from ohio_layers.lowlevel.qp import active_set_kernels, dual_active_set as das
+from ohio_layers.lowlevel.qp.certify import kkt_residual
+from ohio_layers.lowlevel.qp.problem import QPProblem
+
+pytestmark = pytest.mark.skipif(not das.available(), reason="numba is not installed (extra fastqp)")
+F = torch.float64
+DUALS = ("lower_dual", "upper_dual", "ineq_dual", "eq_dual")
+
+
+def random_problems(B, n=6, m=5, me=2, seed=0):
+    """Positive definite Q, some infinite bounds, inequalities with about a third active, equalities."""
+    g = torch.Generator().manual_seed(seed)
+    L = torch.randn(B, n, n, generator=g, dtype=F)
+    Q = L @ L.transpose(1, 2) / n + 0.1 * torch.eye(n, dtype=F)
+    p = 3.0 * torch.randn(B, n, generator=g, dtype=F)
+    lo, hi = torch.full((B, n), -1.0, dtype=F), torch.full((B, n), 1.0, dtype=F)
+    lo[:, 0], hi[:, 1] = -float("inf"), float("inf")
+    G = torch.randn(B, m, n, generator=g, dtype=F)
+    h = 0.5 + torch.rand(B, m, generator=g, dtype=F)
+    A = torch.randn(B, me, n, generator=g, dtype=F)
+    b = 0.2 * torch.randn(B, me, generator=g, dtype=F)
+    return Q, p, lo, hi, G, h, A, b
+
+
+def torch_path(monkeypatch, *args):
+    with monkeypatch.context() as mp:
+        mp.setattr(das, "_AVAILABLE", False)
+        return solve_qp(*args)
+
+
+@pytest.mark.parametrize("B", [3, 40])  # the lean entry (no torch op) and the validated one
+def test_compiled_path_matches_the_torch_path(monkeypatch, B):
+    args = random_problems(B, seed=B)
+    sol = solve_qp(*args)
+    ref = torch_path(monkeypatch, *args)
+    assert bool(sol.ok.all()) and bool(ref.ok.all())
+    assert float(sol.kkt_residual.max()) <= 1e-12
+    torch.testing.assert_close(sol.x, ref.x, atol=1e-9, rtol=0)
+    for name in DUALS:
+        torch.testing.assert_close(getattr(sol, name), getattr(ref, name), atol=1e-7, rtol=0)
+
+
+def test_box_problems_match_the_numpy_box_search(monkeypatch):
+    Q, p, lo, hi = random_problems(3, seed=7)[:4]
+    args = [t.clone().requires_grad_(True) for t in (Q, p, lo, hi)]
+    sol = solve_qp(*args)
+    with monkeypatch.context() as mp:
+        mp.setattr(das, "_AVAILABLE", False)
+        ref = solve_qp(*args)
+    torch.testing.assert_close(sol.x, ref.x, atol=1e-12, rtol=0)
+    w = torch.randn(3, 6, dtype=F, generator=torch.Generator().manual_seed(1))
+    for a, b in zip(torch.autograd.grad((sol.x * w).sum(), args), torch.autograd.grad((ref.x * w).sum(), args)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
+def test_gradcheck_with_shared_and_batched_arguments():
+    Q, p, lo, hi, G, h, A, b = random_problems(2, n=4, m=3, me=1, seed=3)
+    lo, hi = lo[0].clone(), hi[0].clone()
+    lo[0] = -0.6  # an active lower bound
+    args = (Q[0].clone(), p, torch.tensor(-0.6, dtype=F), hi, G, h[0].clone(), A[0].clone(), b)
+    args = tuple(t.clone().requires_grad_(True) for t in args)
+    sol = solve_qp(*args)
+    assert bool(sol.ok.all()) and int((sol.ineq_dual > 0).sum() + (sol.lower_dual > 0).sum()) >= 2
+    assert torch.autograd.gradcheck(lambda *a: solve_qp(*a).x, args, eps=1e-6, atol=1e-6)
+
+
+def test_kernel_residual_is_the_kkt_residual():
+    """The compiled KKT check equals certify.kkt_residual at arbitrary points and multipliers."""
+    rng = np.random.default_rng(0)
+    n, m, me = 5, 4, 2
+    for trial in range(20):
+        Q, p, lo, hi, G, h, A, b = (t[0].numpy() for t in random_problems(1, n, m, me, seed=trial))
+        x = rng.standard_normal(n)
+        zl, zu, mu, y = (rng.standard_normal(k) * (rng.random(k) < 0.6) for k in (n, n, m, me))
+        C = np.concatenate([A, G, np.eye(n), -np.eye(n)])
+        d = np.concatenate([b, h, hi, -lo])
+        lam = np.concatenate([y, mu, zu, zl])
+        ours = active_set_kernels.kkt_residual_one(Q, p, C, d, me, m, x, lam)
+        prob = QPProblem(*(torch.from_numpy(a)[None] for a in (Q, p, lo, hi, G, h, A, b)))
+        ref = kkt_residual(prob, torch.from_numpy(x)[None], tuple(torch.from_numpy(a)[None] for a in (zl, zu, mu, y)))
+        assert ours == pytest.approx(float(ref[0]), rel=1e-12, abs=1e-15), trial
+
+
+def test_second_backward_raises_instead_of_returning_zeros():
+    Q, p, lo, hi, G, h = random_problems(1)[:6]
+    p = p.clone().requires_grad_(True)
+    x = solve_qp(Q, p, lo, hi, G, h).x
+    (gp,) = torch.autograd.grad(x.sum(), p, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(gp.sum(), p)
+
+
+def test_members_it_cannot_solve_go_to_the_torch_path_alone():
+    """A singular Q and an infeasible member in a batch: flagged or solved by the torch path, the rest compiled."""
+    Q, p, lo, hi, G, h, A, b = random_problems(4, seed=11)
+    Q[1] = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 2.0], dtype=F))  # PSD, bounded by the box
+    lo[1, 3:5], hi[1, 3:5] = -1.0, 1.0
+    G[2, 1], h[2, 1] = -G[2, 0], -h[2, 0] - 1.0  # G_0 x <= h_0 and -G_0 x <= -h_0 - 1
+    sol = solve_qp(Q, p, lo, hi, G, h, A, b)
+    assert sol.status.tolist() == [0, 0, int(QPStatus.INFEASIBLE), 0]
+    for i in (0, 1, 3):
+        alone = solve_qp(Q[i], p[i], lo[i], hi[i], G[i], h[i], A[i], b[i])
+        torch.testing.assert_close(sol.x[i], alone.x[0], atol=1e-9, rtol=0)
+    assert int(sol.iterations[1]) > 0 and float(sol.kkt_residual[1]) <= 1e-9
+
+
+@pytest.mark.parametrize("backend", ["piqp", "proxqp"])
+def test_external_forward_backends_give_the_native_solution_status_and_gradient(backend):
+    """PIQP / ProxQP as the first phase, our polish, certificate and implicit backward."""
+    pytest.importorskip("piqp" if backend == "piqp" else "proxsuite")
+    Q, p, lo, hi, G, h, A, b = random_problems(4, seed=21)
+    G[3, 1], h[3, 1] = -G[3, 0], -h[3, 0] - 1.0  # an infeasible member
+    w = torch.randn(4, 6, dtype=F, generator=torch.Generator().manual_seed(2))
+    results = {}
+    for name in ("native", backend):
+        pp = p.clone().requires_grad_(True)
+        sol = solve_qp(Q, pp, lo, hi, G, h, A, b, backend=name)
+        (grad,) = torch.autograd.grad((sol.x * w).sum(), pp)
+        results[name] = (sol, grad)
+    (ours, g_ours), (theirs, g_theirs) = results["native"], results[backend]
+    assert ours.status.tolist() == theirs.status.tolist() == [0, 0, 0, int(QPStatus.INFEASIBLE)]
+    assert float(theirs.kkt_residual[:3].max()) <= 1e-9
+    torch.testing.assert_close(theirs.x[:3], ours.x[:3], atol=1e-9, rtol=0)
+    torch.testing.assert_close(g_theirs, g_ours, atol=1e-8, rtol=0)
