@@ -1,6 +1,6 @@
 """Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
 
-    python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp]
+    python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile] [--shapes]
 
 Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
 sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
@@ -15,14 +15,19 @@ minibatches (its own ``fit`` samples batches in Python and would be slower).
 ``floor``: the time of the GEMMs a minimal implementation of the algorithm needs at these shapes
 (forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
 in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
-like the updates; ``ohio/floor`` is how far the float32 step is above it. d3rlpy is skipped with a message when it is not installed
-(``pip install -e ".[bench]" -c constraints.txt``; 2.8.0 installs next to numpy<2).
+like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
+the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
+are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
+the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
+floors. d3rlpy is skipped with a message when it is not installed (``pip install -e ".[bench]"
+-c constraints.txt``; 2.8.0 installs next to numpy<2).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import sys
@@ -107,10 +112,13 @@ def ohio_step(algo: str, data: Dataset, precision: Optional[str]) -> Callable[[]
         agent = BC(OBS, ACT, -1.0, 1.0, cfg)
     sampler = agent.make_sampler(data)
     agent.train()
+    # like ``fit``: the agent's generator drives the global RNG for the whole run (entered once, not per step),
+    # and the metrics stay tensors (``fit`` turns them into floats once per log row)
+    scope = agent.rng_scope()
+    scope.__enter__()
 
     def step() -> None:
-        with agent.rng_scope():
-            agent.update(sampler.sample(BATCH))
+        agent.update_tensors(sampler.sample(BATCH))
     return step
 
 
@@ -168,16 +176,70 @@ def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: i
     return {n: statistics.median(v) for n, v in times.items()}
 
 
+def shape_rates(gemms: List[Gemm], blocks: int) -> List[Tuple[Gemm, int, float, float]]:
+    """``[(shape, count per update, fp32 us, bf16 us)]``: median time of one ``torch.mm`` per distinct shape."""
+    shapes = sorted(set(gemms), key=lambda s: -s[0] * s[1] * s[2])
+    contenders = {}
+    for shape in shapes:
+        for dtype in (torch.float32, torch.bfloat16):
+            a, w = torch.randn(shape[0], shape[2], dtype=dtype), torch.randn(shape[2], shape[1], dtype=dtype)
+            contenders[(shape, dtype)] = lambda a=a, w=w: torch.mm(a, w)
+    med = interleaved(contenders, blocks, 20)
+    return [(s, gemms.count(s), 1e3 * med[(s, torch.float32)], 1e3 * med[(s, torch.bfloat16)]) for s in shapes]
+
+
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+
+
+def profile_split(step: Callable[[], None], steps: int, sessions_count: int = 5) -> Dict[str, float]:
+    """Median over ``sessions_count`` profiled runs of ``steps`` updates: ops per update and ms per update by phase.
+
+    Phases: ``optimizer`` (under ``Optimizer.*`` / ``zero_grad``), ``backward`` (under the autograd
+    engine), ``forward`` (the rest: sampling, forward passes, losses, Polyak); each split into its
+    GEMMs (``aten::mm/addmm/bmm/baddbmm`` self time) and everything else. Profiler overhead
+    inflates the small ops, so the split is a guide, not a timing.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        step()
+    sessions: List[Dict[str, float]] = []
+    for _ in range(sessions_count):  # the median over sessions drops most preemptions of a loaded machine
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        out: Dict[str, float] = defaultdict(float)
+        for ev in prof.events():
+            phase, parent = "forward", ev
+            while parent is not None:
+                if parent.name.startswith("Optimizer."):
+                    phase = "optimizer"
+                    break
+                if parent.name.startswith("autograd::engine"):
+                    phase = "backward"
+                parent = parent.cpu_parent
+            kind = "gemm" if ev.name in GEMM_OPS else "other"
+            out[f"{phase} {kind}"] += ev.self_cpu_time_total / 1e3 / steps
+            if ev.name.startswith("aten::"):
+                out["aten ops"] += 1.0 / steps
+        sessions.append(out)
+    return {k: statistics.median(s.get(k, 0.0) for s in sessions) for k in set().union(*sessions)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--blocks", type=int, default=9)
     ap.add_argument("--steps", type=int, default=10, help="updates per block (CQL uses a third)")
     ap.add_argument("--algos", default="iql,cql,bc")
     ap.add_argument("--no-amp", action="store_true", help="skip the bf16 autocast rows")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where an ohio update's time goes (torch.profiler)")
+    ap.add_argument("--shapes", action="store_true", help="also print the GEMM rate of every shape of the floors")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = make_data()
     rows = []
+    splits = []
     missing = False
     for algo in args.algos.split(","):
         contenders: Dict[str, Callable[[], None]] = {"fp32": ohio_step(algo, data, None)}
@@ -196,21 +258,61 @@ def main() -> None:
         floor32, floor16 = med.pop("floor32"), med.pop("floor16")
         gflop = sum(2 * m * n * k for m, n, k in gemms) / 1e9
         rows.append((algo, med, floor32, floor16, gflop))
+        if args.profile:
+            for prec in ("fp32", "bf16") if "bf16" in contenders else ("fp32",):
+                splits.append((algo, prec, profile_split(contenders[prec], steps)))
 
     def fmt(v: Optional[float], spec: str = ".2f") -> str:
         return "-" if v is None else format(v, spec)
 
     print(f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
-    print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy | GEMM floor fp32 ms "
-          "(GFLOP) | ohio fp32 / floor | bf16 floor ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy "
+          "| GEMM floor fp32 ms (GFLOP, GFLOPS) "
+          "| floor / ohio fp32 | GEMM floor bf16 ms (GFLOPS) | bf16 floor / ohio bf16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
     for algo, med, f32, f16, gflop in rows:
         d3, bf = med.get("d3rlpy"), med.get("bf16")
-        print(f"| {algo.upper()} | {fmt(med['fp32'])} | {fmt(bf)} | {fmt(d3)} | "
-              f"{fmt(d3 / med['fp32'] if d3 else None)} | {fmt(d3 / bf if d3 and bf else None)} | "
-              f"{f32:.2f} ({gflop:.2f}) | {med['fp32'] / f32:.2f} | {f16:.2f} |")
+        r32 = d3 / med["fp32"] if d3 else None
+        r16 = d3 / bf if d3 and bf else None
+        print(f"| {algo.upper()} | {fmt(med['fp32'])} | {fmt(bf)} | {fmt(d3)} | {fmt(r32)} | {fmt(r16)} | "
+              f"{f32:.2f} ({gflop:.2f}, {gflop / f32 * 1e3:.0f}) | {100 * f32 / med['fp32']:.0f} % | "
+              f"{f16:.2f} ({gflop / f16 * 1e3:.0f}) | {f'{100 * f16 / bf:.0f} %' if bf else '-'} |")
+        target32, target16 = TARGETS[algo]
+        verdicts.append(f"{algo.upper()} fp32 >= {target32}x d3rlpy: {_met(r32, target32)}, within 15 % of the floor: "
+                        f"{'met' if med['fp32'] <= 1.15 * f32 else 'unmet'}"
+                        + (f"; bf16 >= {target16}x d3rlpy: {_met(r16, target16)}" if target16 else ""))
+    print("targets (issue 16): " + " | ".join(verdicts))
+    if splits:
+        keys = ["forward gemm", "forward other", "backward gemm", "backward other", "optimizer gemm", "optimizer other"]
+        shown = [k for k in keys if k != "optimizer gemm"]
+        print("\nwhere an ohio update's time goes (torch.profiler self time, ms per update; "
+              "the profiler inflates small ops)")
+        print("| algo | precision | aten ops | " + " | ".join(shown) + " | GEMM share |")
+        print("|---|---|---|" + "---|" * (len(keys) - 1) + "---|")
+        for algo, prec, sp in splits:
+            total = sum(v for k, v in sp.items() if k != "aten ops")
+            gemm = sum(v for k, v in sp.items() if k.endswith("gemm"))
+            print(f"| {algo.upper()} | {prec} | {sp.get('aten ops', 0):.0f} | "
+                  + " | ".join(f"{sp.get(k, 0.0):.2f}" for k in shown) + f" | {100 * gemm / total:.0f} % |")
+    if args.shapes:
+        print("\nGEMM rate per shape (one torch.mm, median of interleaved blocks; M x N x K = (M, K) @ (K, N))")
+        print("| algo | M x N x K | per update | fp32 us | fp32 GFLOPS | bf16 us | bf16 GFLOPS |")
+        print("|---|---|---|---|---|---|---|")
+        for algo in args.algos.split(","):
+            for (m, n, k), count, t32, t16 in shape_rates(algorithm_gemms(algo), args.blocks):
+                flop = 2 * m * n * k / 1e3
+                print(f"| {algo.upper()} | {m} x {n} x {k} | {count} | {t32:.1f} | {flop / t32:.0f} | "
+                      f"{t16:.1f} | {flop / t16:.0f} |")
     if missing:
         print("d3rlpy is not installed: its columns are empty (pip install -e '.[bench]' -c constraints.txt)")
+
+
+TARGETS = {"iql": (1.6, 2.0), "cql": (1.1, 2.0), "bc": (2.5, None)}
+
+
+def _met(ratio: Optional[float], target: float) -> str:
+    return "no d3rlpy" if ratio is None else ("met" if ratio >= target else "unmet")
 
 
 if __name__ == "__main__":

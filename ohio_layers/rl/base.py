@@ -29,7 +29,7 @@ import io
 import random
 import warnings
 from abc import abstractmethod
-from typing import Any, Callable, ClassVar, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
 from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
+from .optim import adam
 from .rng import generator_scope, make_generator, restore_generator_state
 from .sampling import Batch, ReplayBuffer, TransitionSampler, concat_batches, row_discount_key
 
@@ -63,11 +64,6 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging ``target <- (1 - tau) target + tau source`` (parameters only, one fused call)."""
     with torch.no_grad():
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
-
-
-def adam(params: Iterable[Tensor], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Adam with the fused kernel (one call per step instead of ~10 tensor ops per parameter; also on CPU)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -142,6 +138,7 @@ class Agent(nn.Module):
         self.step = 0
         self.history: List[Dict[str, float]] = []
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self._disjoint_checked: set = set()  # optimizer-name tuples checked by _optimize_together
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self._build()
@@ -292,14 +289,34 @@ class Agent(nn.Module):
 
     def _optimize(self, name: str, loss: Tensor, module: Optional[nn.Module]) -> None:
         """``zero_grad -> backward -> clip module's grads (config.grad_clip) -> step`` for optimizer ``name``."""
-        opt = self.optimizers[name]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_sync is not None:
-            self.grad_sync(opt)
-        if self.config.grad_clip is not None and module is not None:
-            nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-        opt.step()
+        self._optimize_together([(name, loss, module)])
+
+    def _optimize_together(self, steps: Sequence[Tuple[str, Tensor, Optional[nn.Module]]]) -> None:
+        """:meth:`_optimize` for ``[(optimizer name, loss, module)]`` with one backward pass over all losses.
+
+        Only for losses that each reach only their own optimizer's parameters: then the gradients are
+        exactly those of separate backward passes, and one autograd run replaces several.
+        """
+        names = tuple(name for name, _, _ in steps)
+        if len(steps) > 1 and names not in self._disjoint_checked:  # once per combination: no parameter in two of them
+            seen: Dict[int, str] = {}
+            for name in names:
+                for group in self.optimizers[name].param_groups:
+                    for p in group["params"]:
+                        if seen.setdefault(id(p), name) != name:
+                            raise ValueError(f"optimizers {seen[id(p)]!r} and {name!r} share parameters: their losses "
+                                             f"need separate _optimize calls, not one backward pass")
+            self._disjoint_checked.add(names)
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        torch.autograd.backward([loss for _, loss, _ in steps])
+        for name, _, module in steps:
+            opt = self.optimizers[name]
+            if self.grad_sync is not None:
+                self.grad_sync(opt)
+            if self.config.grad_clip is not None and module is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            opt.step()
 
     # -- acting -------------------------------------------------------------------------
     def forward(self, obs: Tensor) -> Tensor:

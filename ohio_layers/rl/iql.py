@@ -184,10 +184,9 @@ class IQL(Agent):
                 values = self.value(torch.cat([obs, batch["next_observations"]]))
             actor_out = iql_actor_loss(self.actor, self.target_q, self.value, batch, c.temperature, c.max_weight,
                                        q_target, values[:b])
-        self._optimize("actor", actor_out["loss"], self.actor)
-        with self.autocast():
             loss_q = iql_critic_loss(self.q, self.value, batch, values[b:])
-        self._optimize("q", loss_q, self.q)
+        # the actor and critic losses reach disjoint networks (neither reads the other): one backward pass
+        self._optimize_together([("actor", actor_out["loss"], self.actor), ("q", loss_q, self.q)])
         soft_update(self.target_q, self.q, c.tau)
         self.step += 1
         return {"loss_value": loss_v.detach(), "loss_q": loss_q.detach(), "loss_actor": actor_out["loss"].detach(),

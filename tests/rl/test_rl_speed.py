@@ -113,3 +113,71 @@ def test_bf16_mode_autocasts_the_forward_passes_and_keeps_float32_state():
         agent.fit(data, 3, show_progress=False)
         assert all(p.dtype == torch.float32 for p in agent.parameters())
         assert all(math.isfinite(v) for v in agent.history[-1].values())
+
+
+def test_lean_adam_is_bit_for_bit_the_library_fused_adam_including_resume_and_fallbacks():
+    from ohio_layers.rl.optim import LeanAdam
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    lean_net = copy.deepcopy(net)
+    lib = torch.optim.Adam([{"params": net[0].parameters()}, {"params": net[2].parameters(), "lr": 3e-3}],
+                           lr=1e-2, weight_decay=0.1, fused=True)
+    lean = LeanAdam([{"params": lean_net[0].parameters()}, {"params": lean_net[2].parameters(), "lr": 3e-3}],
+                    lr=1e-2, weight_decay=0.1)
+
+    def step(i: int, freeze_bias: bool = False) -> None:
+        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(i))
+        for n, o in ((net, lib), (lean_net, lean)):
+            o.zero_grad(set_to_none=True)
+            n[2].bias.requires_grad_(not freeze_bias)
+            n(x).pow(2).mean().backward()
+            o.step()
+
+    calls = []
+    lean.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
+    for i in range(4):
+        step(i)
+    assert lean._lean is not None  # the cached fast path is in use after the first step
+    assert len(calls) == 4  # step hooks run once per step
+    step(4, freeze_bias=True)  # a parameter without gradient: the library's step handles it
+    assert len(calls) == 5
+    other = copy.deepcopy(lean_net)
+    resumed = LeanAdam([{"params": other[0].parameters()}, {"params": other[2].parameters()}], lr=1.0)
+    resumed.load_state_dict(copy.deepcopy(lean.state_dict()))
+    for i in range(5, 8):
+        step(i)
+    for a, b in zip(net.parameters(), lean_net.parameters()):
+        assert torch.equal(a, b)
+    for (ka, sa), (kb, sb) in zip(lib.state.items(), lean.state.items()):
+        assert all(torch.equal(sa[k], sb[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert resumed.param_groups[1]["lr"] == 3e-3 and resumed._lean is None
+
+
+@pytest.mark.parametrize("grad_clip", [None, 0.5])
+def test_one_backward_over_disjoint_losses_steps_exactly_like_separate_ones(grad_clip):
+    data = _dataset()
+    joint = IQL(5, 3, config={**TINY, "grad_clip": grad_clip})
+    apart = copy.deepcopy(joint)
+    batch = joint.make_sampler(data).sample(64)
+
+    def losses(agent):
+        c = agent.config
+        actor = iql_actor_loss(agent.actor, agent.target_q, agent.value, batch, c.temperature, c.max_weight)["loss"]
+        return actor, iql_critic_loss(agent.q, agent.value, batch)
+
+    actor, critic = losses(joint)
+    joint._optimize_together([("actor", actor, joint.actor), ("q", critic, joint.q)])
+    actor, critic = losses(apart)
+    apart._optimize("actor", actor, apart.actor)
+    apart._optimize("q", critic, apart.q)
+    for (name, p), r in zip(joint.state_dict().items(), apart.state_dict().values()):
+        assert torch.equal(p, r), name
+
+
+def test_one_backward_pass_refuses_optimizers_that_share_parameters():
+    agent = IQL(5, 3, config=TINY)
+    agent.optimizers["both"] = torch.optim.Adam(list(agent.actor.parameters()) + list(agent.q.parameters()))
+    loss = agent.actor.log_prob(torch.zeros(2, 5), torch.zeros(2, 3)).sum()
+    with pytest.raises(ValueError, match="share parameters"):
+        agent._optimize_together([("actor", loss, agent.actor), ("both", loss, None)])
