@@ -57,7 +57,8 @@ class ModelErrorConfig(ExperimentConfig):
         learned_fractions: fractions of the low-level transitions the learned models are fit on.
         learned_hidden, learned_epochs: the learned model's MLP and training epochs (multi-step, k).
         inverses: subset of ``INVERSES``; lm_iterations: LM iterations.
-        amortized_hidden, amortized_epochs: the inverse network, trained on every window of the data.
+        amortized_hidden, amortized_epochs, amortized_batch_size: the inverse network, trained on every window
+            of the data (small batches: on a few thousand windows the library's 4096 leaves it undertrained).
         downstream: level ids (``b0.7``, ``a0.5``, ``learned0.01``, ...) whose labels train an IQL agent
             per inverse and seed (the true z is always added as an anchor); empty: no training.
         train_steps, hidden, batch_size, expectile, temperature, seeds, eval_episodes, eval_seed: IQL
@@ -78,7 +79,8 @@ class ModelErrorConfig(ExperimentConfig):
     inverses: Tuple[str, ...] = setting(INVERSES, choices=INVERSES)
     lm_iterations: int = setting(30, ge=1)
     amortized_hidden: Tuple[int, ...] = setting((128, 128), ge=1)
-    amortized_epochs: int = setting(40, ge=1)
+    amortized_epochs: int = setting(60, ge=1)
+    amortized_batch_size: int = setting(512, ge=1)
     downstream: Tuple[str, ...] = setting(("b0.7", "b1", "b1.3", "a0.3", "learned0.01", "learned1"), allow_empty=True)
     train_steps: int = setting(3000, ge=1)
     hidden: Tuple[int, ...] = setting((256, 256), ge=1)
@@ -100,7 +102,7 @@ class ModelErrorConfig(ExperimentConfig):
     @property
     def level_fields(self) -> Tuple[str, ...]:
         """The config fields a level's relabelling reads."""
-        return ("inverses", "lm_iterations", "amortized_hidden", "amortized_epochs", "data_seed")
+        return ("inverses", "lm_iterations", "amortized_hidden", "amortized_epochs", "amortized_batch_size", "data_seed")
 
 
 QUICK: Dict[str, Any] = {"episodes": 3, "b_scales": [0.7, 1.0, 1.3], "a_perturbations": [0.3], "learned_fractions": [0.3, 1.0],
@@ -242,7 +244,7 @@ def relabel_level(dynamics: Any, batch: Any, observed_u: torch.Tensor,
     if "amortized" in cfg.inverses:
         t0 = time.perf_counter()
         inv = AmortizedInverse(problem, hidden=cfg.amortized_hidden, drop_dims=(0,), delta=0.01)
-        inv.fit(batch, epochs=cfg.amortized_epochs, seed=cfg.data_seed, progress=False)
+        inv.fit(batch, epochs=cfg.amortized_epochs, batch_size=cfg.amortized_batch_size, seed=cfg.data_seed, progress=False)
         stats["train_seconds"]["amortized"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         with torch.no_grad():
