@@ -407,18 +407,27 @@ def table(results: Dict[str, Any]) -> str:
 
 def plot(results: Dict[str, Any], path: Path) -> None:
     """Top: median z error vs each family's degradation, one line per inverse (dashed: clipped windows only);
-    bottom: the downstream score where measured (dotted: the true-z labels)."""
+    bottom: the downstream score where measured (dotted black: the true-z labels). The true model (``b1``) is
+    the A family's point 0 and a thin dotted line per inverse in the learned family's panels."""
     plt = pyplot()
     if plt is None:
         return
     fams = [f for f in FAMILIES if any(r["family"] == f for r in results["rows"])]
-    fig, axes = plt.subplots(2, len(fams), figsize=(4.6 * len(fams), 7.0), squeeze=False)
+    fig, axes = plt.subplots(2, len(fams), figsize=(4.6 * len(fams), 7.0), squeeze=False, sharex="col")
     colours = {"analytic": "#4c72b0", "lm": "#55a868", "amortized": "#c44e52"}
     anchor = results["scores"].get("true/true_z")
+    true = {r["inverse"]: r for r in results["rows"] if r["level"] == "b1"}
     for col, fam in enumerate(fams):
         top, bottom = axes[0][col], axes[1][col]
         for inv in results["config"]["inverses"]:
-            mine = sorted((r for r in results["rows"] if r["family"] == fam and r["inverse"] == inv), key=lambda r: r["value"])
+            mine = [r for r in results["rows"] if r["family"] == fam and r["inverse"] == inv]
+            if fam == "a" and inv in true:
+                mine.append({**true[inv], "value": 0.0})
+            elif fam == "learned" and inv in true:
+                top.axhline(true[inv]["z_error_median"], ls=":", lw=0.8, color=colours[inv])
+                if true[inv]["score"] is not None:
+                    bottom.axhline(true[inv]["score"], ls=":", lw=0.8, color=colours[inv])
+            mine.sort(key=lambda r: r["value"])
             x = [r["value"] for r in mine]
             top.plot(x, [r["z_error_median"] for r in mine], "o-", color=colours[inv], label=INVERSE_LABEL[inv])
             top.plot(x, [r["z_error_clipped_median"] for r in mine], "x--", color=colours[inv], alpha=0.7)
@@ -429,14 +438,13 @@ def plot(results: Dict[str, Any], path: Path) -> None:
         if anchor is not None:
             bottom.axhline(anchor["mean"], ls=":", color="k", label="true z labels")
         top.set_yscale("log")
-        top.set_title(f"{FAMILIES[fam]}")
+        top.set_title(FAMILIES[fam] + (" (dotted: true model)" if fam == "learned" else ""))
         top.set_ylabel("median |z - z_true| (dashed: clipped windows)")
         bottom.set_ylabel("IQL normalised score")
         bottom.set_xlabel(FAMILIES[fam])
         if fam == "learned":
             top.set_xscale("log")
-            bottom.set_xscale("log")
         top.legend(fontsize=7)
         bottom.legend(fontsize=7)
-    fig.suptitle("reacher: relabelling through a wrong dynamics model (controller exact)")
+    fig.suptitle("reacher: relabelling through a wrong dynamics model (controller exact; analytic = LM where nothing clips)")
     save_figure(fig, path)
