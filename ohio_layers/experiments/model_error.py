@@ -389,7 +389,8 @@ def result_rows(per_level: List[Dict[str, Any]], scores: Dict[str, Dict[str, Any
     """One flat row per (level, inverse) for ``results.json``."""
     rows = []
     for lv in per_level:
-        for inv, st in lv["inverses"].items():
+        for inv in [i for i in INVERSES if i in lv["inverses"]]:  # a cached level's JSON has its keys sorted
+            st = lv["inverses"][inv]
             sc = scores.get(f"{lv['level']}/{inv}")
             rows.append({"level": lv["level"], "family": lv["family"], "value": lv["value"], "inverse": inv,
                          "model_k_step_error": lv["model_k_step_error"]["median"], **st,
