@@ -10,6 +10,7 @@
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
     ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
     ohio identify-manipulation        # identify the OSC gains of a log mixing controller settings
+    ohio study model-error            # reacher inverses under a wrong dynamics model (B, A, learned)
 """
 from __future__ import annotations
 
@@ -98,6 +99,13 @@ def _supply_chain(args: argparse.Namespace) -> None:
          {"scenario": args.scenario})
 
 
+def _study_model_error(args: argparse.Namespace) -> None:
+    from .experiments.model_error import QUICK, ModelErrorConfig, run
+
+    suffix = "-quick" if args.quick else ""
+    _run("study model-error", ModelErrorConfig, run, args, QUICK if args.quick else {}, f"runs/model-error{suffix}")
+
+
 def _relabel(args: argparse.Namespace) -> None:
     from .experiments.relabel_command import main as relabel_main
 
@@ -154,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "SupplyChainExperimentConfig", "runs/supply-chain-<scenario>")
     _add_profiles(p, "a few minutes", "500k updates per agent, 150k online steps: days on 2 cores")
     p.set_defaults(func=_supply_chain)
+
+    p = sub.add_parser("study", help="studies of the method itself")
+    studies = p.add_subparsers(dest="study", required=True)
+    q = studies.add_parser("model-error", help="reacher: relabel error, replay error and downstream score of the "
+                           "analytic, LM and amortised inverses through degraded dynamics models")
+    _add_common(q, "ModelErrorConfig", "runs/model-error")
+    q.add_argument("--quick", action="store_true", help="a small smoke run (under a minute)")
+    q.set_defaults(func=_study_model_error)
 
     p = sub.add_parser("relabel", help="relabel a dataset (npz or Minari) with your low-level controller: z* per k-step window")
     p.add_argument("data", help="an ohio .npz, or a local Minari dataset id or folder (never downloaded)")
