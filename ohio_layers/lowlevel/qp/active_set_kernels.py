@@ -276,13 +276,27 @@ def kkt_residual_one(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray,
 
 
 @_compiled
+def _finite(a: np.ndarray) -> bool:
+    for v in a.ravel():
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@_compiled
 def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray,
                  A: np.ndarray, b: np.ndarray, tol: float, C: np.ndarray, X: np.ndarray, LAM: np.ndarray,
-                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
+                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> int:
     """Every member: the symmetric part of ``Q``, its rows ``C[i] (r, n)``, the search, the KKT check. An argument with a
     leading dimension of 1 is shared by the batch. Unsolved members (an empty box, a failed
-    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``."""
+    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``.
+    Returns the number of solved members, or -1 (nothing solved) if ``Q, p, G, h, A`` or ``b`` has
+    a NaN or inf entry (the caller's validation reports it; the bounds may be infinite)."""
+    if not (_finite(Q) and _finite(p) and _finite(G) and _finite(h) and _finite(A) and _finite(b)):
+        K[:] = -1
+        return -1
     B, n = X.shape
+    solved = 0
     me, m = A.shape[1], G.shape[1]
     r = me + m + 2 * n
     d = np.empty(r)
@@ -318,6 +332,9 @@ def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G:
             LAM[i] = 0.0
             K[i] = -1
             res[i] = math.inf
+        else:
+            solved += 1
+    return solved
 
 
 @_compiled
