@@ -52,13 +52,21 @@ def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float)
 
 
 @_compiled
-def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
-    for i in range(k):
+def _forward_from(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray, start: int) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular) for ``b[:start] = 0`` (so ``out[:start] = 0``)."""
+    for i in range(start):
+        out[i] = 0.0
+    for i in range(start, k):
         s = b[i]
-        for c in range(i):
+        for c in range(start, i):
             s -= F[i, c] * out[c]
         out[i] = s / F[i, i]
+
+
+@_compiled
+def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
+    _forward_from(F, k, b, out, 0)
 
 
 @_compiled
@@ -72,14 +80,14 @@ def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @_compiled
-def _gram_column(V: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
-    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``), once."""
+def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once."""
     if have[q]:
         return
     r, n = V.shape
     for i in range(r):
         s = 0.0
-        for c in range(n):
+        for c in range(max(first[i], first[q]), n):
             s += V[i, c] * V[q, c]
         Mcol[i, q] = s
     have[q] = True
@@ -97,8 +105,13 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
     if not _cholesky(Q, ident, n, L, 1e-12):
         return 2, 0, 0
     V = np.empty((r, n))
+    first = np.empty(r, dtype=np.int64)  # leading zeros of row i (bound rows are +-e_c): skipped below
     for i in range(r):
-        _forward(L, n, C[i], V[i])
+        f = 0
+        while f < n and C[i, f] == 0.0:
+            f += 1
+        first[i] = f
+        _forward_from(L, n, C[i], V[i], f)
     w = np.empty(n)
     x0 = np.empty(n)
     _forward(L, n, p, w)
@@ -111,7 +124,7 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
     for i in range(r):
         s = 0.0
         nn = 0.0
-        for c in range(n):
+        for c in range(first[i], n):
             s += C[i, c] * x0[c]
             nn += C[i, c] * C[i, c]
         slack0[i] = s - d[i]
@@ -144,7 +157,7 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                         best, q = score, i
             if q < 0:
                 break
-        _gram_column(V, q, Mcol, have)
+        _gram_column(V, first, q, Mcol, have)
         lam_q = 0.0
         while True:  # add row q, dropping blocking rows on the way
             it += 1

@@ -96,7 +96,7 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
             if isinstance(v, Tensor):
                 if v.dtype is not dtype:
                     return None
-                arrays.append((v.detach() if v.requires_grad else v).numpy())
+                arrays.append((v.data if v.requires_grad else v).numpy())  # .data: no dispatcher op
             elif v is None or (i in (2, 3) and type(v) in (float, int)):  # a bound may be a Python number
                 arrays.append(v)
             else:
