@@ -79,7 +79,7 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         return None  # forward-mode AD: the torch path handles it
     try:  # tensors under torch.func transforms have no storage
-        Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
+        Q, p_, lo, hi, G, h, A, b = (np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
     except RuntimeError:
         return None
     run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
@@ -116,7 +116,7 @@ class _Run:
 
 def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray, A: np.ndarray,
          b: np.ndarray, B: int, tol: float) -> _Run:
-    """The kernel on float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
+    """The kernel on C-contiguous float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
     n = p.shape[-1]
     me, m = A.shape[-2], G.shape[-2]
     r = me + m + 2 * n
@@ -124,9 +124,7 @@ def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.nda
     L, F = np.empty((B, n, n)), np.empty((B, n, n))
     S, K = np.empty((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
     iters, res = np.zeros(B, dtype=np.int64), np.empty(B)
-    contiguous = np.ascontiguousarray
-    solved = solve_batch(contiguous(Q), contiguous(p), contiguous(lo), contiguous(hi), contiguous(G), contiguous(h),
-                         contiguous(A), contiguous(b), tol, C, X, LAM, L, F, S, K, iters, res)
+    solved = solve_batch(Q, p, lo, hi, G, h, A, b, tol, C, X, LAM, L, F, S, K, iters, res)
     return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
 
 
@@ -181,7 +179,7 @@ def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
     X, me, m = run.X, run.me, run.m
     B, n = X.shape
     rows_grad = me + m if (4 in which or 6 in which) else 0
-    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros_like(run.LAM)
+    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros(run.LAM.shape)
     gC = np.zeros((B, rows_grad, n))
     adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
                   rows_grad, gQ, gp, gd, gC)

@@ -33,7 +33,7 @@ def _lapack() -> tuple:
 
 @dataclass
 class LeanInputs:
-    """The arguments of :func:`solve_qp` as float64 numpy arrays, validated without torch ops.
+    """The arguments of :func:`solve_qp` as C-contiguous float64 numpy arrays, validated without torch ops.
 
     Every array has a leading batch dimension: ``B`` if the argument had one, else 1 (shared by
     the batch): ``Q (B|1, n, n)``, ``p``, ``lower``, ``upper`` ``(B|1, n)``, ``G (B|1, m, n)``,
@@ -96,7 +96,8 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
             if isinstance(v, Tensor):
                 if v.dtype is not dtype:
                     return None
-                arrays.append((v.data if v.requires_grad else v).numpy())  # .data: no dispatcher op
+                a = (v.data if v.requires_grad else v).numpy()  # .data: no dispatcher op
+                arrays.append(a if v.is_contiguous() else np.ascontiguousarray(a))  # e.g. expanded bounds
             elif v is None or (i in (2, 3) and type(v) in (float, int)):  # a bound may be a Python number
                 arrays.append(v)
             else:
@@ -125,7 +126,7 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
     if B > max_batch:
         return None
     if np_dtype is np.float32:
-        arrays = [a.astype(np.float64) for a in arrays]
+        arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
     if check_finite:
         # one test for NaN/inf in Q, p, G, h, A, b: a finite sum has finite terms (an overflow only
         # sends the call to the general route); the bounds are the solvers' to check
