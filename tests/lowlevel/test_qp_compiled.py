@@ -128,3 +128,34 @@ def test_external_forward_backends_give_the_native_solution_status_and_gradient(
     assert float(theirs.kkt_residual[:3].max()) <= 1e-9
     torch.testing.assert_close(theirs.x[:3], ours.x[:3], atol=1e-9, rtol=0)
     torch.testing.assert_close(g_theirs, g_ours, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("name, index", [("G", (0, 1, 2)), ("h", (0, 3)), ("A", (0, 0, 1)), ("b", (0, 1))])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_lean_entry_rejects_nan_and_inf_outside_the_bounds(name, index, value):
+    """The lean entry leaves this check to the kernel; an infinite ``h`` would otherwise be a row that
+    never enters (a silently wrong OPTIMAL): the call must raise the general path's error instead."""
+    args = dict(zip(("Q", "p", "lower", "upper", "G", "h", "A", "b"), random_problems(1, seed=5)))
+    args[name] = args[name].clone()
+    args[name][index] = value
+    with pytest.raises(ValueError, match=f"{name} contains NaN or inf"):
+        solve_qp(**args)
+
+
+def test_lean_entry_shared_and_scalar_arguments_match_the_batched_call():
+    """Unbatched Q/G/h, 0-dim and Python-number bounds and a batched p, through the lean entry, equal
+    the same problem with every argument expanded (and their gradients sum over the batch)."""
+    Q, p, lo, hi, G, h, A, b = random_problems(4, seed=9)
+    Q1, G1, h1 = (t[0].clone().requires_grad_(True) for t in (Q, G, h))
+    lo0 = torch.tensor(-1.0, dtype=F, requires_grad=True)
+    sol = solve_qp(Q1, p, lo0, 1.0, G1, h1, A, b)
+    exp = [t.detach().expand(4, *t.shape).clone().requires_grad_(True) for t in (Q1, G1, h1)]
+    lo_e = torch.full((4, 6), -1.0, dtype=F, requires_grad=True)
+    ref = solve_qp(exp[0], p, lo_e, torch.ones(4, 6, dtype=F), exp[1], exp[2], A, b)
+    assert bool(sol.ok.all()) and bool(ref.ok.all())
+    torch.testing.assert_close(sol.x, ref.x, atol=1e-12, rtol=0)
+    w = torch.randn(4, 6, dtype=F, generator=torch.Generator().manual_seed(2))
+    got = torch.autograd.grad((sol.x * w).sum(), (Q1, G1, h1, lo0))
+    want = torch.autograd.grad((ref.x * w).sum(), (*exp, lo_e))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e.sum(0) if a.dim() else e.sum(), atol=1e-10, rtol=1e-9)

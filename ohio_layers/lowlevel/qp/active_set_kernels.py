@@ -52,13 +52,21 @@ def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float)
 
 
 @_compiled
-def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
-    for i in range(k):
+def _forward_from(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray, start: int) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular) for ``b[:start] = 0`` (so ``out[:start] = 0``)."""
+    for i in range(start):
+        out[i] = 0.0
+    for i in range(start, k):
         s = b[i]
-        for c in range(i):
+        for c in range(start, i):
             s -= F[i, c] * out[c]
         out[i] = s / F[i, i]
+
+
+@_compiled
+def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
+    _forward_from(F, k, b, out, 0)
 
 
 @_compiled
@@ -72,14 +80,14 @@ def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @_compiled
-def _gram_column(V: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
-    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``), once."""
+def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once."""
     if have[q]:
         return
     r, n = V.shape
     for i in range(r):
         s = 0.0
-        for c in range(n):
+        for c in range(max(first[i], first[q]), n):
             s += V[i, c] * V[q, c]
         Mcol[i, q] = s
     have[q] = True
@@ -97,8 +105,13 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
     if not _cholesky(Q, ident, n, L, 1e-12):
         return 2, 0, 0
     V = np.empty((r, n))
+    first = np.empty(r, dtype=np.int64)  # leading zeros of row i (bound rows are +-e_c): skipped below
     for i in range(r):
-        _forward(L, n, C[i], V[i])
+        f = 0
+        while f < n and C[i, f] == 0.0:
+            f += 1
+        first[i] = f
+        _forward_from(L, n, C[i], V[i], f)
     w = np.empty(n)
     x0 = np.empty(n)
     _forward(L, n, p, w)
@@ -111,7 +124,7 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
     for i in range(r):
         s = 0.0
         nn = 0.0
-        for c in range(n):
+        for c in range(first[i], n):
             s += C[i, c] * x0[c]
             nn += C[i, c] * C[i, c]
         slack0[i] = s - d[i]
@@ -144,7 +157,7 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                         best, q = score, i
             if q < 0:
                 break
-        _gram_column(V, q, Mcol, have)
+        _gram_column(V, first, q, Mcol, have)
         lam_q = 0.0
         while True:  # add row q, dropping blocking rows on the way
             it += 1
@@ -276,13 +289,27 @@ def kkt_residual_one(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray,
 
 
 @_compiled
+def _finite(a: np.ndarray) -> bool:
+    for v in a.ravel():
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@_compiled
 def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray,
                  A: np.ndarray, b: np.ndarray, tol: float, C: np.ndarray, X: np.ndarray, LAM: np.ndarray,
-                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> None:
+                 L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, iters: np.ndarray, res: np.ndarray) -> int:
     """Every member: the symmetric part of ``Q``, its rows ``C[i] (r, n)``, the search, the KKT check. An argument with a
     leading dimension of 1 is shared by the batch. Unsolved members (an empty box, a failed
-    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``."""
+    search, a residual above ``tol``) get ``x = 0``, ``lam = 0``, ``K = -1`` and ``res = inf``.
+    Returns the number of solved members, or -1 (nothing solved) if ``Q, p, G, h, A`` or ``b`` has
+    a NaN or inf entry (the caller's validation reports it; the bounds may be infinite)."""
+    if not (_finite(Q) and _finite(p) and _finite(G) and _finite(h) and _finite(A) and _finite(b)):
+        K[:] = -1
+        return -1
     B, n = X.shape
+    solved = 0
     me, m = A.shape[1], G.shape[1]
     r = me + m + 2 * n
     d = np.empty(r)
@@ -318,6 +345,9 @@ def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G:
             LAM[i] = 0.0
             K[i] = -1
             res[i] = math.inf
+        else:
+            solved += 1
+    return solved
 
 
 @_compiled

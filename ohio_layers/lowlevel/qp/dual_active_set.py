@@ -50,17 +50,16 @@ __all__ = ["available", "solve_compiled", "solve_lean", "DualActiveSetKKT"]
 def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object, h: object, A: object, b: object,
                tol: float) -> Optional[QPSolution]:
     """A call of at most ``SMALL_BATCH_LOOP`` CPU problems, with no torch op on the way: ``None``
-    unless numba is there, :func:`~.small.lean_inputs` accepts the arguments and every member is
-    solved (otherwise :func:`~.solve.solve_qp` takes the validated route, member by member)."""
+    unless numba is there, :func:`~.small.lean_inputs` accepts the arguments, every entry of ``Q, p,
+    G, h, A, b`` is finite (checked by the kernel) and every member is solved (otherwise
+    :func:`~.solve.solve_qp` takes the validated route, member by member)."""
     if not _AVAILABLE:
         return None
-    inp = lean_inputs(Q, p, lower, upper, G, h, A, b)
-    if inp is None or not _small_enough(inp.n, inp.G.shape[-2] + inp.A.shape[-2]):
+    inp = lean_inputs(Q, p, lower, upper, G, h, A, b, check_finite=False)
+    if inp is None or not _small_enough(inp.n, inp.G.shape[1] + inp.A.shape[1]):
         return None
-    lifted = (a if a.ndim == k + 1 else a[None] for a, k in ((inp.Q, 2), (inp.p, 1), (inp.lower, 1), (inp.upper, 1),
-                                                            (inp.G, 2), (inp.h, 1), (inp.A, 2), (inp.b, 1)))
-    run = _run(*lifted, inp.B, tol)
-    if not run.solved.all():
+    run = _run(inp.Q, inp.p, inp.lower, inp.upper, inp.G, inp.h, inp.A, inp.b, inp.B, tol)
+    if run.solved_count != inp.B:
         return None
     return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
 
@@ -80,12 +79,12 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     if forward_ad._current_level >= 0 and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
         return None  # forward-mode AD: the torch path handles it
     try:  # tensors under torch.func transforms have no storage
-        Q, p_, lo, hi, G, h, A, b = (np.asarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
+        Q, p_, lo, hi, G, h, A, b = (np.ascontiguousarray(t.detach().numpy(), dtype=np.float64) for t in tensors)
     except RuntimeError:
         return None
     run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
     requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.solved)
+    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.K >= 0)
 
 
 MAX_ROWS = 1024  # a member keeps Gram columns of up to (rows x rows) floats: 8 MB here
@@ -98,6 +97,9 @@ def _small_enough(n: int, rows: int) -> bool:
 
 @dataclass
 class _Run:
+    """A kernel run: ``X (B, n)``, ``LAM (B, r)`` (rows ``A, G``, upper, lower), the factors ``L``, ``F`` and
+    working rows ``S[:, :K]`` (``K = -1``: unsolved), the rows ``C (B, r, n)``, iterations and residuals."""
+
     X: np.ndarray
     LAM: np.ndarray
     L: np.ndarray
@@ -109,12 +111,12 @@ class _Run:
     m: int
     iterations: np.ndarray
     residual: np.ndarray
-    solved: np.ndarray
+    solved_count: int  # -1: a NaN/inf in Q, p, G, h, A or b
 
 
 def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.ndarray, h: np.ndarray, A: np.ndarray,
          b: np.ndarray, B: int, tol: float) -> _Run:
-    """The kernel on float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
+    """The kernel on C-contiguous float64 arrays, each with a batch dimension of ``B`` or 1 (shared)."""
     n = p.shape[-1]
     me, m = A.shape[-2], G.shape[-2]
     r = me + m + 2 * n
@@ -122,24 +124,27 @@ def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.nda
     L, F = np.empty((B, n, n)), np.empty((B, n, n))
     S, K = np.empty((B, n), dtype=np.int64), np.zeros(B, dtype=np.int64)
     iters, res = np.zeros(B, dtype=np.int64), np.empty(B)
-    solve_batch(*(np.ascontiguousarray(a) for a in (Q, p, lo, hi, G, h, A, b)), tol, C, X, LAM, L, F, S, K, iters, res)
-    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, K >= 0)
+    solved = solve_batch(Q, p, lo, hi, G, h, A, b, tol, C, X, LAM, L, F, S, K, iters, res)
+    return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
 
 
 def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
-    """:class:`QPSolution` of a kernel run; ``x`` differentiable w.r.t. ``tensors`` (``Q, p, lower, upper, G, h, A, b``)."""
+    """:class:`QPSolution` of a kernel run (``torch.from_numpy`` of its arrays, no torch op); ``x``
+    differentiable w.r.t. those of ``tensors`` (``Q, p, lower, upper, G, h, A, b``) that require grad."""
     X, LAM, me, m = run.X, run.LAM, run.me, run.m
     B, n = X.shape
-    f64 = dtype == torch.float64
-    x = torch.from_numpy(X.copy() if requires_grad else X)  # a copy: the backward reads X
-    lam = torch.from_numpy(LAM.copy() if requires_grad else LAM)  # the duals are views of it
-    if not f64:
-        x, lam = x.to(dtype), lam.to(dtype)
+    if dtype is not torch.float64:
+        X, LAM = X.astype(np.float32), LAM.astype(np.float32)
+    elif requires_grad:  # copies: the backward reads X and LAM, the caller may write to the outputs
+        X, LAM = X.copy(), LAM.copy()
+    x = torch.from_numpy(X)
     if requires_grad:
-        x = DualActiveSetKKT.apply(*tensors, (x, run))
-    return QPSolution(x, torch.zeros(B, dtype=torch.int64), torch.from_numpy(run.iterations),
-                      lam[:, me + m + n:], lam[:, me + m:me + m + n], lam[:, me:me + m], lam[:, :me],
-                      torch.from_numpy(run.residual))
+        which = tuple(i for i, t in enumerate(tensors) if t is not None and t.requires_grad)
+        x = DualActiveSetKKT.apply((x, run, which), *(tensors[i] for i in which))
+    k = me + m
+    return QPSolution(x, torch.from_numpy(np.zeros(B, dtype=np.int64)), torch.from_numpy(run.iterations),
+                      torch.from_numpy(LAM[:, k + n:]), torch.from_numpy(LAM[:, k:k + n]),
+                      torch.from_numpy(LAM[:, me:k]), torch.from_numpy(LAM[:, :me]), torch.from_numpy(run.residual))
 
 
 class DualActiveSetKKT(torch.autograd.Function):
@@ -147,17 +152,19 @@ class DualActiveSetKKT(torch.autograd.Function):
 
     With ``(w_x, w_l)`` from :func:`adjoint_batch`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
     ``dL/dC = -(lam w_x' + w_l x')``, ``dL/dd = w_l`` (zero on inactive rows), scattered to ``A, b, G,
-    h`` and the bounds. The inputs are the batch-expanded tensors of :class:`QPProblem`, so autograd
-    sums the gradients of shared arguments. Unsolved members (``K = -1``) get zero gradient (the
-    caller replaces their ``x`` by an ``index_put``).
+    h`` and the bounds. ``data = (x, run, which)``: the output, the :class:`_Run` and the indices in
+    ``(Q, p, lower, upper, G, h, A, b)`` of the inputs that follow (only those that require grad:
+    each input costs autograd time). An input without the batch dimension (shared) gets the sum
+    over the batch. Unsolved members (``K = -1``) get zero gradient (the caller replaces their
+    ``x`` by an ``index_put``).
     """
 
     @staticmethod
-    def forward(ctx, Q, p, lower, upper, G, h, A, b, data):  # type: ignore[override]
-        ctx.run = data[1]
-        ctx.shapes = tuple(t.shape if isinstance(t, Tensor) else None for t in (Q, p, lower, upper, G, h, A, b))
-        ctx.dtype = p.dtype
-        return data[0]
+    def forward(ctx, data, *inputs):  # type: ignore[override]
+        x, ctx.run, ctx.which = data
+        ctx.shapes = tuple(t.shape for t in inputs)
+        ctx.dtype = x.dtype
+        return x
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
@@ -168,30 +175,29 @@ class DualActiveSetKKT(torch.autograd.Function):
 
 def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
     """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us)."""
-    run = ctx.run
+    run, which = ctx.run, ctx.which
     X, me, m = run.X, run.me, run.m
     B, n = X.shape
-    need = ctx.needs_input_grad
-    rows_grad = me + m if (need[4] or need[6]) else 0
-    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros_like(run.LAM)
+    rows_grad = me + m if (4 in which or 6 in which) else 0
+    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros(run.LAM.shape)
     gC = np.zeros((B, rows_grad, n))
     adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
                   rows_grad, gQ, gp, gd, gC)
-    # each input's gradient, formed only if needed: Q, p, lower (row -x <= -lower), upper, G, h, A, b
-    parts = (lambda: gQ, lambda: gp, lambda: -gd[:, me + m + n:], lambda: gd[:, me + m:me + m + n],
-             lambda: gC[:, me:], lambda: gd[:, me:me + m], lambda: gC[:, :me], lambda: gd[:, :me])
-    grads = []
-    for part, shape, wanted in zip(parts, ctx.shapes, need):
-        if not wanted:
-            grads.append(None)
-            continue
-        grad = part()
+    k = me + m
+    # where each input's gradient is: Q, p, lower (row -x <= -lower, sign flipped below), upper, G, h, A, b
+    source = (gQ, gp, gd, gd, gC, gd, gC, gd)
+    cols = (None, None, slice(k + n, None), slice(k, k + n), slice(me, None), slice(me, k), slice(0, me), slice(0, me))
+    grads = [None]
+    for i, shape in zip(which, ctx.shapes):
+        grad = source[i] if cols[i] is None else source[i][:, cols[i]]
+        if i == 2:
+            grad = -grad
         extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
         if extra:
             grad = grad.sum(tuple(range(extra)))
         grad = torch.from_numpy(np.ascontiguousarray(grad))
         grads.append(grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype))
-    return (*grads, None)
+    return tuple(grads)
 
 
 _gradients_once = once_differentiable(_gradients)

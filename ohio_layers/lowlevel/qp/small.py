@@ -18,7 +18,6 @@ from .problem import ArrayLike, QPSolution
 SMALL_BATCH_LOOP = 24  # up to this batch a CPU box QP is solved member by member with LAPACK (below)
 _NUMPY_DTYPES = {torch.float64: np.float64, torch.float32: np.float32}
 _BIG = 1e300  # infinite bounds as huge finite ones (as in box_active_set)
-_INF_BOUNDS = (np.array([-np.inf]), np.array([np.inf]))  # absent bounds (broadcast to n below)
 _LAPACK: Optional[tuple] = None
 
 
@@ -34,10 +33,11 @@ def _lapack() -> tuple:
 
 @dataclass
 class LeanInputs:
-    """The arguments of :func:`solve_qp` as float64 numpy arrays, validated without torch ops.
+    """The arguments of :func:`solve_qp` as C-contiguous float64 numpy arrays, validated without torch ops.
 
-    Each array keeps its batch dimension only if the argument had one (``Q (n, n)`` or
-    ``(B, n, n)``, ...); ``G``/``h`` and ``A``/``b`` have zero rows when absent; the bounds keep
+    Every array has a leading batch dimension: ``B`` if the argument had one, else 1 (shared by
+    the batch): ``Q (B|1, n, n)``, ``p``, ``lower``, ``upper`` ``(B|1, n)``, ``G (B|1, m, n)``,
+    ``h (B|1, m)``, ``A (B|1, me, n)``, ``b (B|1, me)`` (zero rows when absent). The bounds keep
     their infinities and are not checked (NaN, ``lower > upper``: the solvers decline those).
     ``Q`` is as given (not symmetrised). ``tensors`` are the caller's tensors
     ``(Q, p, lower, upper, G, h, A, b)`` (``None`` where not a tensor), for the backward pass.
@@ -61,89 +61,79 @@ class LeanInputs:
         return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in self.tensors)
 
 
+@lru_cache(maxsize=64)
+def _absent(index: int, n: int) -> np.ndarray:
+    """Read-only fill of an absent argument (by its index in ``Q, p, lower, upper, G, h, A, b``):
+    infinite bounds ``(1, n)``, no rows ``(1, 0, n)`` for ``G``/``A`` and ``(1, 0)`` for ``h``/``b``."""
+    a = {2: lambda: np.full((1, n), -np.inf), 3: lambda: np.full((1, n), np.inf),
+         4: lambda: np.zeros((1, 0, n)), 5: lambda: np.zeros((1, 0))}[index if index < 6 else index - 2]()
+    a.flags.writeable = False
+    return a
+
+
 def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: object = None, h: object = None,
-                A: object = None, b: object = None, max_batch: int = SMALL_BATCH_LOOP) -> Optional[LeanInputs]:
+                A: object = None, b: object = None, max_batch: int = SMALL_BATCH_LOOP,
+                check_finite: bool = True) -> Optional[LeanInputs]:
     """:class:`LeanInputs` of a CPU float32/float64 problem of at most ``max_batch`` members, or ``None``.
 
     ``None`` -- and :func:`solve_qp` takes the general route, which also produces the error
-    messages -- unless every argument but the bounds is valid by the rules of :func:`make_problem`,
-    checked with a few fused numpy tests.
+    messages -- unless every argument but the bounds is valid by the rules of :func:`make_problem`.
+    With ``check_finite=False`` the caller rejects NaN/inf in ``Q, p, G, h, A, b`` itself (the
+    compiled kernel does, in the loop that reads them). Each tensor is converted once
+    (``.numpy()``, which also refuses non-CPU tensors and those under torch.func transforms) and
+    checked on the numpy side: this runs before every small solve, where each torch call counts.
     """
-    if not (isinstance(p, Tensor) and isinstance(Q, Tensor)):
-        return None
-    dtype, device = p.dtype, p.device
+    if forward_ad._current_level >= 0 or not isinstance(p, Tensor) or not isinstance(Q, Tensor):
+        return None  # forward-mode AD (the general path handles it) or no tensors to work with
+    dtype = p.dtype
     np_dtype = _NUMPY_DTYPES.get(dtype)
-    if np_dtype is None or device.type != "cpu" or p.dim() not in (1, 2):
+    if np_dtype is None or (G is None) != (h is None) or (A is None) != (b is None):
         return None
-    n = p.shape[-1]
-    if n == 0:
-        return None
-    sizes = []
-    arrays = {}
-    tensors = []
-    # name, value, trailing shape, fill when absent (None: required / must come in a pair)
-    for name, value, tail in (("Q", Q, (n, n)), ("p", p, (n,)), ("lower", lower, (n,)), ("upper", upper, (n,)),
-                              ("G", G, None), ("h", h, None), ("A", A, None), ("b", b, None)):
-        if value is None:
-            tensors.append(None)
-            continue
-        if not isinstance(value, Tensor):
-            if name in ("lower", "upper") and type(value) in (float, int):
-                arrays[name] = np.full(n, value, dtype=np_dtype)  # rounded to the dtype, as torch.as_tensor does
-                tensors.append(None)
-                continue
-            return None
-        if value.dtype != dtype or value.device != device:
-            return None
-        if tail is None:  # G, h, A, b: rows taken from the matrix
-            matrix = name in ("G", "A")
-            rows_of = arrays.get("G" if name == "h" else "A") if not matrix else None
-            if matrix:
-                if value.dim() not in (2, 3) or value.shape[-1] != n:
+    values = (Q, p, lower, upper, G, h, A, b)
+    arrays: list = []
+    try:
+        for i, v in enumerate(values):
+            if isinstance(v, Tensor):
+                if v.dtype is not dtype:
                     return None
-                tail = tuple(value.shape[-2:])
+                a = (v.data if v.requires_grad else v).numpy()  # .data: no dispatcher op
+                arrays.append(a if v.is_contiguous() else np.ascontiguousarray(a))  # e.g. expanded bounds
+            elif v is None or (i in (2, 3) and type(v) in (float, int)):  # a bound may be a Python number
+                arrays.append(v)
             else:
-                if rows_of is None:
-                    return None
-                tail = (rows_of.shape[-2],)
-        if value.dim() == len(tail) + 1:
-            sizes.append(value.shape[0])
-        elif value.dim() != len(tail) and not (name in ("lower", "upper") and value.dim() == 0):
-            return None
-        if value.dim() and tuple(value.shape[value.dim() - len(tail):]) != tail:
-            return None
-        tensors.append(value)
-        arrays[name] = value
-    if (G is None) != (h is None) or (A is None) != (b is None):
+                return None
+    except (RuntimeError, TypeError):  # not on the CPU, or a torch.func wrapper: the general path decides
         return None
-    B = sizes[0] if sizes else 1
-    if not 1 <= B <= max_batch or any(s != B for s in sizes):
+    p_ = arrays[1]
+    n = p_.shape[-1] if p_.ndim in (1, 2) else 0
+    rows = [a.shape[-2] if a.ndim in (2, 3) else -1 for a in arrays[4::2] if a is not None]
+    if n == 0 or -1 in rows:
         return None
-    if forward_ad._current_level >= 0 and any(t is not None and forward_ad.unpack_dual(t).tangent is not None
-                                              for t in tensors):
-        return None  # forward-mode AD: let the general path raise, as it always did
-    try:  # tensors under torch.func transforms have no storage: the general path handles them
-        arrays = {k: _as_numpy(v) if isinstance(v, Tensor) else v for k, v in arrays.items()}
-    except RuntimeError:
+    m, me = (a.shape[-2] if a is not None else 0 for a in arrays[4::2])
+    tails = ((n, n), (n,), (n,), (n,), (m, n), (m,), (me, n), (me,))  # each argument's shape without the batch
+    B = 0
+    for i, (a, tail) in enumerate(zip(arrays, tails)):
+        if not isinstance(a, np.ndarray):
+            arrays[i] = _absent(i, n) if a is None else np.full((1, n), a, dtype=np_dtype)  # rounded to the dtype
+            continue
+        shape = a.shape
+        if shape == tail or (not shape and i in (2, 3)):  # shared (a bound may be a 0-dim tensor)
+            arrays[i] = a[None] if shape else np.full((1, n), a)
+        elif len(shape) == len(tail) + 1 and shape[1:] == tail and (B == 0 or shape[0] == B):
+            B = shape[0]
+        else:
+            return None
+    if B > max_batch:
         return None
     if np_dtype is np.float32:
-        arrays = {k: v.astype(np.float64) for k, v in arrays.items()}
-    lo = arrays.get("lower", _INF_BOUNDS[0])
-    hi = arrays.get("upper", _INF_BOUNDS[1])
-    lo, hi = (np.full(n, v) if v.ndim == 0 else v if v.shape[-1] == n else np.full(n, v[0]) for v in (lo, hi))
-    total = arrays["Q"].sum() + arrays["p"].sum()
-    Gn, hn, An, bn = (arrays.get(k) for k in ("G", "h", "A", "b"))
-    for a in (Gn, hn, An, bn):
-        if a is not None:
-            total += a.sum()
-    # one test for NaN/inf in Q, p, G, h, A, b: a finite sum has finite terms (an overflow only
-    # sends the call to the general route); the bounds are the solvers' to check
-    if not math.isfinite(total):
-        return None
-    zero_rows = np.zeros((0, n))
-    Gn, An = (zero_rows if a is None else a for a in (Gn, An))
-    hn, bn = (np.zeros(0) if a is None else a for a in (hn, bn))
-    return LeanInputs(B, n, dtype, arrays["Q"], arrays["p"], lo, hi, Gn, hn, An, bn, tuple(tensors))
+        arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    if check_finite:
+        # one test for NaN/inf in Q, p, G, h, A, b: a finite sum has finite terms (an overflow only
+        # sends the call to the general route); the bounds are the solvers' to check
+        if not math.isfinite(sum(float(arrays[i].sum()) for i in (0, 1, 4, 5, 6, 7))):
+            return None
+    tensors = tuple(v if isinstance(v, Tensor) else None for v in values)
+    return LeanInputs(B or 1, n, dtype, *arrays, tensors)
 
 
 def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:
@@ -172,14 +162,13 @@ def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, t
     factors, iterations = [], []
     max_iter = 2 * n + 10
     for i in range(B):
-        found = _box_search_one(Qs if Qs.ndim == 2 else Qs[i], pn if pn.ndim == 1 else pn[i],
-                                lo if lo.ndim == 1 else lo[i], hi if hi.ndim == 1 else hi[i], max_iter)
+        found = _box_search_one(Qs[i % len(Qs)], pn[i % len(pn)], lo[i % len(lo)], hi[i % len(hi)], max_iter)
         if found is None:  # not positive definite, or no convergence: the general path decides
             return None
         X[i], dn[i], up[i], factor, it = found
         factors.append(factor)
         iterations.append(it)
-    g = X @ Qs if Qs.ndim == 2 else np.einsum("bij,bj->bi", Qs, X)  # Qs is symmetric
+    g = (Qs @ X[:, :, None])[:, :, 0]
     g += pn
     active = dn | up
     zl, zu = np.where(dn, g, 0.0), np.where(up, -g, 0.0)
@@ -259,7 +248,7 @@ class _SmallBoxKKT(torch.autograd.Function):
     """:class:`BoxKKT` for the small CPU path: the backward works in numpy on the saved factors.
 
     ``data = (x, Qs, X, act_lo, act_hi, factors)``: the output tensor, the symmetric float64
-    ``Q`` (``(n, n)`` or ``(B, n, n)``), the float64 solutions, the active sets and the Cholesky
+    ``Q`` (``(1, n, n)`` if shared, or ``(B, n, n)``), the float64 solutions, the active sets and the Cholesky
     factor of each member's reduced Hessian. Gradients of unbatched arguments are summed over
     the batch here.
     """
@@ -292,7 +281,7 @@ class _SmallBoxKKT(torch.autograd.Function):
         if need[1]:
             grads[1] = -U
         if need[2] or need[3]:
-            r = G - (U @ Qs if Qs.ndim == 2 else (Qs @ U[:, :, None])[:, :, 0])  # Qs is symmetric
+            r = G - (Qs @ U[:, :, None])[:, :, 0]
             if need[2]:
                 grads[2] = np.where(act_lo, r, 0.0)
             if need[3]:
