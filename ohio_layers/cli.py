@@ -170,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minari-root", help="Minari datasets root (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     p.add_argument("--work", help="work folder of a Minari output (default runs/relabel/<id>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing Minari dataset OUT")
+    p.add_argument("--identify", metavar="NAMES",
+                   help="identify these controller parameters per episode (e.g. kp,damping_ratio or Q), cluster, "
+                        "relabel every episode with its own identified controller")
+    p.add_argument("--allow-unidentified", action="store_true",
+                   help="with --identify: use estimates the data cannot pin down instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_relabel)
     return parser

@@ -149,6 +149,13 @@ def lqr_dataset(episodes: int = 4, decisions: int = 3, seed: int = 0, terminal_l
     return rec.to_dataset({"behaviour": "lqr_random_z", "controller": {"name": "lqr", "horizon": 5}, "seed": seed})
 
 
+class ReacherLikeLQR(LQRGoalController):
+    """:func:`reacher_like_lqr` with its cost weights as arguments, for ``ohio relabel --controller helpers:ReacherLikeLQR``."""
+
+    def __init__(self, Q=(10.0, 10.0, 1.0, 1.0), R=0.1, horizon: int = 5) -> None:
+        super().__init__(reacher_like_linearization(), relative_dims=(0, 1), Q=Q, R=R, horizon=horizon)
+
+
 class PDController(LowLevelController):
     """A user's own controller, as ``ohio relabel --controller helpers:PDController:kp=..`` loads it.
 
