@@ -229,7 +229,10 @@ def relabel_identified(args: argparse.Namespace, low: Dataset, kind: str, ctrl: 
     spec's controller (problem kind) or its OSC (built-in ``osc``, identified on the recorded sub-step
     torques by teacher forcing, relabelled with :class:`~ohio_layers.inverse.osc_relabel.OSCRelabeler`).
     """
+    import torch
+
     from ..inverse.mixed import identify_and_relabel
+    from ..lowlevel import MemoizedLinearization
 
     if kind == "inverter":  # built-in osc: identify its OSC on the sub-step records
         if not hasattr(ctrl, "setting") or not hasattr(ctrl.setting, "make_controller"):
@@ -245,6 +248,11 @@ def relabel_identified(args: argparse.Namespace, low: Dataset, kind: str, ctrl: 
     else:
         family, make = ctrl, make_inverter
         identify_kwargs = {"k": k, "states_key": state_key, "actions_key": "actions"}
+        lin = getattr(family, "linearization", None)
+        if callable(lin) and not isinstance(lin, (torch.nn.Module, MemoizedLinearization)):
+            # a simulator's linearisation (e.g. the built-in lqr's MuJoCo FD): once per batch of window starts,
+            # so forward-mode AD reaches the parameters instead of central differences through the simulator
+            family.linearization = MemoizedLinearization(lin)
     unknowns = identify_unknowns(args.identify, family)
     low.require([identify_kwargs["states_key"], identify_kwargs["actions_key"], "episode_ids"])
     try:

@@ -221,6 +221,22 @@ def test_relabel_identify_clusters_a_mixed_log_and_relabels_each_episode_with_it
     assert high.metadata["identify"] == "Q"
 
 
+def test_relabel_identify_memoizes_a_simulator_linearization(tmp_path, monkeypatch):
+    """A controller linearised through a simulator (no forward-mode AD) is identified exactly, with one
+    simulator call per batch of window starts rather than per Jacobian column and iteration."""
+    import helpers
+
+    calls = []
+    original = helpers.NumpyLinearization.__call__
+    monkeypatch.setattr(helpers.NumpyLinearization, "__call__", lambda self, s: (calls.append(1), original(self, s))[1])
+    data = mixed_lqr_npz(tmp_path / "mixed.npz", [(30.0, 5.0, 0.5, 2.0)], episodes=1, T=40)
+    main(["relabel", str(data), "--controller", "helpers:ReacherLikeLQR:simulator=true", "--dynamics", "actions",
+          "--identify", "Q", "--out", str(tmp_path / "high.npz"), "--quiet"])
+    ident = json.loads((tmp_path / "high.report.json").read_text())["identification"]
+    np.testing.assert_allclose([ident["clusters"][0]["estimate"][f"Q.{i}"] for i in range(4)], [30.0, 5.0, 0.5, 2.0], rtol=1e-6)
+    assert len(calls) <= 4  # identification once, relabelling once (+ a context probe)
+
+
 def test_relabel_identify_refuses_what_the_data_cannot_identify(tmp_path):
     data = mixed_lqr_npz(tmp_path / "mixed.npz", [(30.0, 5.0, 0.5, 2.0)], episodes=1, T=20)
     base = ["relabel", str(data), "--controller", "helpers:ReacherLikeLQR", "--dynamics", "actions", "--quiet"]

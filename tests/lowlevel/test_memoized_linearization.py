@@ -3,21 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import reacher_like_linearization
+from helpers import NumpyLinearization, reacher_like_linearization
 from ohio_layers.inverse.identify import Identifier, diagonal_unknown
 from ohio_layers.lowlevel import LQRGoalController, MemoizedLinearization
-
-
-class NumpyLinearization:
-    """A simulator-like linearisation: goes through numpy (no autograd / forward-mode AD), counts its calls."""
-
-    def __init__(self):
-        self.inner, self.calls = reacher_like_linearization(), 0
-
-    def __call__(self, state):
-        self.calls += 1
-        A, B = self.inner(torch.as_tensor(state.detach().numpy()))
-        return torch.as_tensor(A.numpy()), torch.as_tensor(B.numpy())
 
 
 def test_memo_calls_the_linearization_once_per_batch_and_returns_its_values():
