@@ -2,7 +2,7 @@
 
     ohio reacher                      # defaults: about 9 min on 2 idle cores
     ohio reacher --quick              # a 2-minute smoke run
-    ohio reacher --full               # the paper's sizes (every command but identify-manipulation; prints an estimate)
+    ohio reacher --full               # the paper's sizes (every command but identify-*; prints an estimate)
     ohio reacher --set train_steps=30000 --set seeds=[0,1,2]
     ohio manipulation --task door     # robosuite Lift/Door under original and changed OSC gains
     ohio amod                         # vehicle rebalancing with a min-cost-flow low level
@@ -10,6 +10,7 @@
     ohio supply-chain --scenario 1w10s  # inventory network with a lexicographic-LP low level
     ohio relabel data.npz --controller mypkg.ctrl:MyController --out high.npz
     ohio identify-manipulation        # identify the OSC gains of a log mixing controller settings
+    ohio identify-reacher             # the same for LQR cost weights on the reacher
     ohio study model-error            # reacher inverses under a wrong dynamics model (B, A, learned)
 """
 from __future__ import annotations
@@ -78,6 +79,13 @@ def _identify_manipulation(args: argparse.Namespace) -> None:
     suffix = "-quick" if args.quick else ""
     _run("identify-manipulation", ManipulationIdentifyConfig, run, args, QUICK if args.quick else {},
          f"runs/identify-{args.task}{suffix}", {"task": args.task})
+
+
+def _identify_reacher(args: argparse.Namespace) -> None:
+    from .experiments.reacher_identify import QUICK, ReacherIdentifyConfig, run
+
+    _run("identify-reacher", ReacherIdentifyConfig, run, args, QUICK if args.quick else {},
+         "runs/identify-reacher" + ("-quick" if args.quick else ""))
 
 
 def _amod(args: argparse.Namespace) -> None:
@@ -149,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a small smoke run")
     p.set_defaults(func=_identify_manipulation)
 
+    p = sub.add_parser("identify-reacher", help="reacher: identify the LQR cost weights of every episode of a log mixing "
+                       "them (withheld), cluster, relabel, train; deployed under every setting")
+    _add_common(p, "ReacherIdentifyConfig", "runs/identify-reacher")
+    p.add_argument("--quick", action="store_true", help="a small smoke run")
+    p.set_defaults(func=_identify_reacher)
+
     p = sub.add_parser("amod", help="vehicle rebalancing: OHIO vs end-to-end agents from heuristic data, online fine-tuning")
     _add_common(p, "AMoDExperimentConfig", "runs/amod")
     _add_profiles(p, "about 2 minutes", "200k steps per agent, with --scenario for a 14-17-region city: hours to days")
@@ -186,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minari-root", help="Minari datasets root (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     p.add_argument("--work", help="work folder of a Minari output (default runs/relabel/<id>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing Minari dataset OUT")
+    p.add_argument("--identify", metavar="NAMES",
+                   help="identify these controller parameters per episode (e.g. kp,damping_ratio or Q), cluster, "
+                        "relabel every episode with its own identified controller")
+    p.add_argument("--allow-unidentified", action="store_true",
+                   help="with --identify: use estimates the data cannot pin down instead of refusing")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_relabel)
     return parser

@@ -149,6 +149,27 @@ def lqr_dataset(episodes: int = 4, decisions: int = 3, seed: int = 0, terminal_l
     return rec.to_dataset({"behaviour": "lqr_random_z", "controller": {"name": "lqr", "horizon": 5}, "seed": seed})
 
 
+class NumpyLinearization:
+    """A simulator-like linearisation (through numpy: no autograd or forward-mode AD) that counts its calls."""
+
+    def __init__(self):
+        self.inner, self.calls = reacher_like_linearization(), 0
+
+    def __call__(self, state):
+        self.calls += 1
+        A, B = self.inner(torch.as_tensor(state.detach().numpy()))
+        return torch.as_tensor(A.numpy()), torch.as_tensor(B.numpy())
+
+
+class ReacherLikeLQR(LQRGoalController):
+    """:func:`reacher_like_lqr` with its cost weights as arguments, for ``ohio relabel --controller helpers:ReacherLikeLQR``;
+    ``simulator=True`` linearises through :class:`NumpyLinearization` (like the reacher's MuJoCo finite differences)."""
+
+    def __init__(self, Q=(10.0, 10.0, 1.0, 1.0), R=0.1, horizon: int = 5, simulator: bool = False) -> None:
+        lin = NumpyLinearization() if simulator else reacher_like_linearization()
+        super().__init__(lin, relative_dims=(0, 1), Q=Q, R=R, horizon=horizon)
+
+
 class PDController(LowLevelController):
     """A user's own controller, as ``ohio relabel --controller helpers:PDController:kp=..`` loads it.
 

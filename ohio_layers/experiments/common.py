@@ -36,7 +36,8 @@ from ..data.io import atomic_write_bytes
 T = TypeVar("T")
 
 __all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table",
-           "cpu_workers", "estimate_wall_time", "wall_time_note", "actor_bounds", "pyplot", "save_figure", "save_results"]
+           "cpu_workers", "estimate_wall_time", "wall_time_note", "actor_bounds", "pyplot", "save_figure", "save_results",
+           "identification_error_table"]
 
 
 @dataclasses.dataclass(kw_only=True)  # keyword-only: subclasses keep their own positional order
@@ -425,3 +426,29 @@ def _learning_curves(out: Path) -> Optional[Path]:
     if not histories or not plot_histories(histories, out / "curves.png"):
         return None
     return out / "curves.png"
+
+
+def identification_error_table(settings: Sequence[str], found: Sequence[Mapping[str, Any]], truth: Mapping[str, str],
+                               rel_error: Callable[[Mapping[str, Any], str], np.ndarray], names: Sequence[str],
+                               tolerance: float) -> "tuple[str, Dict[str, Any]]":
+    """Per true setting of per-episode identification summaries (``found``, ``truth[str(group)]``): the share
+    of episodes with every parameter within ``tolerance`` (and identifiable), median / max relative error
+    per parameter (``rel_error(summary, setting) -> (p,)``, ``names`` ``(p,)``), flagged share, seconds."""
+    rows, stats = [], {}
+    for name in settings:
+        mine = [f for f in found if truth[str(f["group"])] == name]
+        if not mine:
+            continue
+        err = np.stack([rel_error(f, name) for f in mine])
+        ok = np.array([all(f["identifiable"].values()) for f in mine])
+        within = (err.max(1) <= tolerance) & ok
+        stats[name] = {"episodes": len(mine), "within_share": float(within.mean()), "flagged_share": float(1 - ok.mean()),
+                       "median_rel_error": dict(zip(names, np.median(err, 0).tolist())),
+                       "max_rel_error": dict(zip(names, err.max(0).tolist())),
+                       "seconds_median": float(np.median([f["seconds"] for f in mine]))}
+        rows.append([name, str(len(mine)), f"{100 * within.mean():.1f}%", f"{100 * (1 - ok.mean()):.1f}%"]
+                    + [f"{m:.1e} / {x:.1e}" for m, x in zip(np.median(err, 0), err.max(0))]
+                    + [f"{stats[name]['seconds_median']:.1f}"])
+    header = ["true setting", "episodes", f"all {len(names)} within {100 * tolerance:g}%", "flagged"] + \
+        [f"{g} rel. err median / max" for g in names] + ["s / episode"]
+    return format_table(rows, header), stats

@@ -339,21 +339,26 @@ def train_and_evaluate(job: Dict[str, Any]) -> Dict[str, Any]:
         agent.fit(data, action_key=action_key, show_progress=False)
     train_seconds = time.perf_counter() - t0
 
-    env = make_env()
-    if not flat:
-        env = HighLevelActionWrapper(env, make_reacher_lqr(), get_state=lambda e: e.unwrapped.controller_state())
-    returns = []
-    for i in range(job["eval_episodes"]):
-        obs, _ = env.reset(seed=job["eval_seed"] + i)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(agent.act(obs))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    env.close()
+    # job["deploy"] (optional): {name: LQR weights {"Q", "R"}} to deploy the high level through each; default one LQR
+    evals: Dict[str, Any] = {}
+    for deploy, weights in (job.get("deploy") or {"default": {}}).items():
+        env = make_env()
+        if not flat:
+            env = HighLevelActionWrapper(env, make_reacher_lqr(**weights), get_state=lambda e: e.unwrapped.controller_state())
+        returns = []
+        for i in range(job["eval_episodes"]):
+            obs, _ = env.reset(seed=job["eval_seed"] + i)
+            total, done = 0.0, False
+            while not done:
+                obs, r, term, trunc, _ = env.step(agent.act(obs))
+                total += float(r)
+                done = term or trunc
+            returns.append(total)
+        env.close()
+        evals[deploy] = {"returns": returns, "mean_return": float(np.mean(returns))}
+    returns = next(iter(evals.values()))["returns"]
     return {"dataset": job["dataset"], "method": job["method"], "variant": job["variant"], "seed": job["seed"], "returns": returns,
-            "mean_return": float(np.mean(returns)), "train_seconds": train_seconds,
+            "mean_return": float(np.mean(returns)), "evals": evals, "train_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t0 - train_seconds,
             "final_losses": {k: v for k, v in agent.history[-1].items()} if agent.history else {},
             "history": agent.history}

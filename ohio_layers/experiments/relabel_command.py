@@ -1,7 +1,7 @@
 """``ohio relabel``: relabel a user's dataset with a user's (or a built-in) low-level controller.
 
     ohio relabel DATA --controller SPEC --out OUT [--dynamics SPEC] [--inverse analytic|lm|adam|cem|amortized]
-                 [--k K] [--stride S] [--tolerance TOL] [--minari-root DIR]
+                 [--k K] [--stride S] [--tolerance TOL] [--minari-root DIR] [--identify NAMES [--allow-unidentified]]
 
 * DATA: an ohio ``.npz``, or a local Minari dataset id or folder (never downloaded).
 * ``--controller``: a built-in with parameters or ``package.module:ClassName[:key=value,...]`` for a
@@ -23,6 +23,16 @@
   dataset is exported to. Next to it (Minari: inside its folder): ``<stem>.report.json`` (the
   verification report: residual statistics, share reproduced within the tolerance, the spec) and
   ``<stem>.residuals.png``. Interrupted runs resume from ``<npz>.parts/``.
+* ``--identify kp,damping_ratio``: the controller's parameters are not known (a log that does not say
+  which gains or cost weights ran, or mixes several): the named parameters are identified per
+  episode from the data (:func:`~ohio_layers.inverse.mixed.identify_and_relabel`: variable
+  projection, z eliminated), episodes that agree are clustered into settings, and every episode is
+  relabelled with its own identified controller; the spec's values are only the starting point.
+  Names: the OSC's ``kp`` / ``damping_ratio`` (one value per axis group, position / orientation), or
+  any floating-point parameter or buffer of a problem controller (a square matrix such as the LQR's
+  ``Q`` contributes its diagonal, anything else every entry). The report JSON gets an
+  ``identification`` section (per-episode estimates, standard errors, flags, clusters). An episode with
+  a parameter the data cannot identify is refused unless ``--allow-unidentified``.
 """
 from __future__ import annotations
 
@@ -178,19 +188,106 @@ def _sanitize(dataset_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_id)
 
 
+# ------------------------------------------------------------------------------------------- --identify
+def identify_unknowns(names_text: str, controller: Any) -> list:
+    """``--identify a,b`` -> :class:`~ohio_layers.inverse.identify.Unknown` list for ``controller``
+    (OSC: per axis group; a square matrix: its diagonal; else every entry free)."""
+    from ..inverse.parametric import OSC_AXIS_GROUPS, Unknown, diagonal_unknown, find_parameters, get_tensor
+    from ..lowlevel.osc import OperationalSpaceController
+
+    names = [n.strip() for n in str(names_text).split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise SpecError(f"--identify {names_text!r}: expected distinct comma-separated parameter names, e.g. kp,damping_ratio")
+    available = find_parameters(controller)
+    unknowns = []
+    for n in names:
+        if n not in available:
+            raise SpecError(f"--identify {names_text!r}: {n!r} is not a floating-point parameter or buffer of "
+                            f"{type(controller).__name__}; it has {available}")
+        t = get_tensor(controller, n)
+        if isinstance(controller, OperationalSpaceController) and tuple(t.shape) == (6,):
+            unknowns.append(Unknown(n, OSC_AXIS_GROUPS))
+        elif t.dim() == 2 and t.shape[0] == t.shape[1]:
+            unknowns.append(diagonal_unknown(n, int(t.shape[0])))
+        else:
+            unknowns.append(Unknown(n))
+    return unknowns
+
+
+def _osc_setting_of(controller: Any, output_max: Any) -> Any:
+    """The :class:`~ohio_layers.envs.manipulation.ControllerSetting` of an (identified) OSC."""
+    from ..envs.manipulation import ControllerSetting
+
+    return ControllerSetting("identified", tuple(controller.kp.tolist()), tuple(controller.damping_ratio.tolist()), output_max)
+
+
+def relabel_identified(args: argparse.Namespace, low: Dataset, kind: str, ctrl: Any, make_inverter: Any, k: int,
+                       npz: Path, state_key: str, **relabel_kwargs: Any) -> Tuple[Dataset, Any, Dict[str, Any]]:
+    """``--identify``: identify per episode, cluster, relabel each episode with its own controller.
+
+    Returns ``(high, relabel report, identification report)``; the identified controller family is the
+    spec's controller (problem kind) or its OSC (built-in ``osc``, identified on the recorded sub-step
+    torques by teacher forcing, relabelled with :class:`~ohio_layers.inverse.osc_relabel.OSCRelabeler`).
+    """
+    import torch
+
+    from ..inverse.mixed import identify_and_relabel
+    from ..lowlevel import MemoizedLinearization
+
+    if kind == "inverter":  # built-in osc: identify its OSC on the sub-step records
+        if not hasattr(ctrl, "setting") or not hasattr(ctrl.setting, "make_controller"):
+            raise SpecError(f"--identify: the built-in {type(ctrl).__name__} has no controller parameters to identify; "
+                            f"use it with osc or a problem controller")
+        family = ctrl.setting.make_controller(delta_limit=None)
+        output_max = ctrl.setting.output_max
+        identify_kwargs = {"states_key": "substep_states", "actions_key": "substep_torques"}
+        from ..inverse.osc_relabel import OSCRelabeler
+
+        def make(c: Any) -> Any:
+            return OSCRelabeler(_osc_setting_of(c, output_max))
+    else:
+        family, make = ctrl, make_inverter
+        identify_kwargs = {"k": k, "states_key": state_key, "actions_key": "actions"}
+        lin = getattr(family, "linearization", None)
+        if callable(lin) and not isinstance(lin, (torch.nn.Module, MemoizedLinearization)):
+            # a simulator's linearisation (e.g. the built-in lqr's MuJoCo FD): once per batch of window starts,
+            # so forward-mode AD reaches the parameters instead of central differences through the simulator
+            family.linearization = MemoizedLinearization(lin)
+    unknowns = identify_unknowns(args.identify, family)
+    low.require([identify_kwargs["states_key"], identify_kwargs["actions_key"], "episode_ids"])
+    try:
+        out = identify_and_relabel(low, family, unknowns, make, k, npz, strict=not args.allow_unidentified,
+                                   identify_kwargs={**identify_kwargs, "progress": not args.quiet}, **relabel_kwargs)
+    except ValueError as err:
+        if "not identifiable" in str(err):
+            raise ValueError(f"--identify {args.identify}: {err}") from None
+        raise
+    results, labels, clusters = out["identifications"], out["labels"], out["clusters"]
+    ident = {"unknowns": [u.name for u in unknowns], "parameters": results[0].labels,
+             "episodes": [r.summary() for r in results], "cluster_of_episode": labels.tolist(),
+             "clusters": [{"members": [m.item() if isinstance(m, np.generic) else m for m in c.members],
+                           "estimate": c.estimate, "spread": c.spread} for c in clusters]}
+    return out["dataset"], out["report"], ident
+
+
 def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
     """Relabel ``args.data`` and write the dataset, the report JSON and the histogram; returns the report."""
     from ..inverse import InverseProblem, ProblemInverter, relabel
 
     kind, ctrl, spec = build_controller(args.controller)  # spec errors first, before any data is read
+    identify_names = getattr(args, "identify", None)
     low, _ = load_data(args.data, args.minari_root)
     meta: Dict[str, Any] = {"controller": spec.to_dict()}
+    state_key, make_inverter = "states", None
     if kind == "problem":
         dynamics, match = build_dynamics(args.dynamics, ctrl)
         solver, init, inverse = build_solver(args.inverse, ctrl)
         k = args.k or ctrl.horizon
         state_key = "states" if "states" in low else "observations"
         inverter: Any = ProblemInverter(InverseProblem(ctrl, dynamics, match=match, steps=k), solver, init, state_key=state_key)
+
+        def make_inverter(c: Any) -> Any:
+            return ProblemInverter(InverseProblem(c, dynamics, match=match, steps=k), solver, init, state_key=state_key)
         meta.update(dynamics=args.dynamics or ("context" if match == "next_state" else "actions"), match=match, inverse=inverse)
     else:
         if args.dynamics is not None:
@@ -215,13 +312,23 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
     # the resume fingerprint must change with the controller's parameters, not only with the solver
     described = inverter.describe() if hasattr(inverter, "describe") else type(inverter).__name__
     description = f"{described}|{json.dumps(meta, sort_keys=True, default=str)}"
-    high, report = relabel(low, inverter, k, npz, chunk_size=args.chunk_size, stride=stride, tolerance=args.tolerance,
-                           extra_keys=extra, progress=not args.quiet, description=description)
+    relabel_kwargs = dict(chunk_size=args.chunk_size, stride=stride, tolerance=args.tolerance, extra_keys=extra,
+                          progress=not args.quiet, description=description)
+    identification = None
+    if identify_names:
+        meta["identify"] = identify_names
+        relabel_kwargs["description"] = f"{description}|identify={identify_names}|strict={not args.allow_unidentified}"
+        high, report, identification = relabel_identified(args, low, kind, ctrl, make_inverter, k, npz, state_key,
+                                                          **relabel_kwargs)
+    else:
+        high, report = relabel(low, inverter, k, npz, **relabel_kwargs)
     high.metadata.update(meta)
     high.metadata["data"] = args.data
     high.save(npz)
     payload: Dict[str, Any] = {"data": args.data, "out": out, "k": k, "stride": stride, **meta,
                                "report": {**report.__dict__}, "summary": str(report)}
+    if identification is not None:
+        payload["identification"] = identification
     if "z_true" in high:
         err = np.abs(high["z"] - high["z_true"]).max(1)
         payload["z_error_vs_true"] = {"median": float(np.median(err)), "p90": float(np.quantile(err, 0.9)), "max": float(err.max())}
@@ -236,9 +343,22 @@ def run_relabel(args: argparse.Namespace) -> Dict[str, Any]:
     if not plot_residuals(high["residual"], args.tolerance, png, f"{spec.label} / {inverse}: {report.windows} windows"):
         payload["residual_png"] = None
     if not args.quiet:
+        if identification is not None:
+            print(identification_table(identification))
         print(f"relabelled {args.data} -> {out}: {report}")
         print(f"report: {report_path}" + (f", histogram: {png}" if payload["residual_png"] else ""))
     return payload
+
+
+def identification_table(ident: Dict[str, Any]) -> str:
+    """Clusters of identified episodes: members and pooled values (``nan``: not identified by the cluster)."""
+    from .common import format_table
+
+    rows = [[f"cluster {c}", str(len(cl["members"])), " ".join(map(str, cl["members"][:8])) + (" ..." if len(cl["members"]) > 8 else "")]
+            + [f"{cl['estimate'][p]:.4g}" for p in ident["parameters"]] for c, cl in enumerate(ident["clusters"])]
+    flagged = sum(not all(e["identifiable"].values()) for e in ident["episodes"])
+    return (f"identified {ident['parameters']} on {len(ident['episodes'])} episodes ({flagged} with a flagged parameter)\n"
+            + format_table(rows, ["cluster", "episodes", "members"] + ident["parameters"]))
 
 
 def main(args: argparse.Namespace) -> None:

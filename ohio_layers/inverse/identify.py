@@ -163,6 +163,16 @@ class Identification:
         out.values = {k: v.detach().clone() for k, v in self.parametrisation.values(theta, theta).items()}
         return out
 
+    @classmethod
+    def from_summary(cls, summary: Dict[str, Any]) -> "Identification":
+        """A light copy rebuilt from :meth:`summary` (JSON): enough to cluster, not to :meth:`apply`."""
+        labels = list(summary["estimate"])
+        est = np.array([summary["estimate"][g] for g in labels], dtype=np.float64)
+        return cls(labels, est, est, np.array([summary["std_error"][g] for g in labels], dtype=np.float64),
+                   np.array([summary["identifiable"][g] for g in labels]), [summary["reasons"].get(g, "") for g in labels],
+                   summary["condition"], summary["residual_rms"], summary["relative_residual"], summary["windows"],
+                   summary["equations"], summary["converged"], summary["iterations"], {}, torch.zeros(0), summary["group"])
+
     def summary(self) -> Dict[str, Any]:
         """JSON-ready report."""
         return {"group": self.group if not isinstance(self.group, np.generic) else self.group.item(),

@@ -180,6 +180,8 @@ def identify_and_relabel(dataset: Dataset, controller: LowLevelController, unkno
     fingerprint = ";".join(f"{r.group}:{sorted(r.as_dict().items())}" for r in results)
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
     inverter = PerEpisodeInverter({e: make_inverter(c) for e, c in ctrls.items()}, describe_as=f"|identified:{digest}")
+    if relabel_kwargs.get("description"):  # a caller's description replaces describe(): keep the identified values in it
+        relabel_kwargs["description"] = f"{relabel_kwargs['description']}|{inverter.describe()}|cluster={use_cluster}"
     high, report = relabel(dataset, inverter, k, out_path, **relabel_kwargs)
     return {"dataset": high, "report": report, "identifications": results, "labels": labels, "clusters": clusters}
 

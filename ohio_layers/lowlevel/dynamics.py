@@ -42,6 +42,42 @@ class ConstantLinearization(nn.Module):
         return self.A.to(state).expand(n, -1, -1), self.B.to(state).expand(n, -1, -1)
 
 
+class MemoizedLinearization:
+    """A linearisation that remembers its ``(A, B)`` per batch of states (exact match of the values).
+
+    Identification (:mod:`ohio_layers.inverse.identify`) evaluates a controller's context on the
+    same window-start states many times while only the controller's own parameters change; with a
+    simulator's finite-difference linearisation (not traceable by forward-mode AD) that call would
+    dominate, and it forced the Jacobians onto central differences. Memoised, the simulator runs
+    once per batch and the rest (e.g. the Riccati recursion) stays differentiable. ``A, B`` carry
+    no gradient with respect to the state (the linearisation point), as in the LQR.
+
+    Args:
+        linearization: ``state (B, n) -> (A (B, n, n), B (B, n, m))``.
+        max_entries: batches remembered (least recently added dropped first).
+    """
+
+    def __init__(self, linearization: Linearization, max_entries: int = 64) -> None:
+        if not callable(linearization):
+            raise TypeError(f"linearization must be callable state -> (A, B), got {type(linearization).__name__}")
+        if not (isinstance(max_entries, int) and max_entries >= 1):
+            raise ValueError(f"max_entries must be a positive int, got {max_entries!r}")
+        self.linearization, self.max_entries = linearization, max_entries
+        self._memo: "dict[tuple, Tuple[Tensor, Tensor]]" = {}
+
+    def __call__(self, state: Tensor) -> Tuple[Tensor, Tensor]:
+        plain = state.detach()
+        key = (tuple(plain.shape), str(plain.dtype), plain.cpu().numpy().tobytes())
+        if key not in self._memo:
+            with torch.no_grad():
+                A, B = self.linearization(plain)
+            if len(self._memo) >= self.max_entries:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = (A.detach(), B.detach())
+        A, B = self._memo[key]
+        return A.to(state), B.to(state)
+
+
 class LinearizedDynamics(Dynamics):
     """``x' = A x + B u``.
 

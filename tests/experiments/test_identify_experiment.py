@@ -83,3 +83,32 @@ def test_score_table_reports_identified_minus_true_per_target(tmp_path, monkeypa
     assert scores["replay/damping"]["mean"] == pytest.approx(10.0)
     _, text = mi.downstream(cfg, points=10.0)
     assert "(within 10 points under every target)" in text
+
+
+def test_score_gap_is_paired_by_seed_with_its_standard_error_and_the_placebo_floor(tmp_path, monkeypatch):
+    """identified - true per seed (mean +- s.e.), and the placebo arm: true labels + seeded noise, its own gap."""
+    from ohio_layers.data import Dataset
+    from ohio_layers.experiments import manipulation_identify as mi
+
+    cfg = ManipulationIdentifyConfig(out_dir=str(tmp_path), train=True, relabel_targets=("damping",), seeds=(0, 1, 2),
+                                     placebo=1e-7)
+    rel = tmp_path / "relabelled"
+    Dataset({"rewards": np.ones(4)}, {"behaviour_return": 100.0}).save(rel / "actions.npz")
+    z = np.random.default_rng(0).standard_normal((4, 7))
+    Dataset({"z": z, "rewards": np.ones(4)}).save(rel / "ohio_true_damping.npz")
+    by_seed = {"identified": [30.0, 40.0, 50.0], "true": [28.0, 41.0, 45.0], "placebo1e-07": [29.0, 39.0, 47.0]}
+
+    def fake_run_jobs(fn, jobs, out_dir, workers, desc):
+        return [{"method": j["method"], "evals": {"damping": {"mean_return": by_seed[j["source"]][j["seed"]] if j.get("source")
+                                                              else 1.0, "success_rate": 0.0}}} for j in jobs]
+
+    monkeypatch.setattr(mi, "run_jobs", fake_run_jobs)
+    scores, text = mi.downstream(cfg)
+    gaps = np.array([2.0, -1.0, 5.0])
+    assert scores["gap_per_seed/damping"]["gaps"] == pytest.approx(gaps.tolist())
+    assert scores["gap/damping"] == pytest.approx(2.0)
+    assert scores["gap_per_seed/damping"]["standard_error"] == pytest.approx(gaps.std(ddof=1) / np.sqrt(3))
+    assert scores["placebo_gap_per_seed/damping"] == pytest.approx([1.0, -2.0, 2.0])
+    assert "+2.0 +- 1.7" in text and "placebo - true (noise floor)" in text
+    placebo = Dataset.load(rel / "ohio_placebo1e-07_damping.npz")["z"]
+    assert 0 < np.abs(placebo[:, :6] - z[:, :6]).max() < 1e-6 and np.array_equal(placebo[:, 6], z[:, 6])
