@@ -28,8 +28,10 @@ per call, which synchronises a CUDA device), its outputs are on the inputs' devi
 
 **Integers** (``integer=True``, the default used by the environment): the desired shipments are
 the largest-remainder (Hamilton) rounding of ``u * avail`` over all ``S + 1`` nodes, so they sum to
-``avail`` exactly and never exceed the stock; the production target is ``floor(q)``; the
-demand term is floored (``D <- floor(D)``) so the room is an integer. The LP data are then
+``avail`` exactly and never exceed the stock; the production target is ``q`` rounded to the
+nearest integer (at most ``floor(C)``; unbiased like the shipments' rounding and like the
+environment's rounding of end-to-end production, where the reference's ``int`` truncation
+under-produced by half a unit on average); the demand term is floored (``D <- floor(D)``) so the room is an integer. The LP data are then
 integral, its closed-form vertex is integral, and ``x_i <= floor(room_i)`` keeps every shipment
 within the room computed with the exact forecast. Units not shipped stay at the factory
 (stock-preserving: ``sum x + kept == avail``). Requires integer stocks (flagged otherwise).
@@ -174,7 +176,7 @@ class SupplyChainController(LowLevelController):
         _, _, _, I_f, A_f = self.split_state(state)
         avail, u, q = I_f + A_f, z[:, :S + 1], z[:, S + 1]
         if integer:
-            return largest_remainder(u.clamp_min(0.0), avail)[:, :S], torch.floor(q.detach())
+            return largest_remainder(u.clamp_min(0.0), avail)[:, :S], torch.round(q.detach()).clamp(max=float(np.floor(self.production_capacity)))
         return u[:, :S] * avail[:, None], q
 
     # ------------------------------------------------------------------ solves

@@ -110,6 +110,10 @@ class SACConfig(AgentConfig):
         start_steps: initial online steps with uniformly random actions.
         update_after: online steps before the first gradient update.
         updates_per_step: gradient updates per online env step.
+        critic_warmup: the first env steps of each :meth:`SAC.fit_online` call whose updates train only the critics
+            (actor and temperature frozen), so that a critic pre-trained on other targets (e.g. Cal-QL's
+            conservative one) first fits the online soft Bellman targets before the actor follows its
+            action-gradient (the OHIO reference fine-tunes critic-only for the first 500 steps).
     """
 
     actor_lr: float = 3e-4
@@ -129,6 +133,7 @@ class SACConfig(AgentConfig):
     start_steps: int = 0
     update_after: int = 256
     updates_per_step: int = 1
+    critic_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -139,7 +144,7 @@ class SACConfig(AgentConfig):
             raise ValueError(f"tau must be in (0, 1], got {self.tau}")
         if not 0.0 <= self.offline_ratio <= 1.0:
             raise ValueError(f"offline_ratio must be in [0, 1], got {self.offline_ratio}")
-        for name in ("start_steps", "update_after", "bc_weight"):
+        for name in ("start_steps", "update_after", "bc_weight", "critic_warmup"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -252,15 +257,19 @@ class SAC(Agent):
         return {"loss_q": self.critic_loss(batch)["loss"], "loss_actor": actor["loss"],
                 "loss_alpha": self.alpha_loss(actor["log_prob"])}
 
-    def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
-        """Critic step, actor step, temperature step, Polyak update."""
+    def update_tensors(self, batch: Batch, update_actor: bool = True) -> Dict[str, Tensor]:
+        """Critic step, actor step, temperature step, Polyak update (``update_actor=False``: critic and Polyak only)."""
         with self.autocast():
             critic = self.critic_loss(batch)
         self._optimize("q", critic["loss"], self.q)
+        metrics = {"loss_q": critic["loss"].detach(), **{k: v.detach() for k, v in critic.items() if k != "loss"}}
+        if not update_actor:
+            soft_update(self.target_q, self.q, self.config.tau)
+            self.step += 1
+            return metrics
         with self.autocast():
             actor = self.actor_loss(batch)
         self._optimize("actor", actor["loss"], self.actor)
-        metrics = {"loss_q": critic["loss"].detach(), **{k: v.detach() for k, v in critic.items() if k != "loss"}}
         if self.config.auto_alpha:
             loss_alpha = self.alpha_loss(actor["log_prob"])
             self._optimize("alpha", loss_alpha, None)
@@ -377,7 +386,8 @@ class SAC(Agent):
                 can_sample = len(buffer) > 0 or (offline_sampler is not None and c.offline_ratio > 0)
                 if can_sample and t + 1 >= c.update_after:
                     for _ in range(c.updates_per_step):
-                        accumulate(sums, self.update_tensors(self._mixed_batch(buffer, offline_sampler)))
+                        accumulate(sums, self.update_tensors(self._mixed_batch(buffer, offline_sampler),
+                                                             update_actor=t >= c.critic_warmup))
                         n_updates += 1
                 if (t + 1) % log_every == 0 or t == steps - 1:
                     hist = {"step": float(self.step), "env_step": float(t + 1), **metric_floats(sums, max(n_updates, 1))}

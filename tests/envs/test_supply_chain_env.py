@@ -88,3 +88,18 @@ def test_mpc_beats_s_type_and_collection_resumes(tmp_path):
     assert not parts.exists()
     with pytest.raises(ValueError, match="policy must be one of"):
         make_policy("oracle")
+
+
+def test_mpc_respects_the_hard_factory_capacity_after_rounding():
+    # episode 37 of the default 1w10s MPC data (seed 1000 + 37): the LP plans stock kept + production = 80 = Cap_f
+    # with a fractional production at t = 17, and rounding it up broke the hard factory capacity by one unit
+    env, mpc = SupplyChainEnv("1w10s", "shipments"), make_policy("mpc")
+    sc = env.scenario
+    env.reset(seed=1037)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        snap = env.snapshot()
+        action, _ = mpc(env, rng)
+        assert snap["Xf"] + snap["P"] - action[:-1].sum() + action[-1] <= sc.factory_capacity
+        assert action[-1] == np.round(action[-1]) and 0 <= action[-1] <= sc.production_capacity
+        env.step(action)

@@ -10,7 +10,7 @@ from ohio_layers.experiments.supply_chain import SupplyChainExperimentConfig, ob
 
 TINY = {"scenario": "1w3s", "datasets": ["mpc"], "episodes": 2, "algos": ["bc", "iql"], "seeds": [0], "hidden": [16],
         "batch_size": 16, "iql_steps": 10, "bc_steps": 10, "calql_steps": 4, "cql_samples": 1, "online_steps": 30,
-        "eval_every": 30, "finetune_eval_episodes": 1, "eval_episodes": 2, "finetune_datasets": ["mpc"], "workers": 1}
+        "critic_warmup": 10, "eval_every": 30, "finetune_eval_episodes": 1, "eval_episodes": 2, "finetune_datasets": ["mpc"], "workers": 1}
 
 
 def test_tiny_run_rows_and_resume(tmp_path, capsys):

@@ -50,6 +50,17 @@ def test_integer_shipments_preserve_stock_and_room():
     assert torch.equal(sol.targets.sum(1) <= avail, torch.ones(2000, dtype=torch.bool))
 
 
+def test_integer_production_target_is_rounded_to_nearest():
+    # the deployed production target of a learned policy is a real number near an integer label: truncation would
+    # under-produce by half a unit on average where the end-to-end path (env rounding) does not
+    c = SupplyChainController([15.0] * 3, 50.0, 25.0)
+    state = torch.tensor([[2.0, 3.0, 4.0, 9.0, 9.0, 9.0, 0.0, 0.0, 0.0, 10.0, 0.0]] * 4, dtype=torch.float64)
+    u = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64).expand(4, 4)
+    z = torch.cat([u, torch.tensor([[9.7], [9.2], [24.6], [0.4]], dtype=torch.float64)], 1)
+    for method in ("closed_form", "highs"):
+        assert c.solve(state, z, method).production.tolist() == [10.0, 9.0, 25.0, 0.0]
+
+
 def test_gradients_finite_difference_and_straight_through():
     S = 3
     c = SupplyChainController([15.0] * S, 50.0, 25.0)

@@ -357,6 +357,20 @@ def test_cql_fit_and_sac_finetune_online(tmp_path):
     assert torch.equal(sac2.q.q1.net[0].weight, iql.q.q1.net[0].weight)
 
 
+def test_sac_critic_warmup_trains_only_the_critics_first():
+    env = gym.wrappers.TimeLimit(PointEnv(), 10)
+    sac = SAC(2, 1, config={**TINY, "batch_size": 8, "update_after": 1, "critic_warmup": 12, "init_alpha": 0.5})
+    actor0, q0 = [p.detach().clone() for p in sac.actor.parameters()], [p.detach().clone() for p in sac.q.parameters()]
+    sac.fit_online(env, 12, show_progress=False, log_every=12)
+    assert all(torch.equal(a, b) for a, b in zip(actor0, sac.actor.parameters()))  # actor frozen during the warm-up
+    assert sac.alpha.item() == pytest.approx(0.5) and "loss_actor" not in sac.history[-1]
+    assert not all(torch.equal(a, b) for a, b in zip(q0, sac.q.parameters())) and sac.step == 12
+    sac.fit_online(env, 13, show_progress=False, log_every=13)  # a new call warms up again: 1 actor update
+    assert not all(torch.equal(a, b) for a, b in zip(actor0, sac.actor.parameters())) and "loss_actor" in sac.history[-1]
+    with pytest.raises(ValueError, match="critic_warmup"):
+        SACConfig(critic_warmup=-1)
+
+
 def test_replay_buffer_wraps_and_mixes():
     buf = ReplayBuffer(4)
     buf.add(x=np.arange(3.0), y=np.ones((3, 2)))

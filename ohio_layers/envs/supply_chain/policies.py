@@ -7,7 +7,8 @@
 * :class:`MPCPolicy` -- rolling horizon (``horizon`` = 10 periods, cut at the episode's end),
   re-solved every period from the current state; the **LP relaxation** on HiGHS (not the MILP:
   first-period decisions are rounded, shipments by largest-remainder rounding of
-  ``(shipments, kept stock)`` so they never exceed the stock). Demand: the realised ``D_t`` now,
+  ``(shipments, kept stock)`` so they never exceed the stock; production rounded, then cut to the
+  factory's room left after the rounded shipments). Demand: the realised ``D_t`` now,
   the exact mean ``lambda`` afterwards. Objective: the environment's reward under that forecast
   (sales, production, pipeline, holding, backlog, and the 22.5-per-unit store overflow priced in
   rather than put lexicographically first as in the reference's ``mpc_fore.mod``); the factory
@@ -169,8 +170,12 @@ class MPCPolicy(BehaviourPolicy):
         env = env.unwrapped
         r, p = self.plan(env)
         snap = env.snapshot()
-        ship = round_shipments(r[0], snap["Xf"] + snap["P"])
-        return np.r_[ship, np.clip(np.round(p[0]), 0.0, env.scenario.production_capacity)], None
+        sc, stock = env.scenario, snap["Xf"] + snap["P"]
+        ship = round_shipments(r[0], stock)
+        # the LP keeps stock kept + production <= Cap_f; rounding production up (or shipping less after rounding the
+        # shipments) could break that hard constraint by a unit, which the lower level then flags as infeasible
+        room = max(0.0, sc.factory_capacity - (stock - ship.sum()))
+        return np.r_[ship, np.clip(np.round(p[0]), 0.0, min(sc.production_capacity, np.floor(room)))], None
 
 
 POLICIES = {"s_type": STypePolicy, "mpc": MPCPolicy}
