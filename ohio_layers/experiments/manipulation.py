@@ -131,11 +131,13 @@ FULL: Dict[str, Any] = {"episodes": 300, "train_steps": 100_000, "seeds": [0, 1,
 """``--full``: 300 episodes and 100k IQL steps per agent (issue 14's paper scale; the paper's code loops 10^6 steps,
 which the reference deems impractical for a grid of settings and seeds), 3 seeds, 50 evaluation episodes per setting."""
 
-COSTS: Dict[str, float] = {"iql_step": 12e-3, "env_step": 3e-3, "data_step": 3.5e-3}
+COSTS: Dict[str, float] = {"iql_step": 12e-3, "env_step": 3e-3, "data_step": 3.5e-3, "amortized_window_epoch": 1.3e-4}
 """CPU seconds per unit, one torch thread, calibrated on the measured defaults (docstring of
 :class:`ManipulationExperimentConfig`): data and relabelling 42 s for 15k Lift steps and 94 s for 30k Door steps
 (2.8-3.1 ms per collected step, relabelled for three settings); the whole run 11.9 min (Lift) and 15.5 min (Door),
-which these constants give as 12.2 and 16.5 min (robosuite steps at 2x the reference's 1.5-1.7 ms)."""
+which these constants give as 12.2 and 16.5 min (robosuite steps at 2x the reference's 1.5-1.7 ms). An inverse
+network (``inverse=``) costs 1.3e-4 s per window and epoch (benchmarks/bench_amortized.py: 10k Lift transitions,
+100 epochs in 128 s on a loaded machine)."""
 COST_SOURCE = "ohio_layers.experiments.manipulation.COSTS: measured defaults on 2 idle cores"
 
 
@@ -143,10 +145,13 @@ def estimate(cfg: ManipulationExperimentConfig, workers: int) -> List[Tuple[str,
     """Estimated wall seconds of each phase of a run from scratch on ``workers`` processes (see ``COSTS``)."""
     horizon = int(cfg.horizon or HORIZON[cfg.task])
     data = [{"data_step": cfg.episodes * horizon * len(cfg.settings) / 3}]  # measured with 3 settings relabelled
+    if any(m in AMORTIZED_LABEL for m in cfg.methods):  # one inverse network per setting
+        windows = min(cfg.amortized_windows, cfg.episodes * horizon)
+        data.append({"amortized_window_epoch": windows * cfg.amortized_epochs * len(cfg.settings)})
     jobs = []
     for _ in cfg.seeds:
         for method in cfg.methods:
-            deploys = [[s] for s in cfg.settings] if method == "ohio" else [list(cfg.settings)]
+            deploys = [[s] for s in cfg.settings] if method.startswith("ohio") else [list(cfg.settings)]
             jobs += [{"iql_step": cfg.train_steps, "env_step": cfg.eval_episodes * horizon * len(d)} for d in deploys]
     return [("data + relabel", estimate_wall_time(data, COSTS, 1)),
             ("train + eval", estimate_wall_time(jobs, COSTS, workers))]
