@@ -101,3 +101,15 @@ def test_save_load_roundtrip(trained, tmp_path):
         OSCFirstStep(OperationalSpaceController(impedance_mode="variable_kp"))
     with pytest.raises(ValueError, match="fallback needs a tolerance"):
         AmortizedOSCRelabeler(inv, fallback=OSCRelabeler(Setting()))
+
+
+def test_features_returning_a_wrong_base_or_exact_mask_are_named():
+    from ohio_layers.inverse import AmortizedInverse
+    from ohio_layers.inverse.osc_amortized import osc_problem
+
+    c = Setting().make_controller()
+    first = OSCFirstStep(c)
+    with pytest.raises(ValueError, match="z_base of shape"):
+        AmortizedInverse(osc_problem(c), features=lambda b: (first(b)[0], first(b)[1][:, :3]))
+    with pytest.raises(ValueError, match="exact of shape"):
+        AmortizedInverse(osc_problem(c), features=lambda b: (first(b)[0], first(b)[1], first(b)[2].double()))
