@@ -24,7 +24,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 __all__ = ["ExperimentConfig", "check_device", "Stages", "run_jobs", "job_key", "file_hash", "write_json", "format_table",
            "cpu_workers", "estimate_wall_time", "wall_time_note", "actor_bounds", "pyplot", "save_figure", "save_results",
-           "identification_error_table"]
+           "identification_error_table", "AMORTIZED", "AMORTIZED_LABEL", "amortized_methods"]
 
 
 @dataclasses.dataclass(kw_only=True)  # keyword-only: subclasses keep their own positional order
@@ -364,6 +364,21 @@ def cpu_workers(requested: int) -> int:
 
 
 # ------------------------------------------------------------------------------ labels
+AMORTIZED = {"amortized": "ohio_amortized", "amortized+fallback": "ohio_amortized_fallback"}
+"""``inverse=`` values of an experiment -> the methods relabelled by an ``AmortizedInverse`` (network alone /
+with the exact solver on the windows above the tolerance)."""
+AMORTIZED_LABEL = {"ohio_amortized": "OHIO amortised (network)", "ohio_amortized_fallback": "OHIO amortised + fallback"}
+
+
+def amortized_methods(inverse: Sequence[str], methods: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """``(inverse, methods)`` of a config with ``inverse=`` given as a list or comma-separated: the
+    checked inverse names and the methods with their amortised methods appended."""
+    inverse = tuple(p.strip() for entry in inverse for p in str(entry).split(",") if p.strip())
+    if not set(inverse) <= set(AMORTIZED):
+        raise ValueError(f"inverse must be a subset of {tuple(AMORTIZED)}, got {inverse}")
+    return inverse, tuple(methods) + tuple(AMORTIZED[i] for i in inverse if AMORTIZED[i] not in methods)
+
+
 def actor_bounds(labels: np.ndarray, limit: Any, quantile: float = 0.005, widen: float = 0.25,
                  floor: float = 1e-4) -> "tuple[list, list]":
     """Per-dimension actor range for labels ``(N, d)``: the central ``1 - 2 quantile`` of the data

@@ -34,13 +34,15 @@ import numpy as np
 from ..config import setting
 from ..data import Dataset
 from ..envs.manipulation.data import DEFAULT_NOISE
-from .common import (ExperimentConfig, Stages, actor_bounds, estimate_wall_time, file_hash, format_table,
-                     pyplot, run_jobs, save_figure, save_results, start_run, wall_time_note, write_json)
+from .common import (AMORTIZED, AMORTIZED_LABEL, ExperimentConfig, Stages, actor_bounds, amortized_methods,
+                     estimate_wall_time, file_hash, format_table, pyplot, run_jobs, save_figure, save_results, start_run,
+                     wall_time_note, write_json)
 
 TASKS = ("lift", "door")
 SETTINGS = ("original", "stiffness", "damping")
 METHODS = ("iql_actions", "ohio", "next_state")
-METHOD_LABEL = {"iql_actions": "IQL (recorded actions)", "ohio": "OHIO (relabelled z)", "next_state": "observed next state as z"}
+METHOD_LABEL = {"iql_actions": "IQL (recorded actions)", "ohio": "OHIO (relabelled z)", "next_state": "observed next state as z",
+                **AMORTIZED_LABEL}
 # paper settings (reference section 4.1): expectile / inverse temperature
 IQL_PAPER = {"lift": (0.7, 3.0), "door": (0.9, 0.1)}
 # episode lengths: Lift succeeds by step ~130-200 with noise <= 0.3, Door by ~390-420 (measured)
@@ -64,6 +66,14 @@ class ManipulationExperimentConfig(ExperimentConfig):
             (original) controller (see :mod:`~ohio_layers.inverse.osc_relabel`);
             ``False`` inverts the recorded, clipped torques directly.
         methods: subset of ``METHODS``.
+        inverse: add amortised-inverse methods (OHIO labels from an inverse network trained without
+            labels through each setting's OSC, see :mod:`~ohio_layers.inverse.osc_amortized`):
+            ``"amortized"`` (network alone), ``"amortized+fallback"`` (windows whose torque residual
+            is above ``amortized_tolerance`` get the exact relabeller's labels), or both.
+        amortized_epochs, amortized_windows: training of the inverse networks (epochs; at most this many
+            recorded transitions, chosen at random with ``data_seed``).
+        amortized_tolerance: residual (N m, over the 35 sub-step torques) above which a transition is
+            sent to the exact relabeller.
         seeds: training seeds per (method, setting).
         train_steps, hidden, batch_size, actor_lr, state_dependent_std: IQL settings.
         expectile, temperature: ``None`` = the paper's (Lift 0.7 / 3, Door 0.9 / 0.1).
@@ -82,7 +92,11 @@ class ManipulationExperimentConfig(ExperimentConfig):
     noise_levels: Tuple[float, ...] = setting(DEFAULT_NOISE, ge=0.0)
     settings: Tuple[str, ...] = setting(SETTINGS, choices=SETTINGS)
     desaturate: bool = True
-    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS)
+    methods: Tuple[str, ...] = setting(METHODS, choices=METHODS + tuple(AMORTIZED.values()))
+    inverse: Tuple[str, ...] = setting((), allow_empty=True)
+    amortized_epochs: int = setting(100, ge=1)
+    amortized_windows: int = setting(20_000, ge=2)
+    amortized_tolerance: float = setting(1e-2, gt=0.0)
     seeds: Tuple[int, ...] = (0, 1)
     train_steps: int = setting(8_000, ge=1)
     hidden: Tuple[int, ...] = setting((256, 256), ge=1)
@@ -97,6 +111,7 @@ class ManipulationExperimentConfig(ExperimentConfig):
 
     def check(self) -> None:
         super().check()
+        self.inverse, self.methods = amortized_methods(self.inverse, self.methods)
         if "original" not in self.settings:
             raise ValueError("settings must include 'original' (the behaviour data's controller)")
         if self.out_dir is None:
@@ -116,11 +131,13 @@ FULL: Dict[str, Any] = {"episodes": 300, "train_steps": 100_000, "seeds": [0, 1,
 """``--full``: 300 episodes and 100k IQL steps per agent (issue 14's paper scale; the paper's code loops 10^6 steps,
 which the reference deems impractical for a grid of settings and seeds), 3 seeds, 50 evaluation episodes per setting."""
 
-COSTS: Dict[str, float] = {"iql_step": 12e-3, "env_step": 3e-3, "data_step": 3.5e-3}
+COSTS: Dict[str, float] = {"iql_step": 12e-3, "env_step": 3e-3, "data_step": 3.5e-3, "amortized_window_epoch": 1.3e-4}
 """CPU seconds per unit, one torch thread, calibrated on the measured defaults (docstring of
 :class:`ManipulationExperimentConfig`): data and relabelling 42 s for 15k Lift steps and 94 s for 30k Door steps
 (2.8-3.1 ms per collected step, relabelled for three settings); the whole run 11.9 min (Lift) and 15.5 min (Door),
-which these constants give as 12.2 and 16.5 min (robosuite steps at 2x the reference's 1.5-1.7 ms)."""
+which these constants give as 12.2 and 16.5 min (robosuite steps at 2x the reference's 1.5-1.7 ms). An inverse
+network (``inverse=``) costs 1.3e-4 s per window and epoch (benchmarks/bench_amortized.py: 10k Lift transitions,
+100 epochs in 128 s on a loaded machine)."""
 COST_SOURCE = "ohio_layers.experiments.manipulation.COSTS: measured defaults on 2 idle cores"
 
 
@@ -128,10 +145,13 @@ def estimate(cfg: ManipulationExperimentConfig, workers: int) -> List[Tuple[str,
     """Estimated wall seconds of each phase of a run from scratch on ``workers`` processes (see ``COSTS``)."""
     horizon = int(cfg.horizon or HORIZON[cfg.task])
     data = [{"data_step": cfg.episodes * horizon * len(cfg.settings) / 3}]  # measured with 3 settings relabelled
+    if any(m in AMORTIZED_LABEL for m in cfg.methods):  # one inverse network per setting
+        windows = min(cfg.amortized_windows, cfg.episodes * horizon)
+        data.append({"amortized_window_epoch": windows * cfg.amortized_epochs * len(cfg.settings)})
     jobs = []
     for _ in cfg.seeds:
         for method in cfg.methods:
-            deploys = [[s] for s in cfg.settings] if method == "ohio" else [list(cfg.settings)]
+            deploys = [[s] for s in cfg.settings] if method.startswith("ohio") else [list(cfg.settings)]
             jobs += [{"iql_step": cfg.train_steps, "env_step": cfg.eval_episodes * horizon * len(d)} for d in deploys]
     return [("data + relabel", estimate_wall_time(data, COSTS, 1)),
             ("train + eval", estimate_wall_time(jobs, COSTS, workers))]
@@ -278,11 +298,11 @@ def build_jobs(cfg: ManipulationExperimentConfig) -> List[Dict[str, Any]]:
     jobs = []
     for seed in cfg.seeds:
         for method in cfg.methods:
-            if method == "ohio":
+            if method.startswith("ohio"):
                 for name in cfg.settings:
-                    jobs.append({**common, "name": f"ohio_{name}_seed{seed}", "method": method, "setting": name, "seed": seed,
-                                 "data_path": str(data_dir / f"ohio_{name}.npz"), "deploy": [name],
-                                 "data_sha256": file_hash(data_dir / f"ohio_{name}.npz")})
+                    path = data_dir / f"{method}_{name}.npz"
+                    jobs.append({**common, "name": f"{method}_{name}_seed{seed}", "method": method, "setting": name,
+                                 "seed": seed, "data_path": str(path), "deploy": [name], "data_sha256": file_hash(path)})
             else:
                 path = data_dir / ("actions.npz" if method == "iql_actions" else "next_state.npz")
                 jobs.append({**common, "name": f"{method}_seed{seed}", "method": method, "setting": "original", "seed": seed,
@@ -301,6 +321,8 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     t0 = time.perf_counter()
     print(wall_time_note(estimate(cfg, cfg.job_workers), cfg.job_workers, COST_SOURCE))
     prep = prepare_data(cfg, stages)
+    amortized = {f"{m}/{name}": amortized_relabel(cfg, stages, m, name) for m in cfg.methods if m in AMORTIZED_LABEL
+                 for name in cfg.settings}
     jobs = build_jobs(cfg)
     print(f"[3/4] train and evaluate {len(jobs)} agents ({cfg.job_workers} processes, "
           f"{cfg.train_steps} IQL steps, {cfg.eval_episodes} evaluation episodes per setting)")
@@ -313,7 +335,7 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     for method in cfg.methods:
         for name in cfg.settings:
             mine = [r["evals"][name] for r in runs if r["method"] == method and name in r["evals"]
-                    and (method != "ohio" or r["setting"] == name)]
+                    and (not method.startswith("ohio") or r["setting"] == name)]
             scores = [100.0 * e["mean_return"] / behaviour for e in mine]
             summary[f"{method}/{name}"] = {"scores": scores, "mean": float(np.mean(scores)), "std": float(np.std(scores)),
                                            "returns": [e["mean_return"] for e in mine],
@@ -335,12 +357,100 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
             f"mean +- std over {len(cfg.seeds)} seeds x {cfg.eval_episodes} episodes (success rate)")
     print(head)
     print(text)
+    if amortized:
+        text += "\n\n" + relabel_table(cfg, prep, amortized)
+        print(text.split("\n\n", 1)[1])
     print(f"wall time {wall:.0f} s (this invocation; data preparation {prep['prepare_seconds']:.0f} s when it ran)")
-    results = {"config": cfg.to_dict(), "behaviour": prep["behaviour"], "relabel": prep["relabel"],
+    results = {"config": cfg.to_dict(), "behaviour": prep["behaviour"], "relabel": prep["relabel"], "amortized": amortized,
                "summary": summary, "table": head + "\n" + text, "wall_seconds": wall,
                "train_seconds": [r["train_seconds"] for r in runs]}
     save_results(out, results, plot, "scores.png")
     return results
+
+
+def relabel_table(cfg: ManipulationExperimentConfig, prep: Dict[str, Any], amortized: Dict[str, Dict[str, Any]]) -> str:
+    """Relabelling per setting: wall seconds, residual and the amortised labels' distance to the exact ones."""
+    rows = []
+    for name in cfg.settings:
+        rel = prep["relabel"][name]
+        rows.append([name, METHOD_LABEL["ohio"], f"{rel['seconds']:.1f}", "-", f"{rel['residual_median']:.1e}", "-", "-", "-"])
+        for method in (m for m in cfg.methods if m in AMORTIZED_LABEL):
+            st = amortized[f"{method}/{name}"]
+            rows.append([name, METHOD_LABEL[method], f"{st['seconds']:.1f}", f"{st['train_seconds']:.0f}",
+                         f"{st['residual_median']:.1e}", f"{st['position_error_mm_median']:.2g} / {st['position_error_mm_p90']:.2g}",
+                         f"{st['orientation_error_rad_median']:.2g} / {st['orientation_error_rad_p90']:.2g}",
+                         f"{100 * st['sent_to_fallback']:.1f}" if st["sent_to_fallback"] is not None else "-"])
+    return format_table(rows, ["controller", "labels", "relabel s", "train s", "residual (N m, median)",
+                               "vs exact: pos mm (median / p90)", "ori rad (median / p90)", "% to fallback"])
+
+
+AMORTIZED_FIELDS = DATA_FIELDS + ("amortized_epochs", "amortized_windows")
+"""The config fields an inverse network's training reads."""
+
+
+def amortized_relabel(cfg: ManipulationExperimentConfig, stages: Stages, method: str, name: str) -> Dict[str, Any]:
+    """Relabel the behaviour data for setting ``name`` with its inverse network (alone or with the exact
+    fallback) into ``data/<method>_<name>.npz`` (cached); returns the statistics against the exact labels."""
+    data_dir = _data_dir(cfg)
+    fields = AMORTIZED_FIELDS + (("amortized_tolerance",) if method == "ohio_amortized_fallback" else ())
+    key = stages.key(fields, inputs=[data_dir / "summary.json"], method=method, setting=name)
+    path = data_dir / f"{method}_{name}.npz"
+    return stages.json(data_dir / f"{method}_{name}.json", key, lambda: _amortized_relabel(cfg, stages, method, name, path),
+                       also=[path])
+
+
+def _amortized_relabel(cfg: ManipulationExperimentConfig, stages: Stages, method: str, name: str, path: Path) -> Dict[str, Any]:
+    import torch
+
+    from ..envs.manipulation import controller_setting
+    from ..envs.manipulation.data import load_episodes
+    from ..inverse import OSCInverse
+    from ..inverse.osc_amortized import AmortizedOSCRelabeler, osc_amortized_inverse, osc_windows
+    from ..inverse.osc_relabel import OSCRelabeler, relabel_manipulation
+
+    data_dir = _data_dir(cfg)
+    low = load_episodes(data_dir / "episodes", cfg.episodes)
+    setting = controller_setting(cfg.task, name)
+    controller = setting.make_controller()
+    net_path = data_dir / f"amortized_inverse_{name}.pt"
+    trust = name == "original"  # the recording controller: its first sub-step closed form is exact where it is solvable
+
+    def train() -> Dict[str, Any]:
+        t0 = time.perf_counter()
+        rows = np.sort(np.random.default_rng(cfg.data_seed).permutation(len(low))[: cfg.amortized_windows])
+        inv = osc_amortized_inverse(controller, trust_first_step=trust)
+        inv.fit(osc_windows(inv.problem, low, rows), epochs=cfg.amortized_epochs, batch_size=2048, lr=3e-3, patience=50,
+                seed=cfg.data_seed)
+        inv.save(net_path)
+        return {"train_seconds": time.perf_counter() - t0, "windows": int(rows.size)}
+
+    meta = stages.json(data_dir / f"amortized_inverse_{name}.json",
+                       stages.key(AMORTIZED_FIELDS, inputs=[data_dir / "summary.json"], setting=name), train, also=[net_path])
+    inv = osc_amortized_inverse(controller, trust_first_step=trust, path=net_path)
+    fallback = None
+    if method == "ohio_amortized_fallback":
+        source = controller_setting(cfg.task, "original") if cfg.desaturate else None
+        fallback = OSCRelabeler(setting, source=source)
+    inverter = AmortizedOSCRelabeler(inv, fallback=fallback, tolerance=cfg.amortized_tolerance if fallback else None)
+    print(f"[2/4] relabel for the {name} controller with {METHOD_LABEL[method]}")
+    t0 = time.perf_counter()
+    high, _ = relabel_manipulation(low, setting, path, inverter=inverter)
+    seconds = time.perf_counter() - t0
+    z, exact = high["z"][:, :6], Dataset.load(data_dir / f"ohio_{name}.npz")["z"][:, :6]
+    residual = high["residual"]
+    if np.isnan(residual).all():  # network alone: the residual was not computed while relabelling; checked here, untimed
+        b = osc_windows(inv.problem, low, np.arange(len(low)), with_context=False)
+        with torch.no_grad():
+            residual = OSCInverse.residual(controller, torch.as_tensor(z), b.states, b.actions).norm(dim=-1).numpy()
+    pos, ori = 1000 * np.linalg.norm(z[:, :3] - exact[:, :3], axis=1), np.linalg.norm(z[:, 3:] - exact[:, 3:], axis=1)
+    sent = None
+    if fallback is not None:
+        sent = float((high["iterations"] > 0).mean())  # the network's windows carry 0 iterations
+    return {"seconds": seconds, "train_seconds": float(meta["train_seconds"]), "windows": int(len(high)),
+            "residual_median": float(np.median(residual)), "residual_p90": float(np.quantile(residual, 0.9)),
+            "position_error_mm_median": float(np.median(pos)), "position_error_mm_p90": float(np.quantile(pos, 0.9)),
+            "orientation_error_rad_median": float(np.median(ori)), "orientation_error_rad_p90": float(np.quantile(ori, 0.9)),
+            "sent_to_fallback": sent}
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
@@ -356,7 +466,8 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     for j, m in enumerate(methods):
         xs = np.arange(len(settings)) + (j - (len(methods) - 1) / 2) * width
         means = [results["summary"][f"{m}/{s}"]["mean"] for s in settings]
-        ax.bar(xs, means, width, color=colors[m], alpha=0.85, label=METHOD_LABEL[m])
+        ax.bar(xs, means, width, color=colors.get(m, "#8172b2" if m == "ohio_amortized" else "#ccb974"), alpha=0.85,
+               label=METHOD_LABEL[m])
         for x, s in zip(xs, settings):
             pts = results["summary"][f"{m}/{s}"]["scores"]
             ax.scatter([x] * len(pts), pts, color="black", s=10, zorder=3)

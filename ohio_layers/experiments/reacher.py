@@ -25,17 +25,15 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
-from .common import (ExperimentConfig, Stages, actor_bounds, estimate_wall_time, file_hash, format_table, pyplot,
-                     run_jobs, save_figure, save_results, start_run, wall_time_note)
+from .common import (AMORTIZED, AMORTIZED_LABEL, ExperimentConfig, Stages, actor_bounds, amortized_methods,
+                     estimate_wall_time, file_hash, format_table, pyplot, run_jobs, save_figure, save_results, start_run,
+                     wall_time_note)
 from .shards import collect_episodes, evaluate_jobs
 
 K = 5
 METHODS = ("flat", "ohio_analytic", "ohio_numerical", "next_state")
 METHOD_LABEL = {"flat": "flat (low-level actions)", "ohio_analytic": "OHIO analytic",
-                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z",
-                "ohio_amortized": "OHIO amortised (network)", "ohio_amortized_fallback": "OHIO amortised + fallback"}
-# ``inverse=`` values -> extra methods relabelled by an AmortizedInverse (network alone / + exact fallback)
-AMORTIZED = {"amortized": "ohio_amortized", "amortized+fallback": "ohio_amortized_fallback"}
+                "ohio_numerical": "OHIO numerical", "next_state": "observed next state as z", **AMORTIZED_LABEL}
 DATASETS = ("expert", "hierarchical")
 ALGORITHMS = ("bc", "iql")
 
@@ -94,10 +92,7 @@ class ReacherExperimentConfig(ExperimentConfig):
         super().check()
         if len(self.hierarchical_noise) not in (1, 4):
             raise ValueError(f"hierarchical_noise must hold 1 or 4 values (one per z dimension), got {self.hierarchical_noise}")
-        self.inverse = tuple(p.strip() for entry in self.inverse for p in entry.split(",") if p.strip())
-        if not set(self.inverse) <= set(AMORTIZED):
-            raise ValueError(f"inverse must be a subset of {tuple(AMORTIZED)}, got {self.inverse}")
-        self.methods = tuple(self.methods) + tuple(AMORTIZED[i] for i in self.inverse if AMORTIZED[i] not in self.methods)
+        self.inverse, self.methods = amortized_methods(self.inverse, self.methods)
 
     @property
     def variants(self) -> Tuple[str, ...]:

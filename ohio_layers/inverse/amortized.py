@@ -18,7 +18,11 @@ What made it accurate (measured on the reacher and the OSC, see ``benchmarks/ben
   if the controller is affine in z, else a few LM iterations) on the training windows, then
   soft-saturated into the z bounds, so every output respects them;
 * input features without the directions the controller is invariant to (``drop_dims``, e.g.
-  the reacher's base joint angle), big batches.
+  the reacher's base joint angle), big batches;
+* where the controller's structure gives a cheap estimate that is exact on part of the data, the
+  network corrects it instead of re-learning it: ``features`` may return ``(x, z_base)`` and the
+  output is then ``z_base + s * net(x)``, hard-clipped into the bounds (the OSC's first sub-step
+  closed form, exact wherever nothing saturates, see :mod:`~ohio_layers.inverse.osc_amortized`).
 
 Exactness is then recovered where it matters: ``polish=n`` LM iterations from the network's
 output, and ``fallback=`` an exact solver applied to exactly the windows whose residual is above
@@ -32,7 +36,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,7 +50,7 @@ from .problem import InverseProblem, WindowBatch
 from .result import InverseResult
 from .solvers import AnalyticSolver, LevenbergMarquardt, residual_jacobian, select_windows
 
-Features = Callable[[WindowBatch], Tensor]
+Features = Callable[[WindowBatch], Union[Tensor, Tuple[Tensor, ...]]]
 
 
 def window_features(batch: WindowBatch, match: str, drop_dims: Sequence[int] = ()) -> Tensor:
@@ -96,7 +100,12 @@ class AmortizedInverse(nn.Module):
         hidden: widths of the MLP's hidden layers (SiLU).
         drop_dims: state dimensions left out of the default features (see :func:`window_features`).
         features: custom ``WindowBatch -> (B, f)`` input (replaces the default; not saved by
-            :meth:`save`, pass it again to :meth:`load`).
+            :meth:`save`, pass it again to :meth:`load`). It may return ``(x (B, f), z_base (B, dz))``:
+            a cheap estimate of z from the observed data that the network corrects
+            (``z = clip(clip(z_base) + s * net(x))``, the last layer starts at zero, so training starts
+            from the estimate and the bounds are a hard clip, which keeps exact estimates exact), or
+            ``(x, z_base, exact (B,) bool)``: windows where the estimate is known to be exact keep it
+            unchanged (the network's float32 correction would only add noise there).
         tolerance: residual above which a window is flagged (and sent to ``fallback``); ``None``
             flags nothing.
         polish: Levenberg-Marquardt iterations run from the network's output in :meth:`solve`.
@@ -138,7 +147,8 @@ class AmortizedInverse(nn.Module):
         self.problem, self.tolerance, self.polish, self.fallback = problem, tolerance, polish, fallback
         self.drop_dims, self.hidden, self.delta = tuple(int(d) for d in drop_dims), tuple(int(h) for h in hidden), float(delta)
         self.custom_features = features
-        self.in_dim = self._features(self._dummy_batch()).shape[1]
+        x, base, _ = self._features(self._dummy_batch())
+        self.in_dim, self.has_base = x.shape[1], base is not None
         dz = c.z_dim
         layers, width = [], self.in_dim
         for h in self.hidden:
@@ -165,16 +175,30 @@ class AmortizedInverse(nn.Module):
         return self.problem.batch(x, states=x[:, None].expand(1, k, -1).clone(),
                                   actions=x.new_zeros(1, k, c.action_dim), with_context=context)
 
-    def _features(self, batch: WindowBatch) -> Tensor:
-        if self.custom_features is not None:
-            return self.custom_features(batch)
-        return window_features(batch, self.problem.match, self.drop_dims)
+    def _features(self, batch: WindowBatch) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """``(x (B, f), z_base (B, dz) or None, exact (B,) or None)``."""
+        if self.custom_features is None:
+            return window_features(batch, self.problem.match, self.drop_dims), None, None
+        out = self.custom_features(batch)
+        x, base, exact = (tuple(out) + (None, None))[:3] if isinstance(out, tuple) else (out, None, None)
+        if base is not None and tuple(base.shape) != (x.shape[0], self.problem.controller.z_dim):
+            raise ValueError(f"features returned z_base of shape {tuple(base.shape)}, expected "
+                             f"({x.shape[0]}, {self.problem.controller.z_dim})")
+        if exact is not None and (tuple(exact.shape) != (x.shape[0],) or exact.dtype != torch.bool):
+            raise ValueError(f"features returned exact of shape {tuple(exact.shape)} ({exact.dtype}), expected ({x.shape[0]},) bool")
+        return x, base, exact
 
     def forward(self, batch: WindowBatch) -> Tensor:
         """``z (B, dz)`` in the batch's dtype, inside the controller's z bounds. Needs no context."""
-        x = self._features(batch).to(torch.float32)
-        y = self.out_mean + self.out_scale * self.net((x - self.in_mean) / self.in_std)
-        return self._into_bounds(y.to(batch.state0.dtype))
+        x, base, exact = self._features(batch)
+        y = (self.out_mean + self.out_scale * self.net((x.to(torch.float32) - self.in_mean) / self.in_std)).to(batch.state0.dtype)
+        if base is None:
+            return self._into_bounds(y)
+        c = self.problem.controller
+        if exact is not None:
+            y = torch.where(exact[:, None], torch.zeros_like(y), y)
+        # the base is clipped first: a correction starting on the bound still gets a gradient inwards
+        return c.clamp_z(c.clamp_z(base.to(y)) + y)
 
     def _into_bounds(self, y: Tensor) -> Tensor:
         c = self.problem.controller
@@ -190,21 +214,28 @@ class AmortizedInverse(nn.Module):
         """Set the input normalisation, the output scale and the z-units map from unlabelled windows.
 
         The reference z is the analytic solution if the controller is affine in z, else 10 LM
-        iterations from the middle of the bounds; only its spread is used (no label).
+        iterations from the middle of the bounds (from ``z_base`` if the features give one); only
+        its spread is used (no label). With a base, the output scale is the spread of the reference
+        minus the base and the output mean is 0 (the base is the estimate).
         """
         p, c = self.problem, self.problem.controller
         sub = select_windows(batch, torch.arange(min(len(batch), max_windows)))
         with torch.no_grad():
+            _, base, _ = self._features(sub)
             if c.is_affine:
                 z_ref = AnalyticSolver().solve(p, sub).z
             else:
-                z_ref = LevenbergMarquardt(max_iter=10).solve(p, sub).z
+                z_ref = LevenbergMarquardt(max_iter=10).solve(p, sub, None if base is None else c.clamp_z(base)).z
             _, J = residual_jacobian(p, z_ref, sub, saturate=False)
             P = torch.linalg.pinv(J).mean(0)
-            x = self._features(batch).double()
+            x = self._features(batch)[0].double()
         self.in_mean.copy_(x.mean(0))
         self.in_std.copy_(x.std(0).clamp_min(1e-6 * (1 + x.abs().mean(0))))
-        mu, sd = z_ref.mean(0), z_ref.std(0)
+        if base is None:
+            mu, sd = z_ref.mean(0), z_ref.std(0)
+        else:
+            sd = (z_ref - c.clamp_z(base)).std(0)
+            mu = torch.zeros_like(sd)
         self.out_mean.copy_(mu)
         self.out_scale.copy_(sd.clamp_min(1e-6 * (1 + mu.abs())))
         self.z_map.copy_(P)

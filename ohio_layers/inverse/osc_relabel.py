@@ -119,15 +119,18 @@ class OSCRelabeler:
 
 def relabel_manipulation(dataset: Dataset, setting: ControllerFactory, out_path: PathLike, *, chunk_size: int = 2048,
                          tolerance: float = 1e-4, progress: bool = True,
-                         source: Optional[ControllerFactory] = None) -> Tuple[Dataset, Any]:
+                         source: Optional[ControllerFactory] = None, inverter: Any = None) -> Tuple[Dataset, Any]:
     """OHIO relabelling of every step for ``setting``; returns ``(high-level Dataset, RelabelReport)``.
 
     The high-level dataset holds ``z (N, 7)``, ``z_executed`` (for comparison with the original
     setting) and the usual columns. ``tolerance`` (N m, Euclidean over the 35 torques) decides
     "reproduced" in the report; ``source`` is the recording controller (see :class:`OSCRelabeler`).
+    ``inverter`` replaces the exact ``OSCRelabeler(setting, source=source)`` (e.g. an
+    :class:`~ohio_layers.inverse.osc_amortized.AmortizedOSCRelabeler`; ``setting`` and ``source`` are then unused).
     """
     dataset.require(["substep_states", "substep_torques", "actions", "z_executed"])
-    return relabel(dataset, OSCRelabeler(setting, source=source), 1, out_path, chunk_size=chunk_size, tolerance=tolerance,
+    inverter = inverter if inverter is not None else OSCRelabeler(setting, source=source)
+    return relabel(dataset, inverter, 1, out_path, chunk_size=chunk_size, tolerance=tolerance,
                    progress=progress, extra_keys=("z_executed", "success"))
 
 
