@@ -1,6 +1,6 @@
 """A reacher dynamics model learned from scratch: k-step error on held-out episodes, and relabelling through it.
 
-    python benchmarks/bench_learned_dynamics.py [--transitions 40000] [--epochs 100]
+    python benchmarks/bench_learned_dynamics.py [--transitions 40000] [--epochs 150] [--hidden 128,128]
                                                 [--out benchmarks/results/learned_dynamics.json]
 
 Data: the flat expert (action noise 0.1) on the multi-goal reacher; the model sees at most
@@ -42,8 +42,8 @@ def stats(e: torch.Tensor) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--transitions", type=int, default=40_000)
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--hidden", type=str, default="64,64")
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--hidden", type=str, default="128,128")
     ap.add_argument("--out", type=str, default=str(Path(__file__).resolve().parent / "results" / "learned_dynamics.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
