@@ -35,6 +35,7 @@ import numpy as np
 
 from ..config import setting
 from ..data import Dataset
+from ..envs.supply_chain.data import evaluate, make_env, observe_as, policy_decider, run_episode  # noqa: F401 (run_episode: re-exported)
 from .common import (ExperimentConfig, Stages, estimate_wall_time, file_hash, format_table, pyplot, run_jobs,
                      save_figure, save_results, start_run, wall_time_note)
 from .shards import collect_episodes, evaluate_jobs
@@ -162,57 +163,6 @@ class SupplyChainExperimentConfig(ExperimentConfig):
         super().check()
         if set(self.finetune_datasets) - set(self.datasets):
             raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
-
-
-# ------------------------------------------------------------------------------ evaluation
-def make_env(scenario: str, kind: str):
-    from ..envs.supply_chain import SupplyChainEnv
-
-    return SupplyChainEnv(scenario, "ohio" if kind == "ohio" else "shipments")
-
-
-def observe_as(train_scenario: str, env: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """Observation map that shows ``train_scenario``'s capacities (the policies do not see a capacity change)."""
-    from ..envs.supply_chain import get_scenario
-
-    u, sc = env.unwrapped, get_scenario(train_scenario)
-    col = 15 + u.scenario.lead_time
-    caps = np.r_[sc.store_capacity, sc.factory_capacity].astype(np.float32)
-
-    def view(obs: np.ndarray) -> np.ndarray:
-        x = np.array(obs, dtype=np.float32).reshape(u.n_nodes, u.n_features)
-        x[:, col] = caps
-        return x.reshape(-1)
-
-    return view
-
-
-def run_episode(env: Any, decide: Callable[[np.ndarray], np.ndarray], seed: int, view: Optional[Callable] = None) -> Dict[str, float]:
-    """One episode; return, capacity violations, overflow and over-orders (sums over the episode)."""
-    obs, _ = env.reset(seed=seed)
-    stats = {"return": 0.0, "capacity_violations": 0.0, "overflow": 0.0, "over_order": 0.0}
-    done = False
-    while not done:
-        obs, r, term, trunc, info = env.step(np.asarray(decide(view(obs) if view else obs), dtype=np.float64))
-        stats["return"] += float(r)
-        for k in ("capacity_violations", "overflow", "over_order"):
-            stats[k] += float(info[k])
-        done = term or trunc
-    return stats
-
-
-def evaluate(env: Any, decide: Callable, seeds: List[int], view: Optional[Callable] = None) -> Dict[str, Any]:
-    eps = [run_episode(env, decide, int(s), view) for s in seeds]
-    out: Dict[str, Any] = {k: [e[k] for e in eps] for k in eps[0]}
-    out.update({f"mean_{k}": float(np.mean(v)) for k, v in list(out.items())})
-    return out
-
-
-def policy_decider(name: str, env: Any, seed: int) -> Callable:
-    from ..envs.supply_chain import make_policy
-
-    policy, rng = make_policy(name), np.random.default_rng([seed, 7])
-    return lambda obs: policy(env.unwrapped, rng)[0]
 
 
 def reference(cfg: SupplyChainExperimentConfig, stages: Stages, scenario: str) -> Dict[str, Any]:

@@ -1,9 +1,10 @@
-"""Offline data of the supply chain: roll a behaviour policy out and record a low-level :class:`Dataset`."""
+"""Offline data of the supply chain: roll a behaviour policy out and record a low-level :class:`Dataset`; evaluate
+any decider on seeded episodes (return, capacity violations, overflow)."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -12,9 +13,9 @@ from ...data.dataset import Dataset
 from ...data.io import PathLike
 from .env import SupplyChainEnv
 from .policies import BehaviourPolicy, make_policy
-from .scenario import Scenario
+from .scenario import Scenario, get_scenario
 
-__all__ = ["collect"]
+__all__ = ["collect", "make_env", "observe_as", "run_episode", "evaluate", "policy_decider"]
 
 
 def _episode(env: SupplyChainEnv, policy: BehaviourPolicy, seed: int, e: int) -> Dict[str, List[Any]]:
@@ -95,3 +96,50 @@ def collect(policy: Union[BehaviourPolicy, str], episodes: int, seed: int = 0, s
         data.save(final)
         shutil.rmtree(parts_dir, ignore_errors=True)
     return data
+
+
+def make_env(scenario: str, kind: str) -> SupplyChainEnv:
+    """The env of ``scenario`` taking an OHIO agent's z (``kind="ohio"``) or shipments (any other kind)."""
+    return SupplyChainEnv(scenario, "ohio" if kind == "ohio" else "shipments")
+
+
+def observe_as(train_scenario: str, env: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Observation map that shows ``train_scenario``'s capacities (the policies do not see a capacity change)."""
+    u, sc = env.unwrapped, get_scenario(train_scenario)
+    col = 15 + u.scenario.lead_time
+    caps = np.r_[sc.store_capacity, sc.factory_capacity].astype(np.float32)
+
+    def view(obs: np.ndarray) -> np.ndarray:
+        x = np.array(obs, dtype=np.float32).reshape(u.n_nodes, u.n_features)
+        x[:, col] = caps
+        return x.reshape(-1)
+
+    return view
+
+
+def run_episode(env: Any, decide: Callable[[np.ndarray], np.ndarray], seed: int, view: Optional[Callable] = None) -> Dict[str, float]:
+    """One episode; return, capacity violations, overflow and over-orders (sums over the episode)."""
+    obs, _ = env.reset(seed=seed)
+    stats = {"return": 0.0, "capacity_violations": 0.0, "overflow": 0.0, "over_order": 0.0}
+    done = False
+    while not done:
+        obs, r, term, trunc, info = env.step(np.asarray(decide(view(obs) if view else obs), dtype=np.float64))
+        stats["return"] += float(r)
+        for k in ("capacity_violations", "overflow", "over_order"):
+            stats[k] += float(info[k])
+        done = term or trunc
+    return stats
+
+
+def evaluate(env: Any, decide: Callable, seeds: List[int], view: Optional[Callable] = None) -> Dict[str, Any]:
+    """:func:`run_episode` on every seed: per-episode lists and their ``mean_<stat>``."""
+    eps = [run_episode(env, decide, int(s), view) for s in seeds]
+    out: Dict[str, Any] = {k: [e[k] for e in eps] for k in eps[0]}
+    out.update({f"mean_{k}": float(np.mean(v)) for k, v in list(out.items())})
+    return out
+
+
+def policy_decider(name: str, env: Any, seed: int) -> Callable:
+    """Behaviour policy ``name`` as ``obs -> action`` on ``env`` (its noise from a stream of ``seed``)."""
+    policy, rng = make_policy(name), np.random.default_rng([seed, 7])
+    return lambda obs: policy(env.unwrapped, rng)[0]
