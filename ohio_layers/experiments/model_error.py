@@ -340,10 +340,7 @@ def run(cfg: Optional[ModelErrorConfig] = None) -> Dict[str, Any]:
     from ..data import window_starts
 
     cfg = cfg or ModelErrorConfig()
-    # one thread: the relabelling runs in this process, next to the training workers (and other users' jobs);
-    # intra-op threads that spin-wait for a descheduled peer made a model's relabelling ~10x slower on a loaded machine
-    torch.set_num_threads(1)
-    out, stages = start_run(cfg)
+    out, stages = start_run(cfg)  # also sizes this process's torch threads next to the training workers
     t0 = time.perf_counter()
     print(wall_time_note(estimate(cfg, cfg.job_workers), cfg.job_workers, "ohio_layers.experiments.model_error.COSTS"))
     print(f"[1/4] behaviour data: hierarchical ({cfg.episodes} episodes) and reference returns")

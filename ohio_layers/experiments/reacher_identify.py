@@ -192,14 +192,11 @@ def label_controllers(found: List[Dict[str, Any]], truth: Dict[str, str], labels
 # ------------------------------------------------------------------------------ the experiment
 def run(cfg: Optional[ReacherIdentifyConfig] = None) -> Dict[str, Any]:
     """Run (or resume) the experiment; prints the tables, returns the results."""
-    import torch
-
     from ..inverse.identify import Identification
     from ..inverse.mixed import cluster_identifications
     from .reacher import reference_returns, train_and_evaluate
 
     cfg = cfg or ReacherIdentifyConfig()
-    torch.set_num_threads(1)
     out, stages = start_run(cfg)
     t0 = time.perf_counter()
     print(f"[1/4] {cfg.episodes} reacher episodes under LQR settings {cfg.settings} (interleaved, withheld)")
