@@ -30,6 +30,8 @@ import torch
 from ohio_layers.lowlevel.qp import QPProblem, solve_qp
 from ohio_layers.lowlevel.qp.certify import kkt_residual
 
+from bench_qp_osc import osc_qp  # run as a script: this file's folder is on sys.path
+
 F64 = torch.float64
 EPS = 1e-9
 ROUNDS = {1: 200, 64: 30, 1024: 5}
@@ -39,14 +41,10 @@ Result = Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray, np.ndarray]]  # x (B, n
 
 # ------------------------------------------------------------------ problems
 def osc_problem(B: int, seed: int = 0) -> Problem:
+    """The OSC-shaped problems of ``bench_qp_osc.py`` (one generator for both benchmarks), bounds per member."""
     n = 7
-    g = torch.Generator().manual_seed(seed)
-    R = torch.linalg.qr(torch.randn(B, n, n, generator=g, dtype=F64))[0]
-    M = R @ torch.diag_embed(0.05 + 2.95 * torch.rand(B, n, generator=g, dtype=F64)) @ R.transpose(1, 2)
-    Q = torch.linalg.inv(M) + 1e-3 * torch.eye(n, dtype=F64)
-    Q = 0.5 * (Q + Q.transpose(1, 2))
-    p = -(Q @ (2.0 * torch.randn(B, n, 1, generator=g, dtype=F64))).squeeze(-1)
-    lim = torch.full((B, n), 1.5, dtype=F64)
+    Q, p, lo, hi = osc_qp(B, n, seed)
+    lim = hi.expand(B, n).clone()
     return {"Q": Q, "p": p, "lower": -lim, "upper": lim, "G": torch.zeros(B, 0, n, dtype=F64), "h": torch.zeros(B, 0, dtype=F64)}
 
 
