@@ -159,3 +159,10 @@ def test_lean_entry_shared_and_scalar_arguments_match_the_batched_call():
     want = torch.autograd.grad((ref.x * w).sum(), (*exp, lo_e))
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e.sum(0) if a.dim() else e.sum(), atol=1e-10, rtol=1e-9)
+
+
+def test_empty_batch_returns_an_empty_solution_and_a_zero_batch_does_not_pass_for_a_shared_argument():
+    s = solve_qp(torch.eye(3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64), -1.0, 1.0)
+    assert s.x.shape == (0, 3) and s.status.shape == (0,)
+    with pytest.raises(ValueError, match="batch size"):
+        solve_qp(torch.eye(3, dtype=torch.float64).expand(0, 3, 3), torch.zeros(4, 3, dtype=torch.float64), -1.0, 1.0)

@@ -103,11 +103,11 @@ def external_start(P64: QPProblem, G: Tensor, h: Tensor, backend: str, tol: floa
 
     ``G (B, m', n)``, ``h (B, m')`` are :func:`~.problem.bound_rows` of ``P64``: the multipliers ``z``
     and slacks ``s = h - G x`` come in that row layout, ``y`` are the equality multipliers. The
-    status is ``INFEASIBLE`` where the solver proved it, ``MAX_ITER`` otherwise (the polish and the
-    KKT check decide optimality).
+    status is ``MAX_ITER`` for every member: the polish and the KKT check decide optimality, and an
+    infeasibility the solver reports is certified (or not) by the same Farkas test as ours.
     """
     B, n = P64.p.shape
-    m, me = P64.G.shape[1], P64.A.shape[1]
+    me = P64.A.shape[1]
     cols = [torch.isfinite(bound).any(0).nonzero().flatten().numpy() for bound in (P64.upper, P64.lower)]
     arrays = [t.numpy() for t in (P64.Q, P64.p, P64.lower, P64.upper, P64.G, P64.h, P64.A, P64.b)]
     solve_one = _piqp_one if backend == "piqp" else _proxqp_one
@@ -116,12 +116,10 @@ def external_start(P64: QPProblem, G: Tensor, h: Tensor, backend: str, tol: floa
     iterations = torch.zeros(B, dtype=torch.int64)
     for i in range(B):
         Q, p, lo, hi, Gi, hi_, A, b = (a[i] for a in arrays)
-        x, zu, zl, mu, y, infeasible, its = solve_one(Q, p, lo, hi, Gi, hi_, A, b, tol, max_iter)
+        x, zu, zl, mu, y, _, its = solve_one(Q, p, lo, hi, Gi, hi_, A, b, tol, max_iter)
         X[i], Y[i] = x, y
         Z[i] = np.concatenate([mu, zu[cols[0]], zl[cols[1]]])
-        iterations[i] = its
-        if infeasible:
-            status[i] = int(QPStatus.INFEASIBLE)
+        iterations[i] = its  # an "infeasible" claim stays MAX_ITER: classify_unsolved certifies it, as for ours
     x = torch.from_numpy(X)
     return _IPMResult(x, h - _mv(G, x), torch.from_numpy(Z).clamp_min(0.0), torch.from_numpy(Y), status, iterations)
 

@@ -40,7 +40,7 @@ from torch.autograd import forward_ad
 from torch.autograd.function import once_differentiable
 
 from .active_set_kernels import _AVAILABLE, adjoint_batch, solve_batch, available
-from .problem import ArrayLike, QPProblem, QPSolution
+from .problem import ArrayLike, QPProblem, QPSolution, QPStatus
 from .small import lean_inputs
 
 __all__ = ["available", "solve_compiled", "solve_lean", "DualActiveSetKKT"]
@@ -142,7 +142,8 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
         which = tuple(i for i, t in enumerate(tensors) if t is not None and t.requires_grad)
         x = DualActiveSetKKT.apply((x, run, which), *(tensors[i] for i in which))
     k = me + m
-    return QPSolution(x, torch.from_numpy(np.zeros(B, dtype=np.int64)), torch.from_numpy(run.iterations),
+    status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))  # callers replace unsolved members
+    return QPSolution(x, torch.from_numpy(status), torch.from_numpy(run.iterations),
                       torch.from_numpy(LAM[:, k + n:]), torch.from_numpy(LAM[:, k:k + n]),
                       torch.from_numpy(LAM[:, me:k]), torch.from_numpy(LAM[:, :me]), torch.from_numpy(run.residual))
 

@@ -111,7 +111,7 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
         return None
     m, me = (a.shape[-2] if a is not None else 0 for a in arrays[4::2])
     tails = ((n, n), (n,), (n,), (n,), (m, n), (m,), (me, n), (me,))  # each argument's shape without the batch
-    B = 0
+    B: Optional[int] = None  # no batched argument seen yet (0 is a batch size: an empty batch)
     for i, (a, tail) in enumerate(zip(arrays, tails)):
         if not isinstance(a, np.ndarray):
             arrays[i] = _absent(i, n) if a is None else np.full((1, n), a, dtype=np_dtype)  # rounded to the dtype
@@ -119,11 +119,12 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
         shape = a.shape
         if shape == tail or (not shape and i in (2, 3)):  # shared (a bound may be a 0-dim tensor)
             arrays[i] = a[None] if shape else np.full((1, n), a)
-        elif len(shape) == len(tail) + 1 and shape[1:] == tail and (B == 0 or shape[0] == B):
+        elif len(shape) == len(tail) + 1 and shape[1:] == tail and (B is None or shape[0] == B):
             B = shape[0]
         else:
             return None
-    if B > max_batch:
+    B = 1 if B is None else B
+    if not 1 <= B <= max_batch:  # an empty batch: the general route returns (0, n)
         return None
     if np_dtype is np.float32:
         arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
@@ -133,7 +134,7 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
         if not math.isfinite(sum(float(arrays[i].sum()) for i in (0, 1, 4, 5, 6, 7))):
             return None
     tensors = tuple(v if isinstance(v, Tensor) else None for v in values)
-    return LeanInputs(B or 1, n, dtype, *arrays, tensors)
+    return LeanInputs(B, n, dtype, *arrays, tensors)
 
 
 def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:

@@ -66,6 +66,7 @@ from .certify import box_certificate, classify_unsolved, empty_box, kkt_residual
 from .problem import (BACKENDS, ArrayLike, QPProblem, QPSolution, QPStatus, _finite_or_zero, _sym, bound_rows, make_problem,
                       split_row_duals)
 from .small import _solve_box_small
+from .active_set_kernels import available as compiled_available
 from .dual_active_set import solve_compiled, solve_lean
 
 
@@ -112,8 +113,8 @@ def solve_qp(
     """
     if backend == "native":  # None: not a small, valid CPU problem every member of which the fast paths solved
         fast = solve_lean(Q, p, lower, upper, G, h, A, b, tol)
-        if fast is None and G is None and h is None and A is None and b is None:
-            fast = _solve_box_small(Q, p, lower, upper, tol)  # without numba
+        if fast is None and not compiled_available() and G is None and h is None and A is None and b is None:
+            fast = _solve_box_small(Q, p, lower, upper, tol)  # without numba (with it, the route must not depend on the batch)
         if fast is not None:
             return fast
     if backend not in BACKENDS:
