@@ -387,18 +387,23 @@ class Agent(nn.Module):
         return f"obs_dim={self.obs_dim}, action_dim={self.action_dim}, step={self.step}"
 
 
-def accumulate(sums: Dict[str, Tensor], metrics: Mapping[str, Any]) -> None:
-    """Add one step's metrics to ``sums`` in float64 on their device (no host sync)."""
+def accumulate(sums: Dict[str, Tensor], metrics: Mapping[str, Any], counts: Optional[Dict[str, int]] = None) -> None:
+    """Add one step's metrics to ``sums`` in float64 on their device (no host sync); ``counts`` (if given)
+    counts the steps per name, for steps that do not report every metric (e.g. SAC's critic warm-up)."""
     for k, v in metrics.items():
         v = v.detach().to(torch.float64) if isinstance(v, Tensor) else torch.tensor(float(v), dtype=torch.float64)
         sums[k] = v if k not in sums else sums[k] + v.to(sums[k].device)
+        if counts is not None:
+            counts[k] = counts.get(k, 0) + 1
 
 
-def metric_floats(metrics: Mapping[str, Any], count: int = 1) -> Dict[str, float]:
-    """``{name: value / count}`` as floats, with one host sync for all tensors (``count``: steps summed)."""
+def metric_floats(metrics: Mapping[str, Any], count: Union[int, Mapping[str, int]] = 1) -> Dict[str, float]:
+    """``{name: value / count}`` as floats, with one host sync for all tensors (``count``: steps summed,
+    or per name as :func:`accumulate` counts them)."""
     keys = list(metrics)
     tensors = [metrics[k] for k in keys if isinstance(metrics[k], Tensor)]
     if tensors:
         stacked = torch.stack([t.detach().to(tensors[0].device, torch.float64).reshape(()) for t in tensors])
         values = iter(stacked.tolist())  # the one sync
-    return {k: (next(values) if isinstance(metrics[k], Tensor) else float(metrics[k])) / count for k in keys}
+    per = count if isinstance(count, Mapping) else dict.fromkeys(keys, count)
+    return {k: (next(values) if isinstance(metrics[k], Tensor) else float(metrics[k])) / per[k] for k in keys}

@@ -26,6 +26,7 @@ class LeanAdam(torch.optim.Adam):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
         self._lean: Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor]]]] = None
+        self._shape = (0, 0)
 
     def _lean_groups(self) -> Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor]]]]:
         """``[(group, params, exp_avgs, exp_avg_sqs, steps)]`` once every parameter has its state, else ``None``."""
@@ -43,9 +44,17 @@ class LeanAdam(torch.optim.Adam):
                         [s["step"] for s in states]))
         return out
 
+    def _current_shape(self) -> Tuple[int, int]:
+        """``(groups, parameters with state)``: a change (a group added, the state cleared) invalidates the cache."""
+        return len(self.param_groups), len(self.state)
+
     def __setstate__(self, state: dict) -> None:  # copies and unpickled optimizers rebuild the cache
         super().__setstate__(state)
         self._lean = None
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._lean = None  # a new group: rebuild the cache (Optimizer.__init__ calls this before _lean exists)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -62,16 +71,16 @@ class LeanAdam(torch.optim.Adam):
         if closure is not None:
             return self._library_step(closure)
         if self._lean is None:
-            self._lean = self._lean_groups()
+            self._lean, self._shape = self._lean_groups(), self._current_shape()
             if self._lean is None:
                 loss = self._library_step()
-                self._lean = self._lean_groups()
+                self._lean, self._shape = self._lean_groups(), self._current_shape()
                 return loss
         groups = self._lean
         grads = [[p.grad for p in ps] for _, ps, _, _, _ in groups]
-        if (any(gr is None for gs in grads for gr in gs)
+        if (any(gr is None for gs in grads for gr in gs) or self._shape != self._current_shape()
                 or any(len(g["params"]) != len(ps) for g, ps, _, _, _ in groups)):
-            self._lean = None  # frozen parameters or an edited group: the library handles it
+            self._lean = None  # frozen parameters, an edited group or cleared state: the library handles it
             return self._library_step()
         for (g, ps, exp_avgs, exp_avg_sqs, steps), gs in zip(groups, grads):
             beta1, beta2 = g["betas"]

@@ -353,7 +353,7 @@ class SAC(Agent):
         episode = EpisodeReturns(buffer) if extra else None
         returns: List[float] = []
         sums: Dict[str, Tensor] = {}
-        n_updates = 0
+        counts: Dict[str, int] = {}  # per metric: warm-up updates report no actor metrics
         low, high = box.low.astype(np.float64), box.high.astype(np.float64)
         self.train()
         with self.rng_scope():
@@ -387,16 +387,15 @@ class SAC(Agent):
                 if can_sample and t + 1 >= c.update_after:
                     for _ in range(c.updates_per_step):
                         accumulate(sums, self.update_tensors(self._mixed_batch(buffer, offline_sampler),
-                                                             update_actor=t >= c.critic_warmup))
-                        n_updates += 1
+                                                             update_actor=t >= c.critic_warmup), counts)
                 if (t + 1) % log_every == 0 or t == steps - 1:
-                    hist = {"step": float(self.step), "env_step": float(t + 1), **metric_floats(sums, max(n_updates, 1))}
+                    hist = {"step": float(self.step), "env_step": float(t + 1), **metric_floats(sums, counts)}
                     if returns:
                         hist["episode_return"] = float(np.mean(returns))
                     self.history.append(hist)
                     emit(logger, hist)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in hist.items() if k not in ("step", "env_step")})
-                    sums, n_updates, returns = {}, 0, []
+                    sums, counts, returns = {}, {}, []
         self.eval()
         return self.history
 

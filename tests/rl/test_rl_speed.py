@@ -11,7 +11,7 @@ import torch
 from helpers import random_transitions
 
 from ohio_layers.rl import CQL, IQL, BC
-from ohio_layers.rl.base import soft_update
+from ohio_layers.rl.base import accumulate, metric_floats, soft_update
 from ohio_layers.rl.iql import iql_actor_loss, iql_critic_loss, iql_value_loss
 from ohio_layers.rl.networks import TanhGaussianActor
 
@@ -181,3 +181,35 @@ def test_one_backward_pass_refuses_optimizers_that_share_parameters():
     loss = agent.actor.log_prob(torch.zeros(2, 5), torch.zeros(2, 3)).sum()
     with pytest.raises(ValueError, match="share parameters"):
         agent._optimize_together([("actor", loss, agent.actor), ("both", loss, None)])
+
+
+def test_lean_adam_updates_a_group_added_after_its_first_steps_and_survives_a_cleared_state():
+    from ohio_layers.rl.optim import LeanAdam
+
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    ra, rb = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    lean, ref = LeanAdam([a], lr=0.1), torch.optim.Adam([ra], lr=0.1, fused=True)
+    for opt, x in ((lean, a), (ref, ra)):
+        for _ in range(2):
+            opt.zero_grad()
+            x.pow(2).sum().backward()
+            opt.step()
+    lean.add_param_group({"params": [b]})
+    ref.add_param_group({"params": [rb]})
+    for opt, x, y in ((lean, a, b), (ref, ra, rb)):
+        for _ in range(3):
+            opt.zero_grad()
+            (x.pow(2).sum() + y.pow(3).sum()).backward()
+            opt.step()
+        opt.state.clear()
+        opt.zero_grad()
+        (x.pow(2).sum() + y.pow(3).sum()).backward()
+        opt.step()
+    assert torch.equal(a, ra) and torch.equal(b, rb) and len(lean.state) == len(ref.state) == 2
+
+
+def test_metrics_missing_from_some_steps_are_averaged_over_the_steps_that_report_them():
+    sums, counts = {}, {}
+    accumulate(sums, {"loss_q": torch.tensor(1.0)}, counts)  # a critic warm-up step: no actor metrics
+    accumulate(sums, {"loss_q": torch.tensor(3.0), "alpha": torch.tensor(0.2)}, counts)
+    assert metric_floats(sums, counts) == pytest.approx({"loss_q": 2.0, "alpha": 0.2})
