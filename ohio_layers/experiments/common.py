@@ -297,10 +297,14 @@ def run_jobs(fn: Callable[[Dict[str, Any]], Dict[str, Any]], jobs: Sequence[Dict
         elif workers <= 1:
             import torch
 
-            torch.set_num_threads(1)
-            for job in todo:
-                finish(job, fn(job))
-                bar.update()
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as the workers run: results do not depend on the engine
+            try:
+                for job in todo:
+                    finish(job, fn(job))
+                    bar.update()
+            finally:
+                torch.set_num_threads(threads)  # the driver's own stages keep the threads start_run gave them
         else:
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,

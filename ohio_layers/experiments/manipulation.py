@@ -358,8 +358,9 @@ def run(cfg: Optional[ManipulationExperimentConfig] = None) -> Dict[str, Any]:
     print(head)
     print(text)
     if amortized:
-        text += "\n\n" + relabel_table(cfg, prep, amortized)
-        print(text.split("\n\n", 1)[1])
+        relabels = relabel_table(cfg, prep, amortized)
+        text += "\n\n" + relabels
+        print(relabels)
     print(f"wall time {wall:.0f} s (this invocation; data preparation {prep['prepare_seconds']:.0f} s when it ran)")
     results = {"config": cfg.to_dict(), "behaviour": prep["behaviour"], "relabel": prep["relabel"], "amortized": amortized,
                "summary": summary, "table": head + "\n" + text, "wall_seconds": wall,
@@ -445,7 +446,7 @@ def _amortized_relabel(cfg: ManipulationExperimentConfig, stages: Stages, method
     pos, ori = 1000 * np.linalg.norm(z[:, :3] - exact[:, :3], axis=1), np.linalg.norm(z[:, 3:] - exact[:, 3:], axis=1)
     sent = None
     if fallback is not None:
-        sent = float((high["iterations"] > 0).mean())  # the network's windows carry 0 iterations
+        sent = inverter.sent_to_fallback / max(1, len(high))  # windows relabelled by this run (a resumed relabel counts its rest)
     return {"seconds": seconds, "train_seconds": float(meta["train_seconds"]), "windows": int(len(high)),
             "residual_median": float(np.median(residual)), "residual_p90": float(np.quantile(residual, 0.9)),
             "position_error_mm_median": float(np.median(pos)), "position_error_mm_p90": float(np.quantile(pos, 0.9)),

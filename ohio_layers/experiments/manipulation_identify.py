@@ -338,12 +338,11 @@ def downstream(cfg: ManipulationIdentifyConfig, points: float = 5.0) -> Tuple[Di
     if cfg.train_true and cfg.placebo > 0:
         sources += (f"placebo{cfg.placebo:g}",)
         for target in cfg.relabel_targets:
-            path = data_dir / f"ohio_{sources[-1]}_{target}.npz"
-            if not path.exists():
-                true = Dataset.load(data_dir / f"ohio_true_{target}.npz")
-                z = true["z"].copy()
-                z[:, :6] += cfg.placebo * np.random.default_rng(12345).standard_normal(z[:, :6].shape)
-                Dataset({**true.arrays, "z": z}, {**true.metadata, "placebo_std": cfg.placebo}).save(path)
+            # rewritten every run (cheap, deterministic): a kept file would outlive a change of the true labels
+            true = Dataset.load(data_dir / f"ohio_true_{target}.npz")
+            z = true["z"].copy()
+            z[:, :6] += cfg.placebo * np.random.default_rng(12345).standard_normal(z[:, :6].shape)
+            Dataset({**true.arrays, "z": z}, {**true.metadata, "placebo_std": cfg.placebo}).save(data_dir / f"ohio_{sources[-1]}_{target}.npz")
     jobs = []
     for seed in cfg.seeds:
         jobs.append({**common, "name": f"replay_seed{seed}_{cfg.train_steps}", "method": "iql_actions", "setting": "original",

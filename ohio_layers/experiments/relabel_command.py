@@ -254,6 +254,11 @@ def relabel_identified(args: argparse.Namespace, low: Dataset, kind: str, ctrl: 
             # so forward-mode AD reaches the parameters instead of central differences through the simulator
             family.linearization = MemoizedLinearization(lin)
     unknowns = identify_unknowns(args.identify, family)
+    if kind == "inverter":  # the relabeller is rebuilt from a ControllerSetting: kp and damping ratio are all it carries
+        dropped = [u.name for u in unknowns if u.name not in ("kp", "damping_ratio")]
+        if dropped:
+            raise SpecError(f"--identify {args.identify!r}: the built-in osc relabels with identified kp and damping_ratio "
+                            f"only; {dropped} would be identified and then not used")
     low.require([identify_kwargs["states_key"], identify_kwargs["actions_key"], "episode_ids"])
     try:
         out = identify_and_relabel(low, family, unknowns, make, k, npz, strict=not args.allow_unidentified,

@@ -353,9 +353,11 @@ class AmortizedInverse(nn.Module):
     def describe(self) -> str:
         """Settings and a hash of the weights (a resumed relabel never mixes chunks of two networks)."""
         fb = type(self.fallback).__name__ if self.fallback is not None else None
+        # a function by its name (its repr holds an address), a features object by its repr (its settings)
+        feats = getattr(self.custom_features, "__qualname__", None) or repr(self.custom_features)
         h = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in self.state_dict().values())).hexdigest()[:16]
         return (f"AmortizedInverse(hidden={list(self.hidden)}, polish={self.polish}, tolerance={self.tolerance}, "
-                f"fallback={fb}, match={self.problem.match}, weights={h})")
+                f"fallback={fb}, match={self.problem.match}, features={feats}, weights={h})")
 
     def _check_fitted(self) -> None:
         if not bool(self.fitted):

@@ -177,8 +177,13 @@ def identify_and_relabel(dataset: Dataset, controller: LowLevelController, unkno
     labels, clusters = cluster_identifications(results, rtol=rtol)
     ctrls = episode_controllers(controller, results, labels if use_cluster else None,
                                 clusters if use_cluster else None, strict=strict)
-    fingerprint = ";".join(f"{r.group}:{sorted(r.as_dict().items())}" for r in results)
-    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    # the fingerprint covers what is applied: per-episode estimates, and the controllers built from them
+    # (with use_cluster their values are cluster values, which also depend on rtol)
+    h = hashlib.sha256(";".join(f"{r.group}:{sorted(r.as_dict().items())}" for r in results).encode())
+    for e in sorted(ctrls):
+        for name, t in ctrls[e].state_dict().items():
+            h.update(f"|{e}:{name}:".encode() + t.detach().cpu().numpy().tobytes())
+    digest = h.hexdigest()[:16]
     inverter = PerEpisodeInverter({e: make_inverter(c) for e, c in ctrls.items()}, describe_as=f"|identified:{digest}")
     if relabel_kwargs.get("description"):  # a caller's description replaces describe(): keep the identified values in it
         relabel_kwargs["description"] = f"{relabel_kwargs['description']}|{inverter.describe()}|cluster={use_cluster}"

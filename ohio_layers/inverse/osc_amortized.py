@@ -72,11 +72,22 @@ class OSCFirstStep:
                  trust_first_step: bool = True) -> None:
         if not isinstance(controller, OperationalSpaceController) or controller.impedance_mode != "fixed":
             raise TypeError("OSCFirstStep needs an OperationalSpaceController with impedance_mode='fixed'")
+        if controller.saturation not in ("clip", "none"):  # a QP projection moves the unclipped joints' torques too
+            raise ValueError(f"OSCFirstStep needs saturation 'clip' or 'none' (the closed form is exact only there), "
+                             f"got {controller.saturation!r}")
         self.controller, self.saturation_tol, self.trust_first_step = controller, float(saturation_tol), bool(trust_first_step)
 
-    def closed_form(self, state0: Tensor, tau0: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(z (B, 6), clipped (B, n))`` from the first sub-step's state ``(B, ds)`` and torque ``(B, n)``."""
+    def closed_form(self, state0: Tensor, tau0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(z (B, 6), clipped (B, n), solved (B,))`` from the first sub-step's state ``(B, ds)`` and torque
+        ``(B, n)``; ``solved`` is False where the normal equations were singular (z is then 0).
+
+        Solved in float64 whatever the inputs' dtype (the network trains in float32): with fewer than
+        six unclipped rows the ridge is far below float32's precision, and training and inference must
+        see the same ``z``. ``z`` comes back in the inputs' dtype.
+        """
         c = self.controller
+        dtype = tau0.dtype
+        state0, tau0 = state0.double(), tau0.double()
         s = c.layout.unpack(state0)
         kp, kd, _ = c.gains(state0.new_zeros(1, 6))
         t = osc_terms(s, kp, kd, c.nullspace_kp, c.task_damping)
@@ -93,18 +104,18 @@ class OSCFirstStep:
         dp, e = x[:, :3], x[:, 3:]
         norm = e.norm(dim=-1, keepdim=True)
         scale = torch.where(norm > 1e-12, torch.asin(norm.clamp(max=1.0)) / norm.clamp_min(1e-12), torch.ones_like(norm))
-        return torch.cat([dp, e * scale], -1), clipped
+        return torch.cat([dp, e * scale], -1).to(dtype), clipped, info == 0
 
     def __call__(self, batch: WindowBatch) -> Tuple[Tensor, Tensor]:
         c = self.controller
         if batch.states is None or batch.actions is None:
             raise ValueError("OSCFirstStep needs action-matching windows (states (B, k, ds), actions (B, k, n))")
-        z, clipped = self.closed_form(batch.states[:, 0], batch.actions[:, 0])
+        z, clipped, solved = self.closed_form(batch.states[:, 0], batch.actions[:, 0])
         s = c.layout.unpack(batch.states)
         qq = torch.cat([s["q"], s["qdot"]], -1)  # (B, k, 2n)
         x = torch.cat([z, clipped.to(z), (batch.actions / c.action_high.to(z)).flatten(1), qq[:, 0],
                        (qq[:, 1:] - qq[:, :1]).flatten(1), s["rot"][:, 0].flatten(1)], -1)
-        exact = clipped.sum(-1) <= c.action_dim - 6
+        exact = (clipped.sum(-1) <= c.action_dim - 6) & solved
         return x, z, exact if self.trust_first_step else torch.zeros_like(exact)
 
     def __repr__(self) -> str:
@@ -152,6 +163,7 @@ class AmortizedOSCRelabeler:
             raise ValueError(f"tolerance must be > 0, got {tolerance}")
         self.inverse, self.fallback, self.tolerance = inverse, fallback, tolerance
         self.compute_residual = compute_residual or fallback is not None
+        self.sent_to_fallback = 0  # windows flagged for the fallback so far (whether or not it improved them)
 
     def __call__(self, dataset: Dataset, starts: np.ndarray) -> InverseResult:
         p = self.inverse.problem
@@ -173,8 +185,12 @@ class AmortizedOSCRelabeler:
             if bool(flagged.any()):
                 idx = flagged.nonzero().squeeze(-1)
                 fb = self.fallback(dataset, np.asarray(starts)[idx.numpy()])
-                z[idx], residual[idx] = fb.z.to(z), fb.residual.to(residual)
-                converged[idx], iters[idx] = fb.converged, fb.iterations.to(iters)
+                better = ~(fb.residual.to(residual) >= residual[idx])  # as AmortizedInverse.solve: NaN-safe, never worse
+                pick = idx[better]
+                z[pick], residual[pick] = fb.z[better].to(z), fb.residual[better].to(residual)
+                converged[pick] = fb.converged[better]
+                iters[idx] = fb.iterations.to(iters)
+            self.sent_to_fallback += int(flagged.sum())
         return InverseResult(z, residual, converged, iters)
 
     def describe(self) -> str:

@@ -291,3 +291,7 @@ def test_relabel_identify_osc_gains_per_axis_group_from_substep_torques(tmp_path
     unsaturated = (np.abs(arrays["substep_torques"]) < limit - 1e-9).all((1, 2))
     assert unsaturated.mean() > 0.3
     np.testing.assert_allclose(high["z"][unsaturated], arrays["z_true"][unsaturated], atol=1e-6)
+    # the osc relabeller carries kp and damping ratio only: identifying anything else is refused, not dropped
+    with pytest.raises(SystemExit, match=r"kp and damping_ratio only; \['action_high'\] would be identified and then not used"):
+        main(["relabel", str(tmp_path / "osc.npz"), "--controller", "osc:kp=100,damping_ratio=2", "--identify",
+              "kp,action_high", "--out", str(tmp_path / "high2.npz"), "--quiet"])
