@@ -82,6 +82,8 @@ class ReacherIdentifyConfig(ExperimentConfig):
 
 
 QUICK: Dict[str, Any] = {"episodes": 6, "train_steps": 300, "seeds": [0], "eval_episodes": 2, "hidden": [64, 64]}
+FULL: Dict[str, Any] = {"episodes": 60, "train_steps": 20_000, "seeds": list(range(10)), "eval_episodes": 30}
+"""``--full``: twice the episodes, 4x the BC steps, 10 paired seeds and 30 evaluation episodes per deployment."""
 
 
 def lqr(name: str) -> Any:

@@ -50,6 +50,24 @@ def test_config_rejects_bad_values():
         main(["identify-manipulation", "--set", "tolerance=2"])
 
 
+def test_full_profiles_build_valid_configs(monkeypatch):
+    """``--full`` of both identification commands: a valid config with paired seeds (and --quick excludes it)."""
+    import ohio_layers.experiments.manipulation_identify as manip
+    import ohio_layers.experiments.reacher_identify as reach
+
+    seen = []
+    monkeypatch.setattr(manip, "run", seen.append)
+    monkeypatch.setattr(reach, "run", seen.append)
+    main(["identify-manipulation", "--task", "door", "--full"])
+    main(["identify-reacher", "--full"])
+    door, reacher = seen
+    assert door.task == "door" and door.train and door.train_true and len(door.seeds) == 30
+    assert door.out_dir == "runs/identify-door-full" and reacher.out_dir == "runs/identify-reacher-full"
+    assert len(reacher.seeds) == 10 and reacher.train_steps == 20_000
+    with pytest.raises(SystemExit):
+        main(["identify-reacher", "--full", "--quick"])
+
+
 @pytest.mark.slow
 def test_tiny_mixed_log_end_to_end(tmp_path):
     pytest.importorskip("robosuite")
