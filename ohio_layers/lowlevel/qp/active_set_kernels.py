@@ -1,8 +1,9 @@
 """Compiled (numba) kernels of the Goldfarb-Idnani path, :mod:`.dual_active_set` (which explains the method).
 
-Plain loops over small dense arrays: Cholesky factors, triangular solves, the search of one
-member, its KKT residual, and the batch loops of the forward and adjoint passes. Without numba
-the functions stay plain Python and :func:`available` is ``False`` (the callers then skip the path).
+Plain loops over small dense arrays: the search of one member, its KKT residual, and the batch
+loops of the forward and adjoint passes (the Cholesky factors and triangular solves are in
+:mod:`.dense_kernels`). Without numba the functions stay plain Python and :func:`available` is
+``False`` (the callers then skip the path).
 """
 from __future__ import annotations
 
@@ -11,72 +12,9 @@ from typing import Tuple
 
 import numpy as np
 
-try:  # pragma: no cover - exercised when numba is installed (the robosuite extra has it)
-    import numba
+from .dense_kernels import _AVAILABLE, _backward, _cholesky, _forward, _forward_from, available, compiled as _compiled
 
-    _njit = numba.njit(cache=True, nogil=True, error_model="numpy")
-    _AVAILABLE = True
-except ImportError:  # pragma: no cover
-    _njit = None
-    _AVAILABLE = False
-
-
-def available() -> bool:
-    """numba is installed, so the compiled path can run."""
-    return _AVAILABLE
-
-
-def _compiled(fn):  # noqa: ANN001, ANN202 - decorator
-    return _njit(fn) if _AVAILABLE else fn
-
-
-@_compiled
-def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float) -> bool:
-    """Lower Cholesky factor of ``A[idx[:k]][:, idx[:k]]`` into ``F[:k, :k]``; False if a pivot is ``<= rel * max diag``."""
-    big = 0.0
-    for a in range(k):
-        big = max(big, A[idx[a], idx[a]])
-    for j in range(k):
-        s = A[idx[j], idx[j]]
-        for c in range(j):
-            s -= F[j, c] * F[j, c]
-        if not s > rel * big:
-            return False
-        F[j, j] = math.sqrt(s)
-        for i in range(j + 1, k):
-            s = A[idx[i], idx[j]]
-            for c in range(j):
-                s -= F[i, c] * F[j, c]
-            F[i, j] = s / F[j, j]
-    return True
-
-
-@_compiled
-def _forward_from(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray, start: int) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular) for ``b[:start] = 0`` (so ``out[:start] = 0``)."""
-    for i in range(start):
-        out[i] = 0.0
-    for i in range(start, k):
-        s = b[i]
-        for c in range(start, i):
-            s -= F[i, c] * out[c]
-        out[i] = s / F[i, i]
-
-
-@_compiled
-def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
-    _forward_from(F, k, b, out, 0)
-
-
-@_compiled
-def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-T} b[:k]``."""
-    for i in range(k - 1, -1, -1):
-        s = b[i]
-        for c in range(i + 1, k):
-            s -= F[c, i] * out[c]
-        out[i] = s / F[i, i]
+__all__ = ["available", "solve_batch", "adjoint_batch", "adjoint_into", "kkt_residual_one"]
 
 
 @_compiled
@@ -351,20 +289,29 @@ def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G:
 
 
 @_compiled
-def adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
-                   LAM: np.ndarray, g: np.ndarray, rows_grad: int, gQ: np.ndarray, gp: np.ndarray, gd: np.ndarray,
-                   gC: np.ndarray) -> None:
-    """Gradients of every member from ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``,
-    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; then ``gQ = -(w_x x' + x w_x')/2``,
-    ``gp = -w_x``, ``gd = w_l`` on the rows ``S`` and, for the first ``rows_grad`` rows,
-    ``gC = -(lam w_x' + w_l x')``. Members with ``K = -1`` (unsolved) keep zero gradients."""
+def adjoint_into(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
+                 LAM: np.ndarray, g: np.ndarray, me: int, m: int, gQ: np.ndarray, gp: np.ndarray, glo: np.ndarray,
+                 ghi: np.ndarray, gG: np.ndarray, gh: np.ndarray, gA: np.ndarray, gb: np.ndarray) -> None:
+    """Gradients of every member, added into the caller's layout.
+
+    With ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``, ``w_l = M_SS^{-1} V_S t``,
+    ``w_x = L^{-T} (t - V_S' w_l)``; ``gd = w_l`` on the working rows ``S`` (0 elsewhere), then
+    ``gQ += -(w_x x' + x w_x')/2``, ``gp += -w_x``, ``glo += -gd`` (lower rows), ``ghi += gd`` (upper
+    rows), ``gh += gd``, ``gb += gd`` (their rows) and ``gG += -(lam w_x' + gd x')``, ``gA`` alike. Each
+    output (zeros on entry) has a leading dimension of ``B`` (member ``b`` adds into ``[b]``), 1 (a
+    shared argument: every member adds into ``[0]``, in member order, as a sum over the batch) or 0
+    (not wanted: skipped). Members with ``K = -1`` (unsolved) add nothing.
+    """
     B, n = g.shape
+    k_rows = me + m
+    r = LAM.shape[1]
     t = np.empty(n)
     v = np.empty(n)
     u = np.empty(n)
     lv = np.empty(n)
     wl = np.empty(n)
     wx = np.empty(n)
+    gd = np.empty(r)
     for b in range(B):
         k = K[b]
         if k < 0:
@@ -380,19 +327,47 @@ def adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C:
             u[a] = s
         _forward(F[b], k, u, lv)
         _backward(F[b], k, lv, wl)
+        gd[:] = 0.0
         for a in range(k):
-            gd[b, S[b, a]] = wl[a]
+            gd[S[b, a]] = wl[a]
             for c in range(n):
                 t[c] -= VS[a, c] * wl[a]
         _backward(L[b], n, t, wx)
         x = X[b]
-        for i in range(n):
-            gp[b, i] = -wx[i]
-            for j in range(n):
-                gQ[b, i, j] = -0.5 * (wx[i] * x[j] + x[i] * wx[j])
-        for i in range(rows_grad):
-            li, di = LAM[b, i], gd[b, i]
+        if gQ.shape[0]:
+            o2 = gQ[b % gQ.shape[0]]
+            for i in range(n):
+                for j in range(n):
+                    o2[i, j] += -0.5 * (wx[i] * x[j] + x[i] * wx[j])
+        if gp.shape[0]:
+            o = gp[b % gp.shape[0]]
+            for i in range(n):
+                o[i] += -wx[i]
+        if ghi.shape[0]:
+            o = ghi[b % ghi.shape[0]]
             for c in range(n):
-                gC[b, i, c] = -(li * wx[c] + di * x[c])
-
-
+                o[c] += gd[k_rows + c]
+        if glo.shape[0]:
+            o = glo[b % glo.shape[0]]
+            for c in range(n):
+                o[c] += -gd[k_rows + n + c]
+        if gh.shape[0]:
+            o = gh[b % gh.shape[0]]
+            for i in range(m):
+                o[i] += gd[me + i]
+        if gb.shape[0]:
+            o = gb[b % gb.shape[0]]
+            for i in range(me):
+                o[i] += gd[i]
+        if gG.shape[0]:
+            o2 = gG[b % gG.shape[0]]
+            for i in range(m):
+                li, di = LAM[b, me + i], gd[me + i]
+                for c in range(n):
+                    o2[i, c] += -(li * wx[c] + di * x[c])
+        if gA.shape[0]:
+            o2 = gA[b % gA.shape[0]]
+            for i in range(me):
+                li, di = LAM[b, i], gd[i]
+                for c in range(n):
+                    o2[i, c] += -(li * wx[c] + di * x[c])

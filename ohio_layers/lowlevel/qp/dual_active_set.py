@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 from torch.autograd.function import once_differentiable
 
-from .active_set_kernels import _AVAILABLE, adjoint_batch, solve_batch, available
+from .active_set_kernels import _AVAILABLE, adjoint_into, solve_batch, available
 from .problem import ArrayLike, QPProblem, QPSolution, QPStatus
 from .small import lean_inputs
 
@@ -164,7 +164,7 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
     x = torch.from_numpy(X)
     if requires_grad:
         which = tuple(i for i, t in enumerate(tensors) if t is not None and t.requires_grad)
-        x = DualActiveSetKKT.apply((x, run, which), *(tensors[i] for i in which))
+        x = _apply_kkt((x, run, which), *(tensors[i] for i in which))
     k = me + m
     status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))  # callers replace unsolved members
     return QPSolution(x, torch.from_numpy(status), torch.from_numpy(run.iterations),
@@ -198,31 +198,40 @@ class DualActiveSetKKT(torch.autograd.Function):
         return _gradients(ctx, g)
 
 
+_TAIL_DIMS = (2, 1, 1, 1, 2, 1, 2, 1)  # dimensions of Q, p, lower, upper, G, h, A, b without the batch
+_NOT_WANTED = (np.zeros((0, 0, 0)),) + (np.zeros((0, 0)),) * 3 + (np.zeros((0, 0, 0)), np.zeros((0, 0))) * 2
+
+
 def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
-    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us)."""
+    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us).
+
+    :func:`adjoint_into` writes each wanted gradient straight into an array of the caller's
+    layout: ``(B, ...)`` for a batched argument, ``(1, ...)`` summed over the batch for a shared one
+    (returned without its leading 1), so nothing is sliced, negated, summed or copied here; only a
+    0-dim bound's ``(B, n)`` gradient is summed to a scalar.
+    """
     run, which = ctx.run, ctx.which
     X, me, m = run.X, run.me, run.m
     B, n = X.shape
-    rows_grad = me + m if (4 in which or 6 in which) else 0
-    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros(run.LAM.shape)
-    gC = np.zeros((B, rows_grad, n))
-    adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
-                  rows_grad, gQ, gp, gd, gC)
-    k = me + m
-    # where each input's gradient is: Q, p, lower (row -x <= -lower, sign flipped below), upper, G, h, A, b
-    source = (gQ, gp, gd, gd, gC, gd, gC, gd)
-    cols = (None, None, slice(k + n, None), slice(k, k + n), slice(me, None), slice(me, k), slice(0, me), slice(0, me))
+    member = ((n, n), (n,), (n,), (n,), (m, n), (m,), (me, n), (me,))  # each argument's shape in one member
+    outs = list(_NOT_WANTED)
+    for i, shape in zip(which, ctx.shapes):
+        outs[i] = np.zeros((1 if len(shape) == _TAIL_DIMS[i] else B, *member[i]))
+    gn = g.numpy()
+    if gn.dtype != np.float64 or not gn.flags.c_contiguous:
+        gn = np.ascontiguousarray(gn, dtype=np.float64)
+    adjoint_into(run.L, run.F, run.S, run.K, run.C, X, run.LAM, gn, me, m, *outs)
     grads = [None]
     for i, shape in zip(which, ctx.shapes):
-        grad = source[i] if cols[i] is None else source[i][:, cols[i]]
-        if i == 2:
-            grad = -grad
-        extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
-        if extra:
-            grad = grad.sum(tuple(range(extra)))
-        grad = torch.from_numpy(np.ascontiguousarray(grad))
+        out = outs[i]
+        if len(shape) == _TAIL_DIMS[i]:  # shared: the kernel summed over the batch into [0]
+            out = out[0]
+        elif len(shape) < _TAIL_DIMS[i]:  # a 0-dim bound
+            out = np.asarray(out.sum((0, 1)))
+        grad = torch.from_numpy(out)
         grads.append(grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype))
     return tuple(grads)
 
 
 _gradients_once = once_differentiable(_gradients)
+_apply_kkt = function_apply(DualActiveSetKKT)
