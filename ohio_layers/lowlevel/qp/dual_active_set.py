@@ -85,7 +85,7 @@ def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obje
     run = _run(inp.Q, inp.p, inp.lower, inp.upper, inp.G, inp.h, inp.A, inp.b, inp.B, tol)
     if run.solved_count != inp.B:
         return None
-    return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
+    return _solution(run, inp.tensors, inp.dtype, inp.which)
 
 
 def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
@@ -107,8 +107,8 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     except RuntimeError:
         return None
     run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
-    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.K >= 0)
+    which = tuple(i for i, t in enumerate(tensors) if t.requires_grad) if torch.is_grad_enabled() else ()
+    return _solution(run, tensors, p.dtype, which), torch.from_numpy(run.K >= 0)
 
 
 MAX_ROWS = 1024  # a member keeps Gram columns of up to (rows x rows) floats: 8 MB here
@@ -152,21 +152,24 @@ def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.nda
     return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
 
 
-def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
+def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, which: tuple) -> QPSolution:
     """:class:`QPSolution` of a kernel run (``torch.from_numpy`` of its arrays, no torch op); ``x``
-    differentiable w.r.t. those of ``tensors`` (``Q, p, lower, upper, G, h, A, b``) that require grad."""
+    differentiable w.r.t. ``tensors[i]`` for ``i`` in ``which`` (indices in ``Q, p, lower, upper, G, h,
+    A, b`` of the tensors that require grad; empty with grad mode off)."""
     X, LAM, me, m = run.X, run.LAM, run.me, run.m
     B, n = X.shape
     if dtype is not torch.float64:
         X, LAM = X.astype(np.float32), LAM.astype(np.float32)
-    elif requires_grad:  # copies: the backward reads X and LAM, the caller may write to the outputs
+    elif which:  # copies: the backward reads X and LAM, the caller may write to the outputs
         X, LAM = X.copy(), LAM.copy()
     x = torch.from_numpy(X)
-    if requires_grad:
-        which = tuple(i for i, t in enumerate(tensors) if t is not None and t.requires_grad)
-        x = _apply_kkt((x, run, which), *(tensors[i] for i in which))
+    if which:
+        x = _apply_kkt((x, run, which), *[tensors[i] for i in which])
     k = me + m
-    status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))  # callers replace unsolved members
+    if run.solved_count == B:
+        status = np.zeros(B, dtype=np.int64)  # QPStatus.OPTIMAL
+    else:  # callers replace unsolved members
+        status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))
     return QPSolution(x, torch.from_numpy(status), torch.from_numpy(run.iterations),
                       torch.from_numpy(LAM[:, k + n:]), torch.from_numpy(LAM[:, k:k + n]),
                       torch.from_numpy(LAM[:, me:k]), torch.from_numpy(LAM[:, :me]), torch.from_numpy(run.residual))
@@ -175,7 +178,7 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
 class DualActiveSetKKT(torch.autograd.Function):
     """Implicit backward of the compiled path (as :class:`~.kkt.GeneralKKT`, on the saved factors).
 
-    With ``(w_x, w_l)`` from :func:`adjoint_batch`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
+    With ``(w_x, w_l)`` from :func:`~.active_set_kernels.adjoint_into`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
     ``dL/dC = -(lam w_x' + w_l x')``, ``dL/dd = w_l`` (zero on inactive rows), scattered to ``A, b, G,
     h`` and the bounds. ``data = (x, run, which)``: the output, the :class:`_Run` and the indices in
     ``(Q, p, lower, upper, G, h, A, b)`` of the inputs that follow (only those that require grad:
