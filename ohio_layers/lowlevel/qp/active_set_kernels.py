@@ -19,15 +19,27 @@ __all__ = ["available", "solve_batch", "adjoint_batch", "adjoint_into", "kkt_res
 
 @_compiled
 def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
-    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once."""
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once.
+
+    The last ``n`` rows are the lower-bound rows, each the negated upper-bound row ``n`` above it
+    (the row layout of :func:`solve_batch`): their entries are negated copies, which is exactly
+    what the dot products would give (IEEE negation is exact), so they are not recomputed.
+    """
     if have[q]:
         return
     r, n = V.shape
-    for i in range(r):
-        s = 0.0
-        for c in range(max(first[i], first[q]), n):
-            s += V[i, c] * V[q, c]
-        Mcol[i, q] = s
+    twins = r - n
+    if q >= twins and have[q - n]:  # the negated column of the upper-bound twin
+        for i in range(r):
+            Mcol[i, q] = -Mcol[i, q - n]
+    else:
+        for i in range(twins):
+            s = 0.0
+            for c in range(max(first[i], first[q]), n):
+                s += V[i, c] * V[q, c]
+            Mcol[i, q] = s
+        for i in range(twins, r):
+            Mcol[i, q] = -Mcol[i - n, q]
     have[q] = True
 
 
@@ -36,7 +48,8 @@ def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, hav
 def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, max_iter: int,
             x: np.ndarray, lam: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray) -> Tuple[int, int, int]:
     """One member (module docstring). Writes ``x (n,)``, ``lam (r,)`` and the factors ``L (n, n)``,
-    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``."""
+    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``.
+    ``C`` is in the row layout of :func:`solve_batch` (its last ``n`` rows negate the ``n`` above them)."""
     n = Q.shape[0]
     r = C.shape[0]
     ident = np.arange(n)
@@ -44,12 +57,20 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
         return 2, 0, 0
     V = np.empty((r, n))
     first = np.empty(r, dtype=np.int64)  # leading zeros of row i (bound rows are +-e_c): skipped below
-    for i in range(r):
+    twins = r - n  # the last n rows (lower bounds) are the negated upper-bound rows above them: V too, exactly
+    for i in range(twins):
         f = 0
         while f < n and C[i, f] == 0.0:
             f += 1
         first[i] = f
         _forward_from(L, n, C[i], V[i], f)
+    for i in range(twins, r):
+        f = first[i - n]
+        first[i] = f
+        for c in range(f):
+            V[i, c] = 0.0
+        for c in range(f, n):
+            V[i, c] = -V[i - n, c]
     w = np.empty(n)
     x0 = np.empty(n)
     _forward(L, n, p, w)
