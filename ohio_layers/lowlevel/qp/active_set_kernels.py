@@ -18,28 +18,36 @@ __all__ = ["available", "solve_batch", "adjoint_batch", "adjoint_into", "kkt_res
 
 
 @_compiled
-def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
-    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once.
+def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mt: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once,
+    stored as row ``q`` of ``Mt`` (``Mt[q, i] = M[i, q]``: the search reads and writes whole columns).
 
     The last ``n`` rows are the lower-bound rows, each the negated upper-bound row ``n`` above it
     (the row layout of :func:`solve_batch`): their entries are negated copies, which is exactly
-    what the dot products would give (IEEE negation is exact), so they are not recomputed.
+    what the dot products would give (IEEE negation is exact), so they are not recomputed. The
+    other rows' dot products run side by side (``c`` outer, rows inner): each row's sum still adds
+    its terms in order of ``c`` from ``max(first[i], first[q])`` (the same bits as one row at a
+    time), without waiting on one long chain of additions.
     """
     if have[q]:
         return
     r, n = V.shape
     twins = r - n
+    out = Mt[q]
     if q >= twins and have[q - n]:  # the negated column of the upper-bound twin
+        twin = Mt[q - n]
         for i in range(r):
-            Mcol[i, q] = -Mcol[i, q - n]
+            out[i] = -twin[i]
     else:
         for i in range(twins):
-            s = 0.0
-            for c in range(max(first[i], first[q]), n):
-                s += V[i, c] * V[q, c]
-            Mcol[i, q] = s
+            out[i] = 0.0
+        for c in range(first[q], n):
+            vq = V[q, c]
+            for i in range(twins):
+                if first[i] <= c:
+                    out[i] += V[i, c] * vq
         for i in range(twins, r):
-            Mcol[i, q] = -Mcol[i - n, q]
+            out[i] = -out[i - n]
     have[q] = True
 
 
@@ -92,7 +100,9 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
             dmax = max(dmax, abs(d[i]))
     viol_tol = 1e-13 * (1.0 + dmax)
     slack = slack0.copy()
-    Mcol = np.empty((r, r))
+    Mt = np.empty((r, r))  # Mt[q] = column q of M, once row q has been touched
+    M = Mt.T  # M[i, j] for the Cholesky factorisations (entries of computed columns only)
+    ms = np.empty(r)  # column q of M minus M[:, S] r (the slack update)
     have = np.zeros(r, dtype=np.bool_)
     cand = np.ones(r, dtype=np.bool_)
     cand[:me] = False
@@ -116,20 +126,20 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                         best, q = score, i
             if q < 0:
                 break
-        _gram_column(V, first, q, Mcol, have)
+        _gram_column(V, first, q, Mt, have)
         lam_q = 0.0
         while True:  # add row q, dropping blocking rows on the way
             it += 1
             if it > max_iter:
                 return 3, k, it
             for a in range(k):
-                u[a] = Mcol[S[a], q]
+                u[a] = Mt[q, S[a]]
             _forward(F, k, u, lv)
             _backward(F, k, lv, rv)
-            kappa = Mcol[q, q]
+            kappa = Mt[q, q]
             for a in range(k):
                 kappa -= lv[a] * lv[a]
-            dependent = not kappa > 1e-12 * Mcol[q, q]
+            dependent = not kappa > 1e-12 * Mt[q, q]
             block = -1
             if q < me:
                 if dependent:
@@ -147,11 +157,14 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
             for a in range(k):
                 wlam[a] -= t * rv[a]
             lam_q += t
+            for i in range(r):  # per row i the same operations in the same order as a dot product over a
+                ms[i] = Mt[q, i]
+            for a in range(k):
+                row, ra = Mt[S[a]], rv[a]
+                for i in range(r):
+                    ms[i] -= row[i] * ra
             for i in range(r):
-                s = Mcol[i, q]
-                for a in range(k):
-                    s -= Mcol[i, S[a]] * rv[a]
-                slack[i] -= t * s
+                slack[i] -= t * ms[i]
             if block < 0:  # q is tight: it joins the working set (k <= n: the rows stay independent)
                 for a in range(k):
                     F[k, a] = lv[a]
@@ -168,10 +181,10 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                 S[a] = S[a + 1]
                 wlam[a] = wlam[a + 1]
             k -= 1
-            if not _cholesky(Mcol, S, k, F, 1e-14):
+            if not _cholesky(M, S, k, F, 1e-14):
                 return 6, k, it
     # the final working set, solved from scratch: M_SS lam_S = C_S x0 - d_S, x = x0 - L^{-T} V_S' lam_S
-    if k and not _cholesky(Mcol, S, k, F, 1e-14):
+    if k and not _cholesky(M, S, k, F, 1e-14):
         return 6, k, it
     for a in range(k):
         u[a] = slack0[S[a]]
