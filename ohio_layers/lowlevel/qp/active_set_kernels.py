@@ -12,7 +12,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .dense_kernels import _AVAILABLE, _backward, _cholesky, _forward, _forward_from, available, compiled as _compiled
+from .dense_kernels import _AVAILABLE, _backward, _cholesky, _forward, available, compiled as _compiled
 
 __all__ = ["available", "solve_batch", "adjoint_batch", "adjoint_into", "kkt_residual_one"]
 
@@ -33,21 +33,19 @@ def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mt: np.ndarray, have:
         return
     r, n = V.shape
     twins = r - n
-    out = Mt[q]
     if q >= twins and have[q - n]:  # the negated column of the upper-bound twin
-        twin = Mt[q - n]
         for i in range(r):
-            out[i] = -twin[i]
+            Mt[q, i] = -Mt[q - n, i]
     else:
         for i in range(twins):
-            out[i] = 0.0
+            Mt[q, i] = 0.0
         for c in range(first[q], n):
             vq = V[q, c]
             for i in range(twins):
                 if first[i] <= c:
-                    out[i] += V[i, c] * vq
+                    Mt[q, i] += V[i, c] * vq
         for i in range(twins, r):
-            out[i] = -out[i - n]
+            Mt[q, i] = -Mt[q, i - n]
     have[q] = True
 
 
@@ -71,7 +69,19 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
         while f < n and C[i, f] == 0.0:
             f += 1
         first[i] = f
-        _forward_from(L, n, C[i], V[i], f)
+        for c in range(f):
+            V[i, c] = 0.0
+    # V[i] = L^{-1} C[i] for all rows together: entry c of every row, then entry c + 1 (each row's
+    # entry is computed exactly as by _forward_from; independent rows side by side instead of one
+    # long chain of dependent operations after another)
+    for c in range(n):
+        for i in range(twins):
+            f = first[i]
+            if c >= f:
+                s = C[i, c]
+                for a in range(f, c):
+                    s -= L[c, a] * V[i, a]
+                V[i, c] = s / L[c, c]
     for i in range(twins, r):
         f = first[i - n]
         first[i] = f
@@ -160,9 +170,9 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
             for i in range(r):  # per row i the same operations in the same order as a dot product over a
                 ms[i] = Mt[q, i]
             for a in range(k):
-                row, ra = Mt[S[a]], rv[a]
+                sa, ra = S[a], rv[a]
                 for i in range(r):
-                    ms[i] -= row[i] * ra
+                    ms[i] -= Mt[sa, i] * ra
             for i in range(r):
                 slack[i] -= t * ms[i]
             if block < 0:  # q is tight: it joins the working set (k <= n: the rows stay independent)
