@@ -225,3 +225,37 @@ def test_transposed_q_and_a_and_a_shared_g_give_the_same_results(B):
         assert torch.equal(g_got["G"], g_want["G"][0])
     else:
         torch.testing.assert_close(g_got["G"], g_want["G"].sum(0), atol=1e-14, rtol=1e-14)
+
+
+def test_function_apply_uses_the_c_entry_and_falls_back_to_the_plain_apply(monkeypatch):
+    """The C entry gives what ``Function.apply`` gives (value and gradient); without the private entry,
+    or for a class with ``setup_context``, ``function_apply`` is the plain ``apply``."""
+
+    class Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return 2 * a
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    a = torch.arange(3.0, requires_grad=True)
+    direct = das.function_apply(Twice)
+    assert direct is not Twice.apply
+    out = direct(a)
+    out.sum().backward()
+    assert torch.equal(out, Twice.apply(a)) and torch.equal(a.grad, torch.full((3,), 2.0))
+
+    class WithSetup(Twice):
+        @staticmethod
+        def forward(a):
+            return 2 * a
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+    assert das.function_apply(WithSetup) == WithSetup.apply
+    monkeypatch.setattr(torch._C, "_FunctionBase", object)
+    assert das.function_apply(Twice) == Twice.apply
