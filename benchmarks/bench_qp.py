@@ -19,9 +19,9 @@ as a batch of different problems needs. A missing anchor (extra ``qpbench``) is 
 
 "torch autograd floor" is what any torch layer pays before it does any work: a
 ``torch.autograd.Function`` whose forward returns a preallocated ``(B, n)`` array as a tensor and whose
-backward returns preallocated zeros, called exactly as ours is (fresh leaves ``Q``, ``p`` that
-require grad, the same other inputs, ``x.sum().backward()``), through the same cheapest apply
-as ours. The closing lines divide ours and this floor by PIQP's forward: where the floor alone
+backward returns preallocated zeros, called as ours is (fresh leaves ``Q``, ``p`` that require
+grad, ``x.sum().backward()``), through the same cheapest apply as ours and, like ours, given only
+the inputs that require grad: a lower bound on any torch layer's fwd+bwd. The closing lines divide ours and this floor by PIQP's forward: where the floor alone
 is above a target ratio, no torch-autograd layer can meet it.
 """
 from __future__ import annotations
@@ -253,11 +253,9 @@ def autograd_floor(P: Problem) -> Callable[[], Result]:
     """A no-op ``torch.autograd.Function`` called as :func:`ours` with ``backward=True`` (module docstring)."""
     from ohio_layers.lowlevel.qp.dual_active_set import function_apply
 
-    box = P["G"].shape[1] == 0
-    args = (P["Q"], P["p"], P["lower"], P["upper"]) + (() if box else (P["G"], P["h"]))
     B, n = P["p"].shape
     out = np.zeros((B, n))  # a new tensor on the same memory each call (as ours: torch.from_numpy of the kernel's output)
-    zeros = (torch.zeros_like(P["Q"]), torch.zeros_like(P["p"])) + (None,) * (len(args) - 2)
+    zeros = (torch.zeros_like(P["Q"]), torch.zeros_like(P["p"]))
     empty = np.zeros((B, 0))
 
     class NoOp(torch.autograd.Function):
@@ -272,8 +270,8 @@ def autograd_floor(P: Problem) -> Callable[[], Result]:
     apply = function_apply(NoOp)
 
     def run() -> Result:
-        Q, p = args[0].clone().requires_grad_(True), args[1].clone().requires_grad_(True)
-        apply(Q, p, *args[2:]).sum().backward()
+        Q, p = P["Q"].clone().requires_grad_(True), P["p"].clone().requires_grad_(True)
+        apply(Q, p).sum().backward()  # only the inputs that require grad (as ours): each input costs autograd time
         return out, (empty, empty, empty)
     return run
 
