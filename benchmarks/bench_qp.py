@@ -1,7 +1,7 @@
 """Benchmark: the native QP layer against PIQP, ProxQP (loop, solve_in_parallel, QPFunction) and OSQP.
 
 Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]
-                                   [--order fixed|shuffled]   (one thread)
+                                   [--order fixed|shuffled] [--repeat K]   (one thread)
 
 Ours runs its compiled (numba) CPU path when numba is installed (extra ``fastqp``); the header
 says which. Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
@@ -291,7 +291,7 @@ NO_KKT = ("torch autograd floor",)  # does no work: no residual to report
 
 # ------------------------------------------------------------------ timing
 def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.median,
-          order: str = "fixed") -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
+          order: str = "fixed", repeat: int = 1) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
     P = SHAPES[shape][1](B)
     runs: Dict[str, Callable[[], Result]] = {}
     notes: Dict[str, str] = {}
@@ -307,7 +307,7 @@ def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.
     times: Dict[str, List[float]] = {name: [] for name in runs}
     names = list(runs)
     shuffle = random.Random(B).shuffle
-    for _ in range(ROUNDS.get(B, 5)):
+    for _ in range(repeat * ROUNDS.get(B, 5)):
         if order == "shuffled":
             shuffle(names)
         for name in names:
@@ -327,11 +327,13 @@ def main() -> None:
                         help="per-method statistic over the rounds (min is steadier on a loaded machine)")
     parser.add_argument("--order", default="fixed", choices=["fixed", "shuffled"],
                         help="order of the methods within a round: as listed, or a new random order every round")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help=f"multiply the rounds per batch size ({ROUNDS}) by this (steadier statistics under load)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from ohio_layers.lowlevel.qp.dual_active_set import available
 
-    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}, {args.order} order); "
+    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat} of {args.repeat}x rounds, {args.order} order); "
           f"ratios = time / ours in this run; compiled (numba) path {'on' if available() else 'OFF (pip install numba)'}")
     closing: List[str] = []
     for shape in args.shapes:
@@ -339,7 +341,7 @@ def main() -> None:
         print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'/ ours fwd':>10s} | {'/ ours f+b':>10s} | {'worst KKT':>9s} |")
         print(f"|{'-' * 28}|{'-' * 9}|{'-' * 7}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
         for B in args.batches:
-            rows = bench(shape, B, min if args.stat == "min" else statistics.median, args.order)
+            rows = bench(shape, B, min if args.stat == "min" else statistics.median, args.order, args.repeat)
             ref = {mode: t for name, mode, t, _, _ in rows if name == "ohio solve_qp"}
             for name, mode, t, kkt, note in rows:
                 if t is None:
