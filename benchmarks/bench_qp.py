@@ -1,24 +1,35 @@
 """Benchmark: the native QP layer against PIQP, ProxQP (loop, solve_in_parallel, QPFunction) and OSQP.
 
-Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]   (one thread)
+Run:  python benchmarks/bench_qp.py [--batches 1 64 1024] [--shapes osc ineq20] [--stat median|min]
+                                   [--order fixed|shuffled] [--repeat K]   (one thread)
 
 Ours runs its compiled (numba) CPU path when numba is installed (extra ``fastqp``); the header
 says which. Shapes (float64): ``osc`` = the OSC box QP (n = 7, 14 bounds, as in bench_qp_osc.py);
 ``ineq20`` = n = 20 with 20 random inequalities plus bounds |x| <= 2 (about a third active).
 Every solver gets eps 1e-9 (absolute and relative where it has both). "fwd" = forward only,
 "fwd+bwd" = forward + backward of sum(x) w.r.t. Q and p. Methods are timed round-robin in one
-process (one call of each per round), so machine load hits all of them alike; times are medians,
+process (one call of each per round), so machine load hits all of them alike (``--order shuffled``
+draws a new order every round, so a slow drift of the load does not favour the methods timed
+first); times are medians,
 in microseconds per problem; "/ ours fwd" and "/ ours f+b" divide each time by our forward and
 by our forward + backward time of the same run. "worst KKT" is the largest relative KKT residual
 (:func:`ohio_layers.lowlevel.qp.certify.kkt_residual`) over the batch at each solver's returned
 primal and dual variables. Loops re-create each solver per problem (``setup``/``init`` + ``solve``),
 as a batch of different problems needs. A missing anchor (extra ``qpbench``) is skipped with a note.
+
+"torch autograd floor" is what any torch layer pays before it does any work: a
+``torch.autograd.Function`` whose forward returns a preallocated ``(B, n)`` array as a tensor and whose
+backward returns preallocated zeros, called as ours is (fresh leaves ``Q``, ``p`` that require
+grad, ``x.sum().backward()``), through the same cheapest apply as ours and, like ours, given only
+the inputs that require grad: a lower bound on any torch layer's fwd+bwd. The closing lines divide ours and this floor by PIQP's forward: where the floor alone
+is above a target ratio, no torch-autograd layer can meet it.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -238,6 +249,33 @@ def osqp_loop(P: Problem) -> Callable[[], Result]:
     return run
 
 
+def autograd_floor(P: Problem) -> Callable[[], Result]:
+    """A no-op ``torch.autograd.Function`` called as :func:`ours` with ``backward=True`` (module docstring)."""
+    from ohio_layers.lowlevel.qp.dual_active_set import function_apply
+
+    B, n = P["p"].shape
+    out = np.zeros((B, n))  # a new tensor on the same memory each call (as ours: torch.from_numpy of the kernel's output)
+    zeros = (torch.zeros_like(P["Q"]), torch.zeros_like(P["p"]))
+    empty = np.zeros((B, 0))
+
+    class NoOp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return torch.from_numpy(out)
+
+        @staticmethod
+        def backward(ctx, g: torch.Tensor) -> tuple:  # type: ignore[override]
+            return zeros
+
+    apply = function_apply(NoOp)
+
+    def run() -> Result:
+        Q, p = P["Q"].clone().requires_grad_(True), P["p"].clone().requires_grad_(True)
+        apply(Q, p).sum().backward()  # only the inputs that require grad (as ours): each input costs autograd time
+        return out, (empty, empty, empty)
+    return run
+
+
 METHODS: Dict[str, Tuple[str, Callable[[Problem], Callable[[], Result]]]] = {
     "ohio solve_qp": ("fwd", lambda P: ours(P, False)),
     "ohio solve_qp ": ("fwd+bwd", lambda P: ours(P, True)),
@@ -246,11 +284,14 @@ METHODS: Dict[str, Tuple[str, Callable[[Problem], Callable[[], Result]]]] = {
     "ProxQP solve_in_parallel": ("fwd", proxqp_parallel),
     "ProxQP QPFunction": ("fwd+bwd", proxqp_qpfunction),
     "OSQP loop": ("fwd", osqp_loop),
+    "torch autograd floor": ("fwd+bwd", autograd_floor),
 }
+NO_KKT = ("torch autograd floor",)  # does no work: no residual to report
 
 
 # ------------------------------------------------------------------ timing
-def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.median) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
+def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.median,
+          order: str = "fixed", repeat: int = 1) -> List[Tuple[str, str, Optional[float], Optional[float], str]]:
     P = SHAPES[shape][1](B)
     runs: Dict[str, Callable[[], Result]] = {}
     notes: Dict[str, str] = {}
@@ -259,10 +300,18 @@ def bench(shape: str, B: int, stat: Callable[[List[float]], float] = statistics.
             runs[name] = make(P)
         except ImportError as e:
             notes[name] = f"skipped: {e.name} not installed (pip install 'ohio_layers[qpbench]')"
-    kkt = {name: worst_kkt(P, run()) for name, run in runs.items()}  # also the warm-up
+    kkt = {name: (float("nan") if name in NO_KKT else worst_kkt(P, run())) for name, run in runs.items()}
+    for name in NO_KKT:  # the others were warmed up by the KKT pass
+        if name in runs:
+            runs[name]()
     times: Dict[str, List[float]] = {name: [] for name in runs}
-    for _ in range(ROUNDS.get(B, 5)):
-        for name, run in runs.items():
+    names = list(runs)
+    shuffle = random.Random(B).shuffle
+    for _ in range(repeat * ROUNDS.get(B, 5)):
+        if order == "shuffled":
+            shuffle(names)
+        for name in names:
+            run = runs[name]
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
@@ -276,24 +325,46 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--stat", default="median", choices=["median", "min"],
                         help="per-method statistic over the rounds (min is steadier on a loaded machine)")
+    parser.add_argument("--order", default="fixed", choices=["fixed", "shuffled"],
+                        help="order of the methods within a round: as listed, or a new random order every round")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help=f"multiply the rounds per batch size ({ROUNDS}) by this (steadier statistics under load)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from ohio_layers.lowlevel.qp.dual_active_set import available
 
-    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat}); ratios = time / ours in this run; "
-          f"compiled (numba) path {'on' if available() else 'OFF (pip install numba)'}")
+    print(f"torch {torch.__version__}, 1 thread, float64, eps {EPS:g}; us/problem ({args.stat} of {args.repeat}x rounds, {args.order} order); "
+          f"ratios = time / ours in this run; compiled (numba) path {'on' if available() else 'OFF (pip install numba)'}")
+    closing: List[str] = []
     for shape in args.shapes:
         print(f"\n== {SHAPES[shape][0]} ==")
         print(f"| {'method':26s} | {'mode':7s} | {'B':>5s} | {'us/problem':>10s} | {'/ ours fwd':>10s} | {'/ ours f+b':>10s} | {'worst KKT':>9s} |")
         print(f"|{'-' * 28}|{'-' * 9}|{'-' * 7}|{'-' * 12}|{'-' * 12}|{'-' * 12}|{'-' * 11}|")
         for B in args.batches:
-            rows = bench(shape, B, min if args.stat == "min" else statistics.median)
+            rows = bench(shape, B, min if args.stat == "min" else statistics.median, args.order, args.repeat)
             ref = {mode: t for name, mode, t, _, _ in rows if name == "ohio solve_qp"}
             for name, mode, t, kkt, note in rows:
                 if t is None:
                     print(f"| {name:26s} | {mode:7s} | {B:5d} | {note} |")
                     continue
-                print(f"| {name:26s} | {mode:7s} | {B:5d} | {1e6 * t:10.1f} | {t / ref['fwd']:9.2f}x | {t / ref['fwd+bwd']:9.2f}x | {kkt:9.1e} |")
+                kkt_text = "-" if kkt != kkt else f"{kkt:9.1e}"
+                print(f"| {name:26s} | {mode:7s} | {B:5d} | {1e6 * t:10.1f} | {t / ref['fwd']:9.2f}x | {t / ref['fwd+bwd']:9.2f}x | {kkt_text:>9s} |")
+            closing.append(_closing(shape, B, rows))
+    print()
+    print("\n".join(line for line in closing if line))
+
+
+def _closing(shape: str, B: int, rows: List[Tuple[str, str, Optional[float], Optional[float], str]]) -> str:
+    """One line per (shape, B): ours fwd+bwd and the autograd floor as multiples of PIQP's forward."""
+    t = {(name, mode): secs for name, mode, secs, _, _ in rows}
+    piqp, floor = t.get(("PIQP dense loop", "fwd")), t.get(("torch autograd floor", "fwd+bwd"))
+    ours_fb = t[("ohio solve_qp", "fwd+bwd")]
+    if piqp is None or floor is None:
+        return ""
+    verdict = (f"a 2x target is out of reach of any torch-autograd layer here (the floor alone is {floor / piqp:.2f}x)"
+               if floor >= 2 * piqp else f"the floor leaves {1e6 * (2 * piqp - floor):.1f} us of a 2x budget for the work")
+    return (f"{shape} B={B}: ours fwd+bwd = {ours_fb / piqp:.2f}x PIQP fwd ({1e6 * ours_fb:.1f} vs {1e6 * piqp:.1f} us); "
+            f"torch autograd floor = {1e6 * floor:.1f} us = {floor / piqp:.2f}x PIQP fwd; {verdict}")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,96 @@ def test_empty_batch_returns_an_empty_solution_and_a_zero_batch_does_not_pass_fo
     assert s.x.shape == (0, 3) and s.status.shape == (0,)
     with pytest.raises(ValueError, match="batch size"):
         solve_qp(torch.eye(3, dtype=torch.float64).expand(0, 3, 3), torch.zeros(4, 3, dtype=torch.float64), -1.0, 1.0)
+
+
+OUTPUTS = ("x", "status", "iterations", *DUALS, "kkt_residual")
+
+
+def _solve_with_grads(args, wanted, w):
+    """``solve_qp(**args)`` with every tensor named in ``wanted`` a fresh leaf; the solution and ``d(w.x)/d(each)``."""
+    leaves = {k: args[k].detach().clone().requires_grad_(True) for k in wanted}
+    sol = solve_qp(**{**args, **leaves})
+    grads = torch.autograd.grad((sol.x * w).sum(), [leaves[k] for k in wanted])
+    return sol, dict(zip(wanted, grads))
+
+
+@pytest.mark.parametrize("B", [1, 5])
+def test_lean_entry_equals_the_validated_compiled_route_bitwise(B):
+    """The lean entry (no torch op, gradients written in the caller's layout by the kernel) and the
+    validated entry (make_problem, then the same kernel) give identical bits: x, status, duals,
+    residual and the gradient of every argument."""
+    from ohio_layers.lowlevel.qp.problem import make_problem
+
+    names = ("Q", "p", "lower", "upper", "G", "h", "A", "b")
+    args = dict(zip(names, random_problems(B, seed=11)))
+    assert das.solve_lean(*args.values(), 1e-9) is not None  # the lean entry takes this call
+    w = torch.randn(B, 6, dtype=F, generator=torch.Generator().manual_seed(3))
+    lean, g_lean = _solve_with_grads(args, names, w)
+    leaves = {k: args[k].detach().clone().requires_grad_(True) for k in names}
+    ref, solved = das.solve_compiled(make_problem(*leaves.values()), 1e-9)
+    assert bool(solved.all()) and bool(lean.ok.all())
+    g_ref = dict(zip(names, torch.autograd.grad((ref.x * w).sum(), list(leaves.values()))))
+    for k in OUTPUTS:
+        assert torch.equal(getattr(lean, k), getattr(ref, k)), k
+    for k in names:
+        assert g_lean[k].shape == args[k].shape and torch.equal(g_lean[k], g_ref[k]), k
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_transposed_q_and_a_and_a_shared_g_give_the_same_results(B):
+    """``Q`` and ``A`` given as transposed (non-contiguous) views and ``G`` shared by the batch: the same
+    x, status and duals as contiguous batched copies, the same gradients of ``Q`` and ``A`` (bitwise),
+    and the gradient of the shared ``G`` is the batched one summed over the batch."""
+    Q, p, lo, hi, G, h, A, b = random_problems(B, seed=12)
+    G[:] = G[0]  # one G for every member
+    base = dict(Q=Q, p=p, lower=lo, upper=hi, G=G, h=h, A=A, b=b)
+    odd = dict(base, Q=Q.transpose(1, 2).contiguous().transpose(1, 2), A=A.transpose(1, 2).contiguous().transpose(1, 2),
+               G=G[0].clone())
+    assert not odd["Q"].is_contiguous() and not odd["A"].is_contiguous()
+    w = torch.randn(B, 6, dtype=F, generator=torch.Generator().manual_seed(4))
+    got, g_got = _solve_with_grads(odd, ("Q", "p", "G", "h", "A"), w)
+    want, g_want = _solve_with_grads(base, ("Q", "p", "G", "h", "A"), w)
+    assert bool(want.ok.all())
+    for k in OUTPUTS:
+        assert torch.equal(getattr(got, k), getattr(want, k)), k
+    for k in ("Q", "p", "h", "A"):
+        assert torch.equal(g_got[k], g_want[k]), k
+    assert g_got["G"].shape == (5, 6)
+    if B == 1:
+        assert torch.equal(g_got["G"], g_want["G"][0])
+    else:
+        torch.testing.assert_close(g_got["G"], g_want["G"].sum(0), atol=1e-14, rtol=1e-14)
+
+
+def test_function_apply_uses_the_c_entry_and_falls_back_to_the_plain_apply(monkeypatch):
+    """The C entry gives what ``Function.apply`` gives (value and gradient); without the private entry,
+    or for a class with ``setup_context``, ``function_apply`` is the plain ``apply``."""
+
+    class Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return 2 * a
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g
+
+    a = torch.arange(3.0, requires_grad=True)
+    direct = das.function_apply(Twice)
+    assert direct is not Twice.apply
+    out = direct(a)
+    out.sum().backward()
+    assert torch.equal(out, Twice.apply(a)) and torch.equal(a.grad, torch.full((3,), 2.0))
+
+    class WithSetup(Twice):
+        @staticmethod
+        def forward(a):
+            return 2 * a
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+    assert das.function_apply(WithSetup) == WithSetup.apply
+    monkeypatch.setattr(torch._C, "_FunctionBase", object)
+    assert das.function_apply(Twice) == Twice.apply

@@ -7,7 +7,7 @@ Modules, one job each (imports run downwards only):
 * :mod:`.box` -- the batched active-set search for box constraints;
 * :mod:`.small` -- the small-batch CPU (LAPACK) path for box constraints;
 * :mod:`.dual_active_set` -- the compiled (numba) Goldfarb-Idnani path for CPU problems (its kernels in
-  :mod:`.active_set_kernels`);
+  :mod:`.active_set_kernels`, the dense Cholesky and triangular solves in :mod:`.dense_kernels`);
 * :mod:`.interior` -- interior point plus active-set polish for general constraints (any device);
 * :mod:`.certify` -- the checks behind every status (KKT residual, PSD, empty box, LP certificates);
 * :mod:`.solve` -- :func:`solve_qp`, which dispatches between them;

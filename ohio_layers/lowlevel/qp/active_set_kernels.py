@@ -1,8 +1,9 @@
 """Compiled (numba) kernels of the Goldfarb-Idnani path, :mod:`.dual_active_set` (which explains the method).
 
-Plain loops over small dense arrays: Cholesky factors, triangular solves, the search of one
-member, its KKT residual, and the batch loops of the forward and adjoint passes. Without numba
-the functions stay plain Python and :func:`available` is ``False`` (the callers then skip the path).
+Plain loops over small dense arrays: the search of one member, its KKT residual, and the batch
+loops of the forward and adjoint passes (the Cholesky factors and triangular solves are in
+:mod:`.dense_kernels`). Without numba the functions stay plain Python and :func:`available` is
+``False`` (the callers then skip the path).
 """
 from __future__ import annotations
 
@@ -11,85 +12,40 @@ from typing import Tuple
 
 import numpy as np
 
-try:  # pragma: no cover - exercised when numba is installed (the robosuite extra has it)
-    import numba
+from .dense_kernels import _AVAILABLE, _backward, _cholesky, _forward, available, compiled as _compiled
 
-    _njit = numba.njit(cache=True, nogil=True, error_model="numpy")
-    _AVAILABLE = True
-except ImportError:  # pragma: no cover
-    _njit = None
-    _AVAILABLE = False
-
-
-def available() -> bool:
-    """numba is installed, so the compiled path can run."""
-    return _AVAILABLE
-
-
-def _compiled(fn):  # noqa: ANN001, ANN202 - decorator
-    return _njit(fn) if _AVAILABLE else fn
+__all__ = ["available", "solve_batch", "adjoint_batch", "adjoint_into", "kkt_residual_one"]
 
 
 @_compiled
-def _cholesky(A: np.ndarray, idx: np.ndarray, k: int, F: np.ndarray, rel: float) -> bool:
-    """Lower Cholesky factor of ``A[idx[:k]][:, idx[:k]]`` into ``F[:k, :k]``; False if a pivot is ``<= rel * max diag``."""
-    big = 0.0
-    for a in range(k):
-        big = max(big, A[idx[a], idx[a]])
-    for j in range(k):
-        s = A[idx[j], idx[j]]
-        for c in range(j):
-            s -= F[j, c] * F[j, c]
-        if not s > rel * big:
-            return False
-        F[j, j] = math.sqrt(s)
-        for i in range(j + 1, k):
-            s = A[idx[i], idx[j]]
-            for c in range(j):
-                s -= F[i, c] * F[j, c]
-            F[i, j] = s / F[j, j]
-    return True
+def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mt: np.ndarray, have: np.ndarray) -> None:
+    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once,
+    stored as row ``q`` of ``Mt`` (``Mt[q, i] = M[i, q]``: the search reads and writes whole columns).
 
-
-@_compiled
-def _forward_from(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray, start: int) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular) for ``b[:start] = 0`` (so ``out[:start] = 0``)."""
-    for i in range(start):
-        out[i] = 0.0
-    for i in range(start, k):
-        s = b[i]
-        for c in range(start, i):
-            s -= F[i, c] * out[c]
-        out[i] = s / F[i, i]
-
-
-@_compiled
-def _forward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-1} b[:k]`` (lower triangular)."""
-    _forward_from(F, k, b, out, 0)
-
-
-@_compiled
-def _backward(F: np.ndarray, k: int, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[:k] = F[:k, :k]^{-T} b[:k]``."""
-    for i in range(k - 1, -1, -1):
-        s = b[i]
-        for c in range(i + 1, k):
-            s -= F[c, i] * out[c]
-        out[i] = s / F[i, i]
-
-
-@_compiled
-def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, have: np.ndarray) -> None:
-    """Column ``q`` of ``M = V V'`` (rows of ``V`` are ``L^{-1} C_i'``, zero before ``first[i]``), once."""
+    The last ``n`` rows are the lower-bound rows, each the negated upper-bound row ``n`` above it
+    (the row layout of :func:`solve_batch`): their entries are negated copies, which is exactly
+    what the dot products would give (IEEE negation is exact), so they are not recomputed. The
+    other rows' dot products run side by side (``c`` outer, rows inner): each row's sum still adds
+    its terms in order of ``c`` from ``max(first[i], first[q])`` (the same bits as one row at a
+    time), without waiting on one long chain of additions.
+    """
     if have[q]:
         return
     r, n = V.shape
-    for i in range(r):
-        s = 0.0
-        for c in range(max(first[i], first[q]), n):
-            s += V[i, c] * V[q, c]
-        Mcol[i, q] = s
+    twins = r - n
+    if q >= twins and have[q - n]:  # the negated column of the upper-bound twin
+        for i in range(r):
+            Mt[q, i] = -Mt[q - n, i]
+    else:
+        for i in range(twins):
+            Mt[q, i] = 0.0
+        for c in range(first[q], n):
+            vq = V[q, c]
+            for i in range(twins):
+                if first[i] <= c:
+                    Mt[q, i] += V[i, c] * vq
+        for i in range(twins, r):
+            Mt[q, i] = -Mt[q, i - n]
     have[q] = True
 
 
@@ -98,7 +54,8 @@ def _gram_column(V: np.ndarray, first: np.ndarray, q: int, Mcol: np.ndarray, hav
 def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int, max_iter: int,
             x: np.ndarray, lam: np.ndarray, L: np.ndarray, F: np.ndarray, S: np.ndarray) -> Tuple[int, int, int]:
     """One member (module docstring). Writes ``x (n,)``, ``lam (r,)`` and the factors ``L (n, n)``,
-    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``."""
+    ``F (n, n)`` of ``M_SS`` with the working rows ``S[:k]``; returns ``(status, k, iterations)``.
+    ``C`` is in the row layout of :func:`solve_batch` (its last ``n`` rows negate the ``n`` above them)."""
     n = Q.shape[0]
     r = C.shape[0]
     ident = np.arange(n)
@@ -106,12 +63,32 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
         return 2, 0, 0
     V = np.empty((r, n))
     first = np.empty(r, dtype=np.int64)  # leading zeros of row i (bound rows are +-e_c): skipped below
-    for i in range(r):
+    twins = r - n  # the last n rows (lower bounds) are the negated upper-bound rows above them: V too, exactly
+    for i in range(twins):
         f = 0
         while f < n and C[i, f] == 0.0:
             f += 1
         first[i] = f
-        _forward_from(L, n, C[i], V[i], f)
+        for c in range(f):
+            V[i, c] = 0.0
+    # V[i] = L^{-1} C[i] for all rows together: entry c of every row, then entry c + 1 (each row's
+    # entry is computed exactly as by _forward_from; independent rows side by side instead of one
+    # long chain of dependent operations after another)
+    for c in range(n):
+        for i in range(twins):
+            f = first[i]
+            if c >= f:
+                s = C[i, c]
+                for a in range(f, c):
+                    s -= L[c, a] * V[i, a]
+                V[i, c] = s / L[c, c]
+    for i in range(twins, r):
+        f = first[i - n]
+        first[i] = f
+        for c in range(f):
+            V[i, c] = 0.0
+        for c in range(f, n):
+            V[i, c] = -V[i - n, c]
     w = np.empty(n)
     x0 = np.empty(n)
     _forward(L, n, p, w)
@@ -133,7 +110,9 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
             dmax = max(dmax, abs(d[i]))
     viol_tol = 1e-13 * (1.0 + dmax)
     slack = slack0.copy()
-    Mcol = np.empty((r, r))
+    Mt = np.empty((r, r))  # Mt[q] = column q of M, once row q has been touched
+    M = Mt.T  # M[i, j] for the Cholesky factorisations (entries of computed columns only)
+    ms = np.empty(r)  # column q of M minus M[:, S] r (the slack update)
     have = np.zeros(r, dtype=np.bool_)
     cand = np.ones(r, dtype=np.bool_)
     cand[:me] = False
@@ -157,20 +136,20 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                         best, q = score, i
             if q < 0:
                 break
-        _gram_column(V, first, q, Mcol, have)
+        _gram_column(V, first, q, Mt, have)
         lam_q = 0.0
         while True:  # add row q, dropping blocking rows on the way
             it += 1
             if it > max_iter:
                 return 3, k, it
             for a in range(k):
-                u[a] = Mcol[S[a], q]
+                u[a] = Mt[q, S[a]]
             _forward(F, k, u, lv)
             _backward(F, k, lv, rv)
-            kappa = Mcol[q, q]
+            kappa = Mt[q, q]
             for a in range(k):
                 kappa -= lv[a] * lv[a]
-            dependent = not kappa > 1e-12 * Mcol[q, q]
+            dependent = not kappa > 1e-12 * Mt[q, q]
             block = -1
             if q < me:
                 if dependent:
@@ -188,11 +167,14 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
             for a in range(k):
                 wlam[a] -= t * rv[a]
             lam_q += t
+            for i in range(r):  # per row i the same operations in the same order as a dot product over a
+                ms[i] = Mt[q, i]
+            for a in range(k):
+                sa, ra = S[a], rv[a]
+                for i in range(r):
+                    ms[i] -= Mt[sa, i] * ra
             for i in range(r):
-                s = Mcol[i, q]
-                for a in range(k):
-                    s -= Mcol[i, S[a]] * rv[a]
-                slack[i] -= t * s
+                slack[i] -= t * ms[i]
             if block < 0:  # q is tight: it joins the working set (k <= n: the rows stay independent)
                 for a in range(k):
                     F[k, a] = lv[a]
@@ -209,10 +191,10 @@ def _search(Q: np.ndarray, p: np.ndarray, C: np.ndarray, d: np.ndarray, me: int,
                 S[a] = S[a + 1]
                 wlam[a] = wlam[a + 1]
             k -= 1
-            if not _cholesky(Mcol, S, k, F, 1e-14):
+            if not _cholesky(M, S, k, F, 1e-14):
                 return 6, k, it
     # the final working set, solved from scratch: M_SS lam_S = C_S x0 - d_S, x = x0 - L^{-T} V_S' lam_S
-    if k and not _cholesky(Mcol, S, k, F, 1e-14):
+    if k and not _cholesky(M, S, k, F, 1e-14):
         return 6, k, it
     for a in range(k):
         u[a] = slack0[S[a]]
@@ -351,20 +333,29 @@ def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G:
 
 
 @_compiled
-def adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
-                   LAM: np.ndarray, g: np.ndarray, rows_grad: int, gQ: np.ndarray, gp: np.ndarray, gd: np.ndarray,
-                   gC: np.ndarray) -> None:
-    """Gradients of every member from ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``,
-    ``w_l = M_SS^{-1} V_S t``, ``w_x = L^{-T} (t - V_S' w_l)``; then ``gQ = -(w_x x' + x w_x')/2``,
-    ``gp = -w_x``, ``gd = w_l`` on the rows ``S`` and, for the first ``rows_grad`` rows,
-    ``gC = -(lam w_x' + w_l x')``. Members with ``K = -1`` (unsolved) keep zero gradients."""
+def adjoint_into(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
+                 LAM: np.ndarray, g: np.ndarray, me: int, m: int, gQ: np.ndarray, gp: np.ndarray, glo: np.ndarray,
+                 ghi: np.ndarray, gG: np.ndarray, gh: np.ndarray, gA: np.ndarray, gb: np.ndarray) -> None:
+    """Gradients of every member, added into the caller's layout.
+
+    With ``(w_x, w_l) = [[Q, C_S'], [C_S, 0]]^{-1} (g, 0)``: ``t = L^{-1} g``, ``w_l = M_SS^{-1} V_S t``,
+    ``w_x = L^{-T} (t - V_S' w_l)``; ``gd = w_l`` on the working rows ``S`` (0 elsewhere), then
+    ``gQ += -(w_x x' + x w_x')/2``, ``gp += -w_x``, ``glo += -gd`` (lower rows), ``ghi += gd`` (upper
+    rows), ``gh += gd``, ``gb += gd`` (their rows) and ``gG += -(lam w_x' + gd x')``, ``gA`` alike. Each
+    output (zeros on entry) has a leading dimension of ``B`` (member ``b`` adds into ``[b]``), 1 (a
+    shared argument: every member adds into ``[0]``, in member order, as a sum over the batch) or 0
+    (not wanted: skipped). Members with ``K = -1`` (unsolved) add nothing.
+    """
     B, n = g.shape
+    k_rows = me + m
+    r = LAM.shape[1]
     t = np.empty(n)
     v = np.empty(n)
     u = np.empty(n)
     lv = np.empty(n)
     wl = np.empty(n)
     wx = np.empty(n)
+    gd = np.empty(r)
     for b in range(B):
         k = K[b]
         if k < 0:
@@ -380,19 +371,47 @@ def adjoint_batch(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C:
             u[a] = s
         _forward(F[b], k, u, lv)
         _backward(F[b], k, lv, wl)
+        gd[:] = 0.0
         for a in range(k):
-            gd[b, S[b, a]] = wl[a]
+            gd[S[b, a]] = wl[a]
             for c in range(n):
                 t[c] -= VS[a, c] * wl[a]
         _backward(L[b], n, t, wx)
         x = X[b]
-        for i in range(n):
-            gp[b, i] = -wx[i]
-            for j in range(n):
-                gQ[b, i, j] = -0.5 * (wx[i] * x[j] + x[i] * wx[j])
-        for i in range(rows_grad):
-            li, di = LAM[b, i], gd[b, i]
+        if gQ.shape[0]:
+            o2 = gQ[b % gQ.shape[0]]
+            for i in range(n):
+                for j in range(n):
+                    o2[i, j] += -0.5 * (wx[i] * x[j] + x[i] * wx[j])
+        if gp.shape[0]:
+            o = gp[b % gp.shape[0]]
+            for i in range(n):
+                o[i] += -wx[i]
+        if ghi.shape[0]:
+            o = ghi[b % ghi.shape[0]]
             for c in range(n):
-                gC[b, i, c] = -(li * wx[c] + di * x[c])
-
-
+                o[c] += gd[k_rows + c]
+        if glo.shape[0]:
+            o = glo[b % glo.shape[0]]
+            for c in range(n):
+                o[c] += -gd[k_rows + n + c]
+        if gh.shape[0]:
+            o = gh[b % gh.shape[0]]
+            for i in range(m):
+                o[i] += gd[me + i]
+        if gb.shape[0]:
+            o = gb[b % gb.shape[0]]
+            for i in range(me):
+                o[i] += gd[i]
+        if gG.shape[0]:
+            o2 = gG[b % gG.shape[0]]
+            for i in range(m):
+                li, di = LAM[b, me + i], gd[me + i]
+                for c in range(n):
+                    o2[i, c] += -(li * wx[c] + di * x[c])
+        if gA.shape[0]:
+            o2 = gA[b % gA.shape[0]]
+            for i in range(me):
+                li, di = LAM[b, i], gd[i]
+                for c in range(n):
+                    o2[i, c] += -(li * wx[c] + di * x[c])

@@ -31,7 +31,7 @@ numba is optional (extra ``fastqp``; robosuite already depends on it): without i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,11 +39,35 @@ from torch import Tensor
 from torch.autograd import forward_ad
 from torch.autograd.function import once_differentiable
 
-from .active_set_kernels import _AVAILABLE, adjoint_batch, solve_batch, available
+from .active_set_kernels import _AVAILABLE, adjoint_into, solve_batch, available
 from .problem import ArrayLike, QPProblem, QPSolution, QPStatus
 from .small import lean_inputs
 
-__all__ = ["available", "solve_compiled", "solve_lean", "DualActiveSetKKT"]
+__all__ = ["available", "solve_compiled", "solve_lean", "DualActiveSetKKT", "function_apply"]
+
+
+def function_apply(cls: type) -> Callable[..., Tensor]:
+    """``cls.apply`` of a :class:`torch.autograd.Function` subclass, through torch's C entry when it can.
+
+    ``Function.apply`` is a Python wrapper (default-argument binding, functorch checks, unwrapping
+    of dead functorch wrappers) around ``torch._C._FunctionBase.apply``; at B = 1 that wrapper is
+    ~5 us of a ~100 us call. The returned callable goes to the C entry directly while no functorch
+    transform is active (the wrapper then does nothing else for a class without ``setup_context``)
+    and to ``cls.apply`` otherwise, or always if this private entry is missing or ``cls`` defines
+    ``setup_context``.
+    """
+    entry = getattr(torch._C, "_FunctionBase", None)
+    descriptor = getattr(entry, "__dict__", {}).get("apply")
+    transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    defines_setup = getattr(cls, "setup_context", None) is not getattr(torch.autograd.Function, "setup_context", None)
+    if descriptor is None or not hasattr(descriptor, "__get__") or transforms_active is None or defines_setup:
+        return cls.apply
+    direct = descriptor.__get__(None, cls)
+    plain = cls.apply
+
+    def apply(*args: object) -> Tensor:
+        return plain(*args) if transforms_active() else direct(*args)
+    return apply
 
 
 # ------------------------------------------------------------------ driver
@@ -61,7 +85,7 @@ def solve_lean(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obje
     run = _run(inp.Q, inp.p, inp.lower, inp.upper, inp.G, inp.h, inp.A, inp.b, inp.B, tol)
     if run.solved_count != inp.B:
         return None
-    return _solution(run, inp.tensors, inp.dtype, inp.requires_grad)
+    return _solution(run, inp.tensors, inp.dtype, inp.which)
 
 
 def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Tensor]]:
@@ -83,8 +107,8 @@ def solve_compiled(prob: QPProblem, tol: float) -> Optional[Tuple[QPSolution, Te
     except RuntimeError:
         return None
     run = _run(Q, p_, lo, hi, G, h, A, b, p_.shape[0], tol)
-    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return _solution(run, tensors, p.dtype, requires_grad), torch.from_numpy(run.K >= 0)
+    which = tuple(i for i, t in enumerate(tensors) if t.requires_grad) if torch.is_grad_enabled() else ()
+    return _solution(run, tensors, p.dtype, which), torch.from_numpy(run.K >= 0)
 
 
 MAX_ROWS = 1024  # a member keeps Gram columns of up to (rows x rows) floats: 8 MB here
@@ -128,21 +152,24 @@ def _run(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G: np.nda
     return _Run(X, LAM, L, F, S, K, C, me, m, iters, res, solved)
 
 
-def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool) -> QPSolution:
+def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, which: tuple) -> QPSolution:
     """:class:`QPSolution` of a kernel run (``torch.from_numpy`` of its arrays, no torch op); ``x``
-    differentiable w.r.t. those of ``tensors`` (``Q, p, lower, upper, G, h, A, b``) that require grad."""
+    differentiable w.r.t. ``tensors[i]`` for ``i`` in ``which`` (indices in ``Q, p, lower, upper, G, h,
+    A, b`` of the tensors that require grad; empty with grad mode off)."""
     X, LAM, me, m = run.X, run.LAM, run.me, run.m
     B, n = X.shape
     if dtype is not torch.float64:
         X, LAM = X.astype(np.float32), LAM.astype(np.float32)
-    elif requires_grad:  # copies: the backward reads X and LAM, the caller may write to the outputs
+    elif which:  # copies: the backward reads X and LAM, the caller may write to the outputs
         X, LAM = X.copy(), LAM.copy()
     x = torch.from_numpy(X)
-    if requires_grad:
-        which = tuple(i for i, t in enumerate(tensors) if t is not None and t.requires_grad)
-        x = DualActiveSetKKT.apply((x, run, which), *(tensors[i] for i in which))
+    if which:
+        x = _apply_kkt((x, run, which), *[tensors[i] for i in which])
     k = me + m
-    status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))  # callers replace unsolved members
+    if run.solved_count == B:
+        status = np.zeros(B, dtype=np.int64)  # QPStatus.OPTIMAL
+    else:  # callers replace unsolved members
+        status = np.where(run.K >= 0, int(QPStatus.OPTIMAL), int(QPStatus.MAX_ITER))
     return QPSolution(x, torch.from_numpy(status), torch.from_numpy(run.iterations),
                       torch.from_numpy(LAM[:, k + n:]), torch.from_numpy(LAM[:, k:k + n]),
                       torch.from_numpy(LAM[:, me:k]), torch.from_numpy(LAM[:, :me]), torch.from_numpy(run.residual))
@@ -151,7 +178,7 @@ def _solution(run: _Run, tensors: tuple, dtype: torch.dtype, requires_grad: bool
 class DualActiveSetKKT(torch.autograd.Function):
     """Implicit backward of the compiled path (as :class:`~.kkt.GeneralKKT`, on the saved factors).
 
-    With ``(w_x, w_l)`` from :func:`adjoint_batch`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
+    With ``(w_x, w_l)`` from :func:`~.active_set_kernels.adjoint_into`: ``dL/dp = -w_x``, ``dL/dQ = -(w_x x' + x w_x')/2``,
     ``dL/dC = -(lam w_x' + w_l x')``, ``dL/dd = w_l`` (zero on inactive rows), scattered to ``A, b, G,
     h`` and the bounds. ``data = (x, run, which)``: the output, the :class:`_Run` and the indices in
     ``(Q, p, lower, upper, G, h, A, b)`` of the inputs that follow (only those that require grad:
@@ -174,31 +201,40 @@ class DualActiveSetKKT(torch.autograd.Function):
         return _gradients(ctx, g)
 
 
+_TAIL_DIMS = (2, 1, 1, 1, 2, 1, 2, 1)  # dimensions of Q, p, lower, upper, G, h, A, b without the batch
+_NOT_WANTED = (np.zeros((0, 0, 0)),) + (np.zeros((0, 0)),) * 3 + (np.zeros((0, 0, 0)), np.zeros((0, 0))) * 2
+
+
 def _gradients(ctx, g: Tensor) -> tuple:  # noqa: ANN001 - the autograd ctx
-    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us)."""
+    """:meth:`DualActiveSetKKT.backward` (separate so that the common case skips once_differentiable's ~7 us).
+
+    :func:`adjoint_into` writes each wanted gradient straight into an array of the caller's
+    layout: ``(B, ...)`` for a batched argument, ``(1, ...)`` summed over the batch for a shared one
+    (returned without its leading 1), so nothing is sliced, negated, summed or copied here; only a
+    0-dim bound's ``(B, n)`` gradient is summed to a scalar.
+    """
     run, which = ctx.run, ctx.which
     X, me, m = run.X, run.me, run.m
     B, n = X.shape
-    rows_grad = me + m if (4 in which or 6 in which) else 0
-    gQ, gp, gd = np.zeros((B, n, n)), np.zeros((B, n)), np.zeros(run.LAM.shape)
-    gC = np.zeros((B, rows_grad, n))
-    adjoint_batch(run.L, run.F, run.S, run.K, run.C, X, run.LAM, np.ascontiguousarray(g.numpy(), dtype=np.float64),
-                  rows_grad, gQ, gp, gd, gC)
-    k = me + m
-    # where each input's gradient is: Q, p, lower (row -x <= -lower, sign flipped below), upper, G, h, A, b
-    source = (gQ, gp, gd, gd, gC, gd, gC, gd)
-    cols = (None, None, slice(k + n, None), slice(k, k + n), slice(me, None), slice(me, k), slice(0, me), slice(0, me))
+    member = ((n, n), (n,), (n,), (n,), (m, n), (m,), (me, n), (me,))  # each argument's shape in one member
+    outs = list(_NOT_WANTED)
+    for i, shape in zip(which, ctx.shapes):
+        outs[i] = np.zeros((1 if len(shape) == _TAIL_DIMS[i] else B, *member[i]))
+    gn = g.numpy()
+    if gn.dtype != np.float64 or not gn.flags.c_contiguous:
+        gn = np.ascontiguousarray(gn, dtype=np.float64)
+    adjoint_into(run.L, run.F, run.S, run.K, run.C, X, run.LAM, gn, me, m, *outs)
     grads = [None]
     for i, shape in zip(which, ctx.shapes):
-        grad = source[i] if cols[i] is None else source[i][:, cols[i]]
-        if i == 2:
-            grad = -grad
-        extra = grad.ndim - len(shape)  # unbatched (shared) arguments: sum over the batch
-        if extra:
-            grad = grad.sum(tuple(range(extra)))
-        grad = torch.from_numpy(np.ascontiguousarray(grad))
+        out = outs[i]
+        if len(shape) == _TAIL_DIMS[i]:  # shared: the kernel summed over the batch into [0]
+            out = out[0]
+        elif len(shape) < _TAIL_DIMS[i]:  # a 0-dim bound
+            out = np.asarray(out.sum((0, 1)))
+        grad = torch.from_numpy(out)
         grads.append(grad if grad.dtype == ctx.dtype else grad.to(ctx.dtype))
     return tuple(grads)
 
 
 _gradients_once = once_differentiable(_gradients)
+_apply_kkt = function_apply(DualActiveSetKKT)

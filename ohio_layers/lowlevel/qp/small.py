@@ -40,7 +40,8 @@ class LeanInputs:
     ``h (B|1, m)``, ``A (B|1, me, n)``, ``b (B|1, me)`` (zero rows when absent). The bounds keep
     their infinities and are not checked (NaN, ``lower > upper``: the solvers decline those).
     ``Q`` is as given (not symmetrised). ``tensors`` are the caller's tensors
-    ``(Q, p, lower, upper, G, h, A, b)`` (``None`` where not a tensor), for the backward pass.
+    ``(Q, p, lower, upper, G, h, A, b)`` (``None`` where not a tensor), for the backward pass;
+    ``which`` the indices of those that require grad (empty with grad mode off).
     """
 
     B: int
@@ -55,10 +56,11 @@ class LeanInputs:
     A: np.ndarray
     b: np.ndarray
     tensors: tuple
+    which: tuple
 
     @property
     def requires_grad(self) -> bool:
-        return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in self.tensors)
+        return bool(self.which)
 
 
 @lru_cache(maxsize=64)
@@ -90,33 +92,43 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
     if np_dtype is None or (G is None) != (h is None) or (A is None) != (b is None):
         return None
     values = (Q, p, lower, upper, G, h, A, b)
-    arrays: list = []
+    grad_on = torch.is_grad_enabled()
+    arrays: list = [None] * 8
+    tensors: list = [None] * 8
+    which: list = []  # indices of the tensors that require grad (with grad mode on)
     try:
         for i, v in enumerate(values):
             if isinstance(v, Tensor):
                 if v.dtype is not dtype:
                     return None
-                a = (v.data if v.requires_grad else v).numpy()  # .data: no dispatcher op
-                arrays.append(a if v.is_contiguous() else np.ascontiguousarray(a))  # e.g. expanded bounds
-            elif v is None or (i in (2, 3) and type(v) in (float, int)):  # a bound may be a Python number
-                arrays.append(v)
-            else:
+                tensors[i] = v
+                if v.requires_grad:
+                    a = v.data.numpy()  # .data: no dispatcher op
+                    if grad_on:
+                        which.append(i)
+                else:
+                    a = v.numpy()
+                arrays[i] = a if a.flags.c_contiguous else np.ascontiguousarray(a)  # e.g. expanded bounds
+            elif not (v is None or (i in (2, 3) and type(v) in (float, int))):  # a bound may be a Python number
                 return None
     except (RuntimeError, TypeError):  # not on the CPU, or a torch.func wrapper: the general path decides
         return None
-    p_ = arrays[1]
-    n = p_.shape[-1] if p_.ndim in (1, 2) else 0
-    rows = [a.shape[-2] if a.ndim in (2, 3) else -1 for a in arrays[4::2] if a is not None]
-    if n == 0 or -1 in rows:
+    p_, G_, A_ = arrays[1], arrays[4], arrays[6]
+    if p_.ndim not in (1, 2) or (G_ is not None and G_.ndim not in (2, 3)) or (A_ is not None and A_.ndim not in (2, 3)):
         return None
-    m, me = (a.shape[-2] if a is not None else 0 for a in arrays[4::2])
+    n = p_.shape[-1]
+    m = G_.shape[-2] if G_ is not None else 0
+    me = A_.shape[-2] if A_ is not None else 0
+    if n == 0:
+        return None
     tails = ((n, n), (n,), (n,), (n,), (m, n), (m,), (me, n), (me,))  # each argument's shape without the batch
     B: Optional[int] = None  # no batched argument seen yet (0 is a batch size: an empty batch)
-    for i, (a, tail) in enumerate(zip(arrays, tails)):
-        if not isinstance(a, np.ndarray):
-            arrays[i] = _absent(i, n) if a is None else np.full((1, n), a, dtype=np_dtype)  # rounded to the dtype
+    for i, a in enumerate(arrays):
+        if a is None:
+            v = values[i]
+            arrays[i] = _absent(i, n) if v is None else np.full((1, n), v, dtype=np_dtype)  # rounded to the dtype
             continue
-        shape = a.shape
+        shape, tail = a.shape, tails[i]
         if shape == tail or (not shape and i in (2, 3)):  # shared (a bound may be a 0-dim tensor)
             arrays[i] = a[None] if shape else np.full((1, n), a)
         elif len(shape) == len(tail) + 1 and shape[1:] == tail and (B is None or shape[0] == B):
@@ -133,8 +145,7 @@ def lean_inputs(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, G: obj
         # sends the call to the general route); the bounds are the solvers' to check
         if not math.isfinite(sum(float(arrays[i].sum()) for i in (0, 1, 4, 5, 6, 7))):
             return None
-    tensors = tuple(v if isinstance(v, Tensor) else None for v in values)
-    return LeanInputs(B, n, dtype, *arrays, tensors)
+    return LeanInputs(B, n, dtype, *arrays, tuple(tensors), tuple(which))
 
 
 def _solve_box_small(Q: object, p: object, lower: ArrayLike, upper: ArrayLike, tol: float = 1e-9) -> Optional[QPSolution]:
