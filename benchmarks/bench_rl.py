@@ -1,6 +1,7 @@
 """Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
 
     python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile] [--shapes]
+                                   [--clock wall|thread] [--autograd]
 
 Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
 sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
@@ -41,6 +42,7 @@ from helpers import random_transitions  # noqa: E402
 
 from ohio_layers.data import Dataset  # noqa: E402
 from ohio_layers.rl import BC, CQL, IQL  # noqa: E402
+from ohio_layers.rl.fused import set_fused  # noqa: E402
 
 OBS, ACT, BATCH, HIDDEN, SAMPLES = 42, 7, 256, (256, 256), 10
 Gemm = Tuple[int, int, int]  # (M, N, K): (M, K) @ (K, N)
@@ -159,8 +161,14 @@ def d3rlpy_step(algo: str, data: Dataset) -> Optional[Callable[[], None]]:
 
 
 # ------------------------------------------------------------------------------------ timing
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+CLOCK = [time.perf_counter]
+
+
 def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: int) -> Dict[str, float]:
-    """Median ms per step of each contender over ``blocks`` interleaved blocks of ``steps`` steps."""
+    """Median ms per step of each contender over ``blocks`` interleaved blocks of ``steps`` steps
+    (``--clock``: wall time, or this thread's CPU time, which a loaded machine's preemptions do not inflate)."""
+    clock = CLOCK[0]
     names = list(contenders)
     for fn in contenders.values():  # warm-up
         for _ in range(3):
@@ -169,10 +177,10 @@ def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: i
     for b in range(blocks):
         for name in names[b % len(names):] + names[:b % len(names)]:
             fn = contenders[name]
-            t = time.perf_counter()
+            t = clock()
             for _ in range(steps):
                 fn()
-            times[name].append(1e3 * (time.perf_counter() - t) / steps)
+            times[name].append(1e3 * (clock() - t) / steps)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -235,7 +243,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="also print where an ohio update's time goes (torch.profiler)")
     ap.add_argument("--shapes", action="store_true", help="also print the GEMM rate of every shape of the floors")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                    help="wall time, or the thread's CPU time (robust to other processes on a loaded machine)")
+    ap.add_argument("--autograd", action="store_true",
+                    help="ohio's BC and IQL take the autograd path (ohio_layers.rl.fused switched off), to compare")
     args = ap.parse_args()
+    CLOCK[0] = CLOCKS[args.clock]
+    if args.autograd:
+        set_fused(False)
     torch.set_num_threads(1)
     data = make_data()
     rows = []
@@ -265,7 +280,8 @@ def main() -> None:
     def fmt(v: Optional[float], spec: str = ".2f") -> str:
         return "-" if v is None else format(v, spec)
 
-    print(f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
+    print(f"clock={args.clock}  path={'autograd' if args.autograd else 'default (fused where it applies)'}  "
+          f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
     print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy "
           "| GEMM floor fp32 ms (GFLOP, GFLOPS) "
           "| floor / ohio fp32 | GEMM floor bf16 ms (GFLOPS) | bf16 floor / ohio bf16 |")

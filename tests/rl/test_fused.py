@@ -129,9 +129,13 @@ def grads_after_one_update(agent, data, fused):
     return {n: p.grad.clone() for n, p in agent.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("cls,cfg", [(BC, {}), (BC, {"state_dependent_std": False}), (BC, {"grad_clip": 0.1})])
+@pytest.mark.parametrize("cls,cfg", [(BC, {}), (BC, {"state_dependent_std": False}), (BC, {"grad_clip": 0.1}),
+                                     (IQL, {}), (IQL, {"state_dependent_std": True}), (IQL, {"grad_clip": 0.1}),
+                                     (IQL, {"obs_norm": True, "discount": 0.9, "max_weight": 1.5})])
 def test_update_takes_the_fused_path_and_equals_the_autograd_update(data, cls, cfg):
     base = cls(OBS, ACT, -1.0, 1.0, {"batch_size": 32, "hidden": (32, 32), **cfg})
+    if base.config.obs_norm:
+        base.set_obs_stats_from(data)
     a, b = copy.deepcopy(base), copy.deepcopy(base)
     ga, gb = grads_after_one_update(a, data, True), grads_after_one_update(b, data, False)
     assert a.__dict__.get("_fused_cache", (None, None))[1] is not None  # the fused path was taken
@@ -181,7 +185,7 @@ def test_set_fused_switches_the_path_off_and_on(data):
     assert fused_enabled()
 
 
-@pytest.mark.parametrize("cls", [BC])
+@pytest.mark.parametrize("cls", [BC, IQL])
 def test_fused_training_is_seeded_and_resumes_bit_for_bit(data, cls, tmp_path):
     cfg = {"batch_size": 32, "hidden": (16, 16), "seed": 3}
     a, b = cls(OBS, ACT, -1.0, 1.0, cfg), cls(OBS, ACT, -1.0, 1.0, cfg)
@@ -192,3 +196,14 @@ def test_fused_training_is_seeded_and_resumes_bit_for_bit(data, cls, tmp_path):
     c.fit(data, 3, show_progress=False, log_every=2)
     for (n, p), q in zip(a.named_parameters(), c.parameters()):
         assert torch.equal(p, q), n
+
+
+def test_iql_fallback_for_layer_norm_critics_and_a_replaced_network(data):
+    agent = IQL(OBS, ACT, -1.0, 1.0, {"batch_size": 16, "hidden": (8,)})
+    assert agent._iql_kernels() is not None
+    agent.q.q1 = MLP(OBS + ACT, 1, (8,), layer_norm=True)
+    agent.target_q = copy.deepcopy(agent.q).requires_grad_(False)
+    agent.optimizers["q"] = torch.optim.Adam(agent.q.parameters())
+    assert agent._iql_kernels() is None  # the cache follows the modules in place
+    run_updates(agent, data, 1, True)
+    assert all(p.grad is not None for p in agent.q.q1.parameters())
