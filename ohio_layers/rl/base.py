@@ -83,7 +83,10 @@ class AgentConfig(Config):
         obs_norm: normalise observations with the dataset mean/std (stored as buffers).
         device: torch device of the networks and batches.
         mixed_precision: ``None`` (float32) or ``"bf16"``: the updates' forward passes run under
-            ``torch.autocast`` in bfloat16 (weights, optimizer states and losses stay float32).
+            ``torch.autocast`` in bfloat16 (weights, optimizer states and losses stay float32); the
+            autograd-free BC and IQL updates (:mod:`~ohio_layers.rl.fused`) round at the same points
+            (inputs, weights, activations and their gradients in bfloat16; outputs, losses and
+            parameter gradients in float32).
     """
 
     seed: int = 0
@@ -327,19 +330,21 @@ class Agent(nn.Module):
     def _fused_kernels(self, trained: Mapping[str, nn.Module], frozen: Mapping[str, nn.Module] = {}
                        ) -> Optional[Dict[str, "ReluMLPKernel"]]:
         """Kernels (:mod:`~ohio_layers.rl.fused`) for the MLPs ``trained`` (backward too) and ``frozen``
-        (forward only), or ``None`` when the fused path does not apply: switched off, ``mixed_precision``,
-        not on the CPU, or a network that is not a plain trainable float32 ReLU MLP. Cached while the
-        same modules are in place; the parameters are re-checked every call (cheap attribute reads)."""
-        if not fused_enabled() or self.config.mixed_precision is not None or self.action_low.device.type != "cpu":
+        (forward only), or ``None`` when the fused path does not apply: switched off, not on the CPU, or a
+        network that is not a plain trainable float32 ReLU MLP. With ``mixed_precision="bf16"`` the kernels
+        compute in bfloat16. Cached while the same modules are in place; the parameters are re-checked
+        every call (cheap attribute reads)."""
+        if not fused_enabled() or self.action_low.device.type != "cpu":
             return None
-        key = tuple((k, id(m)) for k, m in trained.items()) + tuple((k, id(m)) for k, m in frozen.items())
+        dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float32
+        key = (dtype,) + tuple((k, id(m)) for k, m in trained.items()) + tuple((k, id(m)) for k, m in frozen.items())
         cache = self.__dict__.get("_fused_cache")
         if cache is None or cache[0] != key:
             if (all(ReluMLPKernel.supports(m) for m in trained.values())
                     and all(ReluMLPKernel.supports(m, trainable=False) for m in frozen.values())):
                 kernels: Optional[Dict[str, ReluMLPKernel]] = {
-                    **{k: ReluMLPKernel(m) for k, m in trained.items()},
-                    **{k: ReluMLPKernel(m, trainable=False) for k, m in frozen.items()}}
+                    **{k: ReluMLPKernel(m, dtype=dtype) for k, m in trained.items()},
+                    **{k: ReluMLPKernel(m, trainable=False, dtype=dtype) for k, m in frozen.items()}}
                 params = [p for m in trained.values() for p in m.parameters()]
                 allp = params + [p for m in frozen.values() for p in m.parameters()]
             else:

@@ -14,10 +14,12 @@ GEMMs besides the matrix products themselves. For networks that are plain
 * :func:`step_optimizer`: :class:`~ohio_layers.rl.optim.LeanAdam`'s step without the hook wrapper
   ``torch.optim`` puts around every ``step`` (taken only when no step hooks are registered).
 
-The BC and IQL updates use it on CPU in float32 when every network is a plain ReLU MLP (the
-default ones) and fall back to autograd otherwise (another device, ``mixed_precision``, layer
-norm, another activation or network class, frozen parameters). ``tests/rl/test_fused.py``
-checks that both paths give the same gradients and updates. :func:`set_fused` /
+The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
+and fall back to autograd otherwise (another device, layer norm, another activation or network
+class, frozen parameters). In float32 the arithmetic is autograd's (``tests/rl/test_fused.py``
+checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
+kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
+path's to bfloat16 rounding). :func:`set_fused` /
 :func:`fused_disabled` switch the fused path off (e.g. to compare).
 
 Buffers are reused: a kernel's forward output is valid until its next forward with the same row
@@ -98,21 +100,26 @@ class ReluMLPKernel:
     Args:
         mlp: the network; its parameters are used (and their ``.grad`` written) in place.
         trainable: whether :meth:`backward` will be used (then every parameter must require gradients).
+        dtype: ``torch.float32`` (exact: the autograd arithmetic) or ``torch.bfloat16`` (mixed
+            precision: inputs, weights, activations and their gradients in bfloat16, as under
+            ``torch.autocast``; the output and the parameters' ``.grad`` are float32).
     Raises:
         ValueError: ``mlp`` is not a plain ReLU MLP with float32 CPU parameters (trainable ones if
-            ``trainable``; check with :meth:`supports`).
+            ``trainable``; check with :meth:`supports`), or another ``dtype``.
     """
 
-    def __init__(self, mlp: nn.Module, trainable: bool = True) -> None:
+    def __init__(self, mlp: nn.Module, trainable: bool = True, dtype: torch.dtype = torch.float32) -> None:
         linears = relu_mlp_layers(mlp, trainable)
         if linears is None:
             raise ValueError(f"ReluMLPKernel needs a plain Linear-ReLU-...-Linear MLP with float32 CPU parameters"
                              f"{' that require gradients' if trainable else ''}, got {mlp!r}")
-        self.module = mlp
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.module, self.dtype = mlp, dtype
         self.params: List[Tuple[Tensor, Tensor]] = [(lin.weight, lin.bias) for lin in linears]
         self._acts: Dict[Tuple[int, bool], List[Tensor]] = {}
         self._grads: Dict[int, List[Tensor]] = {}
-        self._kept: Optional[Tuple[Tensor, List[Tensor]]] = None
+        self._kept: Optional[Tuple[Tensor, List[Tensor], List[Tuple[Tensor, Tensor]]]] = None
 
     @staticmethod
     def supports(mlp: nn.Module, trainable: bool = True) -> bool:
@@ -122,52 +129,67 @@ class ReluMLPKernel:
     def _buffers(self, rows: int, keep: bool) -> List[Tensor]:
         bufs = self._acts.get((rows, keep))
         if bufs is None:
-            bufs = [torch.empty(rows, w.shape[0]) for w, _ in self.params]
+            bufs = [torch.empty(rows, w.shape[0], dtype=self.dtype) for w, _ in self.params]
             self._acts[(rows, keep)] = bufs
         return bufs
 
+    def _weights(self) -> List[Tuple[Tensor, Tensor]]:
+        """The parameters in the compute dtype (bf16 copies are made at every forward: the optimizer
+        changes the weights in place without a version bump, so no cache could tell)."""
+        if self.dtype == torch.float32:
+            return self.params
+        return [(w.to(self.dtype), b.to(self.dtype)) for w, b in self.params]
+
     @torch.no_grad()
     def forward(self, x: Tensor, keep: bool = False) -> Tensor:
-        """Output ``(B, out)`` of ``x (B, in)`` (a reused buffer); ``keep`` saves the activations for :meth:`backward`."""
+        """Output ``(B, out)`` float32 of ``x (B, in)`` (a reused buffer in float32 mode); ``keep`` saves the
+        activations for :meth:`backward`."""
         bufs = self._buffers(x.shape[0], keep)
+        weights = self._weights()
+        x = x.to(self.dtype)
         h = x
-        last = len(self.params) - 1
-        for i, (w, b) in enumerate(self.params):
+        last = len(weights) - 1
+        for i, (w, b) in enumerate(weights):
             out = torch.addmm(b, h, w.t(), out=bufs[i])
             if i < last:
                 out.relu_()
             h = out
         if keep:
-            self._kept = (x, bufs)
-        return h
+            self._kept = (x, bufs, weights)
+        return h.float()
 
     @torch.no_grad()
     def backward(self, grad_out: Tensor, input_grad: bool = False) -> Optional[Tensor]:
         """Write the parameters' ``.grad`` for the loss gradient ``grad_out (B, out)`` at the last kept forward.
 
-        Returns the gradient with respect to the input ``(B, in)`` if ``input_grad``, else ``None``.
-        The gradients overwrite ``.grad`` (as after ``zero_grad`` and one backward pass).
+        Returns the gradient with respect to the input ``(B, in)`` (float32) if ``input_grad``, else
+        ``None``. The gradients overwrite ``.grad`` (as after ``zero_grad`` and one backward pass).
         """
         if self._kept is None:
             raise RuntimeError("ReluMLPKernel.backward needs a forward(x, keep=True) first")
-        x, acts = self._kept
+        x, acts, weights = self._kept
         rows = x.shape[0]
         gbufs = self._grads.get(rows)
         if gbufs is None:
-            gbufs = [torch.empty(rows, w.shape[1]) for w, _ in self.params]
+            gbufs = [torch.empty(rows, w.shape[1], dtype=self.dtype) for w, _ in self.params]
             self._grads[rows] = gbufs
-        g = grad_out
+        exact = self.dtype == torch.float32
+        g = grad_out.to(self.dtype)
         out: Optional[Tensor] = None
         for i in range(len(self.params) - 1, -1, -1):
-            w, b = self.params[i]
+            (w, b), w_c = self.params[i], weights[i][0]
             inp = x if i == 0 else acts[i - 1]
-            torch.mm(g.t(), inp, out=_grad_of(w))
-            torch.sum(g, 0, out=_grad_of(b))
+            if exact:
+                torch.mm(g.t(), inp, out=_grad_of(w))
+                torch.sum(g, 0, out=_grad_of(b))
+            else:
+                _grad_of(w).copy_(torch.mm(g.t(), inp))
+                _grad_of(b).copy_(torch.sum(g, 0))
             if i > 0:
-                gi = torch.mm(g, w, out=gbufs[i])
+                gi = torch.mm(g, w_c, out=gbufs[i])
                 g = torch.ops.aten.threshold_backward.grad_input(gi, inp, 0, grad_input=gi)
             elif input_grad:
-                out = torch.mm(g, w)
+                out = torch.mm(g, w_c).float()
         return out
 
 
