@@ -120,6 +120,8 @@ class ReluMLPKernel:
         self._acts: Dict[Tuple[int, bool], List[Tensor]] = {}
         self._grads: Dict[int, List[Tensor]] = {}
         self._kept: Optional[Tuple[Tensor, List[Tensor], List[Tuple[Tensor, Tensor]]]] = None
+        self._cast: Optional[List[Tuple[Tensor, Tensor]]] = None  # bf16 copies of the parameters
+        self._wgrad: Optional[List[Tensor]] = None  # bf16 weight gradients before their float32 copy
 
     @staticmethod
     def supports(mlp: nn.Module, trainable: bool = True) -> bool:
@@ -138,7 +140,13 @@ class ReluMLPKernel:
         changes the weights in place without a version bump, so no cache could tell)."""
         if self.dtype == torch.float32:
             return self.params
-        return [(w.to(self.dtype), b.to(self.dtype)) for w, b in self.params]
+        if self._cast is None:
+            self._cast = [(torch.empty_like(w, dtype=self.dtype), torch.empty_like(b, dtype=self.dtype))
+                          for w, b in self.params]
+        for (w, b), (wc, bc) in zip(self.params, self._cast):
+            wc.copy_(w)
+            bc.copy_(b)
+        return self._cast
 
     @torch.no_grad()
     def forward(self, x: Tensor, keep: bool = False) -> Tensor:
@@ -183,7 +191,9 @@ class ReluMLPKernel:
                 torch.mm(g.t(), inp, out=_grad_of(w))
                 torch.sum(g, 0, out=_grad_of(b))
             else:
-                _grad_of(w).copy_(torch.mm(g.t(), inp))
+                if self._wgrad is None:
+                    self._wgrad = [torch.empty_like(p, dtype=self.dtype) for p, _ in self.params]
+                _grad_of(w).copy_(torch.mm(g.t(), inp, out=self._wgrad[i]))
                 _grad_of(b).copy_(torch.sum(g, 0))
             if i > 0:
                 gi = torch.mm(g, w_c, out=gbufs[i])
