@@ -12,14 +12,18 @@ gives the median ms per update and the ratio ``d3rlpy / ohio`` (> 1: ohio is fas
 step includes drawing its batch from a ``TransitionSampler``; d3rlpy's gets prebuilt numpy
 minibatches (its own ``fit`` samples batches in Python and would be slower).
 
-``bf16``: the same ohio agent with ``mixed_precision="bf16"`` (autocast on the forward passes).
+ohio's BC and IQL take the autograd-free path of ``ohio_layers.rl.fused`` (their default networks on
+CPU); ``--autograd`` switches it off to compare. ``bf16``: the same ohio agent with
+``mixed_precision="bf16"`` (autocast on the forward passes; bf16 kernels on the fused path).
 ``floor``: the time of the GEMMs a minimal implementation of the algorithm needs at these shapes
 (forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
 in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
 like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
 the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
 are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
-the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
+the rest, aten ops per update; the fused path has no autograd engine, so all of it counts as
+forward); ``--clock thread`` times the thread's CPU time instead of wall time (preemption by other
+processes on a loaded machine then does not count, cache and memory contention still does); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
 floors. d3rlpy is skipped with a message when it is not installed (``pip install -e ".[bench]"
 -c constraints.txt``; 2.8.0 installs next to numpy<2).
 """

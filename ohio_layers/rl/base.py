@@ -354,6 +354,10 @@ class Agent(nn.Module):
         _, kernels, params, allp = cache
         if kernels is None:
             return None
+        for kernel in kernels.values():
+            if not kernel.current():  # a parameter was replaced: rebuild at the next call
+                self.__dict__.pop("_fused_cache", None)
+                return self._fused_kernels(trained, frozen)
         for p in params:
             if not p.requires_grad:
                 return None

@@ -116,6 +116,7 @@ class ReluMLPKernel:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.module, self.dtype = mlp, dtype
+        self.linears = linears
         self.params: List[Tuple[Tensor, Tensor]] = [(lin.weight, lin.bias) for lin in linears]
         self._acts: Dict[Tuple[int, bool], List[Tensor]] = {}
         self._grads: Dict[int, List[Tensor]] = {}
@@ -127,6 +128,14 @@ class ReluMLPKernel:
     def supports(mlp: nn.Module, trainable: bool = True) -> bool:
         """Whether ``mlp`` can be run by a kernel."""
         return relu_mlp_layers(mlp, trainable) is not None
+
+    def current(self) -> bool:
+        """Whether the layers still hold the parameters the kernel was built with (none was replaced)."""
+        for lin, (w, b) in zip(self.linears, self.params):
+            ps = lin._parameters
+            if ps["weight"] is not w or ps["bias"] is not b:
+                return False
+        return True
 
     def _buffers(self, rows: int, keep: bool) -> List[Tensor]:
         bufs = self._acts.get((rows, keep))

@@ -233,3 +233,15 @@ def test_bf16_kernel_gradients_are_close_to_float32():
         assert float((p.grad - ref).norm() / ref.norm()) < 1e-1
     with pytest.raises(ValueError, match="dtype"):
         ReluMLPKernel(mlp, dtype=torch.float16)
+
+
+def test_a_replaced_parameter_rebuilds_the_kernels(data):
+    agent = BC(OBS, ACT, -1.0, 1.0, {"batch_size": 16, "hidden": (8,)})
+    run_updates(agent, data, 1, True)
+    old = agent.__dict__["_fused_cache"][1]["actor"]
+    layer = agent.actor.net.net[0]
+    layer.weight = nn.Parameter(torch.zeros_like(layer.weight))
+    agent.optimizers["actor"] = torch.optim.Adam(agent.actor.parameters())
+    run_updates(agent, data, 1, True)
+    new = agent.__dict__["_fused_cache"][1]["actor"]
+    assert new is not old and new.params[0][0] is layer.weight and layer.weight.grad is not None
