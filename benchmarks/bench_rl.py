@@ -19,11 +19,14 @@ CPU); ``--autograd`` switches it off to compare. ``bf16``: the same ohio agent w
 (forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
 in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
 like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
-the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
+the GEMMs alone would take (100 %: at the floor). The floor reuses one operand pair per distinct
+shape, so its operands stay in cache; with distinct operands per GEMM, as an update's six networks
+have, the same GEMMs were measured 8 % (fp32) and 12 % (bf16) slower. A closing line says which of issue 16's targets
 are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
 the rest, aten ops per update; the fused path has no autograd engine, so all of it counts as
 forward); ``--clock thread`` times the thread's CPU time instead of wall time (preemption by other
-processes on a loaded machine then does not count, cache and memory contention still does); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
+processes on a loaded machine then does not count, cache and memory contention still does);
+``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
 floors. d3rlpy is skipped with a message when it is not installed (``pip install -e ".[bench]"
 -c constraints.txt``; 2.8.0 installs next to numpy<2).
 """

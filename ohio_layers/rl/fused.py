@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,8 @@ from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
-           "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize", "actor_nll_backward",
-           "actor_supported"]
+           "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize",
+           "actor_nll_backward", "actor_supported"]
 
 _ENABLED = [True]
 _LOG_2PI = math.log(2 * math.pi)

@@ -222,7 +222,8 @@ class IQL(Agent):
         k["value"].backward(grad_v.unsqueeze(1))
         self._step_optimizers([("value", self.value)])
         # the updated V at s (advantage) and s' (TD target) in one pass
-        values = k["value"].forward(normalize(self.value.normalizer, torch.cat([obs, batch["next_observations"]]))).squeeze(1)
+        both = torch.cat([obs, batch["next_observations"]])
+        values = k["value"].forward(normalize(self.value.normalizer, both)).squeeze(1)
         adv = q_target - values[:b]
         weights = torch.exp(c.temperature * adv).clamp_(max=c.max_weight)
         target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]

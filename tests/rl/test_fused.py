@@ -229,7 +229,8 @@ def test_bf16_kernel_gradients_are_close_to_float32():
     out16 = k16.forward(x, keep=True)
     k16.backward(g)
     assert out16.dtype == torch.float32 and rel_err(out16, out32) < 3e-2
-    for p, ref in zip(mlp.parameters(), g32):  # bf16 rounding through cancelling dot products: up to ~4e-2 in norm measured (a missing ReLU mask is O(1))
+    # bf16 rounding through cancelling dot products: up to ~4e-2 in norm measured (a missing ReLU mask is O(1))
+    for p, ref in zip(mlp.parameters(), g32):
         assert float((p.grad - ref).norm() / ref.norm()) < 1e-1
     with pytest.raises(ValueError, match="dtype"):
         ReluMLPKernel(mlp, dtype=torch.float16)
