@@ -1,6 +1,7 @@
 """Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
 
     python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile] [--shapes]
+                                   [--clock wall|thread] [--autograd]
 
 Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
 sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
@@ -11,14 +12,21 @@ gives the median ms per update and the ratio ``d3rlpy / ohio`` (> 1: ohio is fas
 step includes drawing its batch from a ``TransitionSampler``; d3rlpy's gets prebuilt numpy
 minibatches (its own ``fit`` samples batches in Python and would be slower).
 
-``bf16``: the same ohio agent with ``mixed_precision="bf16"`` (autocast on the forward passes).
+ohio's BC and IQL take the autograd-free path of ``ohio_layers.rl.fused`` (their default networks on
+CPU); ``--autograd`` switches it off to compare. ``bf16``: the same ohio agent with
+``mixed_precision="bf16"`` (autocast on the forward passes; bf16 kernels on the fused path).
 ``floor``: the time of the GEMMs a minimal implementation of the algorithm needs at these shapes
 (forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
 in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
 like the updates; the table gives its GFLOPS and ``floor / ohio``, the share of the update's time
-the GEMMs alone would take (100 %: at the floor). A closing line says which of issue 16's targets
+the GEMMs alone would take (100 %: at the floor). The floor reuses one operand pair per distinct
+shape, so its operands stay in cache; with distinct operands per GEMM, as an update's six networks
+have, the same GEMMs were measured 8 % (fp32) and 12 % (bf16) slower. A closing line says which of issue 16's targets
 are met. ``--profile`` adds where an update's time goes (forward / backward / optimizer, GEMMs vs
-the rest, aten ops per update); ``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
+the rest, aten ops per update; the fused path has no autograd engine, so all of it counts as
+forward); ``--clock thread`` times the thread's CPU time instead of wall time (preemption by other
+processes on a loaded machine then does not count, cache and memory contention still does);
+``--shapes`` the fp32 and bf16 GEMM rate of every shape in the
 floors. d3rlpy is skipped with a message when it is not installed (``pip install -e ".[bench]"
 -c constraints.txt``; 2.8.0 installs next to numpy<2).
 """
@@ -41,6 +49,7 @@ from helpers import random_transitions  # noqa: E402
 
 from ohio_layers.data import Dataset  # noqa: E402
 from ohio_layers.rl import BC, CQL, IQL  # noqa: E402
+from ohio_layers.rl.fused import set_fused  # noqa: E402
 
 OBS, ACT, BATCH, HIDDEN, SAMPLES = 42, 7, 256, (256, 256), 10
 Gemm = Tuple[int, int, int]  # (M, N, K): (M, K) @ (K, N)
@@ -159,8 +168,14 @@ def d3rlpy_step(algo: str, data: Dataset) -> Optional[Callable[[], None]]:
 
 
 # ------------------------------------------------------------------------------------ timing
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+CLOCK = [time.perf_counter]
+
+
 def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: int) -> Dict[str, float]:
-    """Median ms per step of each contender over ``blocks`` interleaved blocks of ``steps`` steps."""
+    """Median ms per step of each contender over ``blocks`` interleaved blocks of ``steps`` steps
+    (``--clock``: wall time, or this thread's CPU time, which a loaded machine's preemptions do not inflate)."""
+    clock = CLOCK[0]
     names = list(contenders)
     for fn in contenders.values():  # warm-up
         for _ in range(3):
@@ -169,10 +184,10 @@ def interleaved(contenders: Dict[str, Callable[[], None]], blocks: int, steps: i
     for b in range(blocks):
         for name in names[b % len(names):] + names[:b % len(names)]:
             fn = contenders[name]
-            t = time.perf_counter()
+            t = clock()
             for _ in range(steps):
                 fn()
-            times[name].append(1e3 * (time.perf_counter() - t) / steps)
+            times[name].append(1e3 * (clock() - t) / steps)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -235,7 +250,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="also print where an ohio update's time goes (torch.profiler)")
     ap.add_argument("--shapes", action="store_true", help="also print the GEMM rate of every shape of the floors")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                    help="wall time, or the thread's CPU time (robust to other processes on a loaded machine)")
+    ap.add_argument("--autograd", action="store_true",
+                    help="ohio's BC and IQL take the autograd path (ohio_layers.rl.fused switched off), to compare")
     args = ap.parse_args()
+    CLOCK[0] = CLOCKS[args.clock]
+    if args.autograd:
+        set_fused(False)
     torch.set_num_threads(1)
     data = make_data()
     rows = []
@@ -265,7 +287,8 @@ def main() -> None:
     def fmt(v: Optional[float], spec: str = ".2f") -> str:
         return "-" if v is None else format(v, spec)
 
-    print(f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
+    print(f"clock={args.clock}  path={'autograd' if args.autograd else 'default (fused where it applies)'}  "
+          f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
     print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy "
           "| GEMM floor fp32 ms (GFLOP, GFLOPS) "
           "| floor / ohio fp32 | GEMM floor bf16 ms (GFLOPS) | bf16 floor / ohio bf16 |")

@@ -42,6 +42,7 @@ from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
 from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
+from .fused import ReluMLPKernel, fused_enabled, step_optimizer
 from .optim import adam
 from .rng import generator_scope, make_generator, restore_generator_state
 from .sampling import Batch, ReplayBuffer, TransitionSampler, concat_batches, row_discount_key
@@ -82,7 +83,10 @@ class AgentConfig(Config):
         obs_norm: normalise observations with the dataset mean/std (stored as buffers).
         device: torch device of the networks and batches.
         mixed_precision: ``None`` (float32) or ``"bf16"``: the updates' forward passes run under
-            ``torch.autocast`` in bfloat16 (weights, optimizer states and losses stay float32).
+            ``torch.autocast`` in bfloat16 (weights, optimizer states and losses stay float32); the
+            autograd-free BC and IQL updates (:mod:`~ohio_layers.rl.fused`) round at the same points
+            (inputs, weights, activations and their gradients in bfloat16; outputs, losses and
+            parameter gradients in float32).
     """
 
     seed: int = 0
@@ -310,13 +314,57 @@ class Agent(nn.Module):
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
         torch.autograd.backward([loss for _, loss, _ in steps])
-        for name, _, module in steps:
+        self._step_optimizers([(name, module) for name, _, module in steps])
+
+    def _step_optimizers(self, steps: Sequence[Tuple[str, Optional[nn.Module]]]) -> None:
+        """For ``[(optimizer name, module)]`` whose ``.grad`` are set: sync across ranks (:attr:`grad_sync`),
+        clip the module's grads (``config.grad_clip``), step."""
+        for name, module in steps:
             opt = self.optimizers[name]
             if self.grad_sync is not None:
                 self.grad_sync(opt)
             if self.config.grad_clip is not None and module is not None:
                 nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-            opt.step()
+            step_optimizer(opt)
+
+    def _fused_kernels(self, trained: Mapping[str, nn.Module], frozen: Mapping[str, nn.Module] = {}
+                       ) -> Optional[Dict[str, "ReluMLPKernel"]]:
+        """Kernels (:mod:`~ohio_layers.rl.fused`) for the MLPs ``trained`` (backward too) and ``frozen``
+        (forward only), or ``None`` when the fused path does not apply: switched off, not on the CPU, or a
+        network that is not a plain trainable float32 ReLU MLP. With ``mixed_precision="bf16"`` the kernels
+        compute in bfloat16. Cached while the same modules are in place; the parameters are re-checked
+        every call (cheap attribute reads)."""
+        if not fused_enabled() or self.action_low.device.type != "cpu":
+            return None
+        dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float32
+        key = (dtype,) + tuple((k, id(m)) for k, m in trained.items()) + tuple((k, id(m)) for k, m in frozen.items())
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None or cache[0] != key:
+            if (all(ReluMLPKernel.supports(m) for m in trained.values())
+                    and all(ReluMLPKernel.supports(m, trainable=False) for m in frozen.values())):
+                kernels: Optional[Dict[str, ReluMLPKernel]] = {
+                    **{k: ReluMLPKernel(m, dtype=dtype) for k, m in trained.items()},
+                    **{k: ReluMLPKernel(m, trainable=False, dtype=dtype) for k, m in frozen.items()}}
+                params = [p for m in trained.values() for p in m.parameters()]
+                allp = params + [p for m in frozen.values() for p in m.parameters()]
+            else:
+                kernels, params, allp = None, [], []
+            cache = (key, kernels, params, allp)
+            self.__dict__["_fused_cache"] = cache
+        _, kernels, params, allp = cache
+        if kernels is None:
+            return None
+        for kernel in kernels.values():
+            if not kernel.current():  # a parameter was replaced: rebuild at the next call
+                self.__dict__.pop("_fused_cache", None)
+                return self._fused_kernels(trained, frozen)
+        for p in params:
+            if not p.requires_grad:
+                return None
+        for p in allp:
+            if p.dtype is not torch.float32 or p.device.type != "cpu":
+                return None
+        return kernels
 
     # -- acting -------------------------------------------------------------------------
     def forward(self, obs: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..data.dataset import Dataset
 from .base import Agent, AgentConfig, Batch, TransitionSampler, adam
+from .fused import actor_nll_backward, actor_supported
 from .networks import TanhGaussianActor
 
 __all__ = ["BCConfig", "BC", "bc_loss"]
@@ -106,6 +107,15 @@ class BC(Agent):
         return {"loss_actor": bc_loss(self.actor, batch, self.config.loss)}
 
     def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
+        """One Adam step on the loss; the NLL of a default actor (plain ReLU trunk) on the CPU in float32
+        takes the autograd-free path of :mod:`~ohio_layers.rl.fused` (same gradients)."""
+        if self.config.loss == "nll" and actor_supported(self.actor):
+            kernels = self._fused_kernels({"actor": self.actor.net})
+            if kernels is not None:
+                loss = actor_nll_backward(self.actor, kernels["actor"], batch["observations"], batch["actions"])
+                self._step_optimizers([("actor", self.actor)])
+                self.step += 1
+                return {"loss_actor": loss}
         with self.autocast():
             loss = bc_loss(self.actor, batch, self.config.loss)
         self._optimize("actor", loss, self.actor)

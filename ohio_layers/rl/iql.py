@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Agent, AgentConfig, Batch, adam, soft_update
+from .fused import (ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, normalize,
+                    squared_error_grad, unit_action)
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
 
 __all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
@@ -171,7 +173,13 @@ class IQL(Agent):
         }
 
     def update_tensors(self, batch: Batch) -> Dict[str, Tensor]:
-        """Value step, actor step (with the updated V), critic step, Polyak update of the targets."""
+        """Value step, actor step (with the updated V), critic step, Polyak update of the targets.
+
+        With the default networks (plain ReLU MLPs) on the CPU in float32 the same arithmetic runs
+        without autograd (:meth:`_fused_update`, :mod:`~ohio_layers.rl.fused`)."""
+        kernels = self._iql_kernels()
+        if kernels is not None:
+            return self._fused_update(batch, kernels)
         c = self.config
         obs, b = batch["observations"], batch["observations"].shape[0]
         with self.autocast():  # Qbar(s, a) serves the V and the actor loss: Qbar changes only after the critic step
@@ -191,6 +199,46 @@ class IQL(Agent):
         self.step += 1
         return {"loss_value": loss_v.detach(), "loss_q": loss_q.detach(), "loss_actor": actor_out["loss"].detach(),
                 "advantage": actor_out["advantages"].detach().mean(), "weight": actor_out["weights"].detach().mean()}
+
+    def _iql_kernels(self) -> Optional[Dict[str, ReluMLPKernel]]:
+        """The fused path's kernels when every network is a default one with a plain ReLU MLP, else ``None``."""
+        q, tq, v = self.q, self.target_q, self.value
+        if not (actor_supported(self.actor) and type(q) is TwinQ and type(tq) is TwinQ and type(v) is ValueNetwork):
+            return None
+        return self._fused_kernels({"actor": self.actor.net, "q1": q.q1, "q2": q.q2, "value": v.net},
+                                   {"tq1": tq.q1, "tq2": tq.q2})
+
+    @torch.no_grad()
+    def _fused_update(self, batch: Batch, k: Dict[str, ReluMLPKernel]) -> Dict[str, Tensor]:
+        """:meth:`update_tensors` without autograd: the same losses, their gradients in closed form."""
+        c = self.config
+        obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
+        tq, q = self.target_q, self.q
+        x_t = torch.cat([normalize(tq.normalizer, obs), unit_action(tq.scaler, act)], 1)
+        q_target = torch.minimum(k["tq1"].forward(x_t), k["tq2"].forward(x_t)).squeeze(1)
+        # value step: expectile regression of V(s) towards min Qbar(s, a)
+        v = k["value"].forward(normalize(self.value.normalizer, obs), keep=True).squeeze(1)
+        loss_v, grad_v = expectile_loss_grad(q_target, v, c.expectile)
+        k["value"].backward(grad_v.unsqueeze(1))
+        self._step_optimizers([("value", self.value)])
+        # the updated V at s (advantage) and s' (TD target) in one pass
+        both = torch.cat([obs, batch["next_observations"]])
+        values = k["value"].forward(normalize(self.value.normalizer, both)).squeeze(1)
+        adv = q_target - values[:b]
+        weights = torch.exp(c.temperature * adv).clamp_(max=c.max_weight)
+        target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]
+        loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
+        x = torch.cat([normalize(q.normalizer, obs), unit_action(q.scaler, act)], 1)
+        losses = []
+        for name in ("q1", "q2"):
+            loss_i, grad_i = squared_error_grad(k[name].forward(x, keep=True).squeeze(1), target)
+            k[name].backward(grad_i.unsqueeze(1))
+            losses.append(loss_i)
+        self._step_optimizers([("actor", self.actor), ("q", self.q)])
+        soft_update(self.target_q, self.q, c.tau)
+        self.step += 1
+        return {"loss_value": loss_v, "loss_q": losses[0] + losses[1], "loss_actor": loss_a,
+                "advantage": adv.mean(), "weight": weights.mean()}
 
     @torch.no_grad()
     def q_value(self, obs: Tensor, action: Tensor) -> Tensor:
