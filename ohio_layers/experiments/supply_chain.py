@@ -241,10 +241,13 @@ def agent_setup(job: Dict[str, Any]) -> Tuple[Dataset, str, Dict[str, Any], List
     arrays["rewards"] = np.asarray(data["rewards"], dtype=np.float64) * job["reward_scale"]
     data = Dataset(arrays, dict(data.metadata))
     C = float(sc.production_capacity)
+    # observation statistics per (role, feature): the stores share one set (the graph weights are shared
+    # over nodes, so a feature must be scaled alike at every store), the factory (node S) its own
+    groups = [0] * S + [1]
     if job["kind"] == "ohio":
-        graph = graph_fields(env.n_nodes, env.graph_edges, edge_attr=env.edge_attr, production_node=S)
+        graph = graph_fields(env.n_nodes, env.graph_edges, edge_attr=env.edge_attr, production_node=S, norm_groups=groups)
         return data, "z", graph, [0.0] * (S + 2), [1.0] * (S + 1) + [C]
-    graph = graph_fields(env.n_nodes, env.graph_edges, env.flow_edges, edge_attr=env.edge_attr)
+    graph = graph_fields(env.n_nodes, env.graph_edges, env.flow_edges, edge_attr=env.edge_attr, norm_groups=groups)
     # shipments within 1.25 x the data's largest + 1 (a [0, Cap_f] box leaves the data in a corner of the tanh range)
     ship_high = min(float(sc.factory_capacity), 1.25 * float(np.asarray(data["actions"])[:, :S].max()) + 1.0)
     return data, "actions", graph, [0.0] * (S + 1), [ship_high] * S + [C]
@@ -337,6 +340,7 @@ def _job(cfg: SupplyChainExperimentConfig, out: Path, dataset: str, kind: str, a
     return {"name": f"{dataset}_{kind}_{algo}_seed{seed}", "dataset": dataset, "kind": kind, "algo": algo, "seed": seed,
             "data_path": str(data), "data_sha256": file_hash(data), "scenario": cfg.scenario, "transfer": TRANSFER.get(cfg.scenario),
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)],
+            "obs_stats": "per_role",  # stores / factory pooled (agent_setup); results cached with per-node stats are stale
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                if f.name not in ("out_dir", "workers", "engine", "scenario", "datasets", "algos", "seeds", "finetune_datasets")}}
 

@@ -6,6 +6,7 @@ from .cql import CQL, CQLConfig, add_mc_returns, compute_mc_returns
 from .gnn import (DirichletActor, DirichletBetaActor, EdgeGaussianActor, GCNEncoder, GraphBC, GraphBCConfig, GraphCQL,
                   GraphCQLConfig, GraphIQL, GraphIQLConfig, GraphNetworks, GraphSAC, GraphSACConfig, GraphSpec, GraphTwinQ,
                   GraphValue, graph_fields)
+from .graph_spec import node_group_stats
 from .graph_layers import EdgeConvEncoder, GraphTrunk
 from .iql import IQL, IQLConfig, expectile_loss, iql_actor_loss, iql_critic_loss, iql_value_loss
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor, TwinQ, ValueNetwork
@@ -18,5 +19,5 @@ __all__ = [
     "iql_critic_loss", "iql_value_loss", "MLP", "ActionScaler", "ObsNormalizer", "TanhGaussianActor", "TwinQ",
     "ValueNetwork", "SAC", "SACConfig", "frozen", "DirichletActor", "EdgeGaussianActor", "GCNEncoder", "GraphCQL",
     "GraphCQLConfig", "GraphIQL", "GraphIQLConfig", "GraphNetworks", "GraphSAC", "GraphSACConfig", "GraphSpec", "GraphTwinQ",
-    "GraphValue", "graph_fields", "DirichletBetaActor", "GraphBC", "GraphBCConfig", "EdgeConvEncoder", "GraphTrunk",
+    "GraphValue", "graph_fields", "node_group_stats", "DirichletBetaActor", "GraphBC", "GraphBCConfig", "EdgeConvEncoder", "GraphTrunk",
 ]

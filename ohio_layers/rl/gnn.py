@@ -4,7 +4,9 @@ Observations are flat ``(B, n * F)`` vectors, the row-major flattening of node f
 ``(B, n, F)`` (``n`` nodes, ``F`` features per node, e.g. the AMoD env's 13). Every network owns
 
 * an :class:`~ohio_layers.rl.networks.ObsNormalizer` on the flat observation (identity unless the
-  agent sets statistics), and
+  agent sets statistics; with ``obs_norm`` they are pooled per ``(node group, feature)``, since the
+  weights are shared over nodes: ``GraphSpec.norm_groups``, default all nodes one group, see
+  :mod:`ohio_layers.rl.graph_spec`), and
 * its own :class:`GCNEncoder`: ``layers`` GCN convolutions ``h <- h + relu(A_hat h W + b)`` with
   ``A_hat = D^-1/2 (A + I) D^-1/2`` of a fixed directed ``edge_index (2, E_graph)`` (messages
   flow ``src -> dst``; ``A_hat`` is a dense ``(n, n)`` buffer, as graphs here have tens of nodes),
@@ -31,7 +33,7 @@ summed over the graph, then linear) and :class:`GraphValue` (sum-pooled encoder,
 Agents: :class:`GraphIQL`, :class:`GraphCQL` (``calql=True`` for Cal-QL) and :class:`GraphSAC`
 are the library's agents with these networks (the :class:`GraphNetworks` mixin overrides their
 network factories). The graph lives in the config (``n_nodes``, ``graph_edges``, ``flow_edges``;
-see :func:`graph_fields`), so ``save``/``load`` and ``GraphSAC.from_agent`` rebuild it. Empty
+see :func:`graph_fields` and :mod:`ohio_layers.rl.graph_spec`), so ``save``/``load`` and ``GraphSAC.from_agent`` rebuild it. Empty
 ``flow_edges`` = Dirichlet over nodes (OHIO's high level); non-empty = per-edge flows (end-to-end);
 ``production_node >= 0`` adds the Beta head (critics then append the production to every node's
 input). :class:`GraphBC` is behaviour cloning with the same actors.
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
@@ -49,16 +51,17 @@ from torch import Tensor, nn
 from torch.distributions import Beta, Dirichlet
 
 from .._validate import check_tensor
-from ..config import setting
+from ..data.dataset import Dataset
 from .bc import BC, BCConfig
 from .cql import CQL, CQLConfig
 from .graph_layers import EdgesLike, GCNEncoder, GraphTrunk, _edge_tensor, _PairLayer, normalized_adjacency
+from .graph_spec import GraphSpec, graph_fields, node_group_stats
 from .iql import IQL, IQLConfig
 from .networks import MLP, ActionScaler, BoundLike, ObsNormalizer, TanhGaussianActor
 from .sac import SAC, SACConfig
 
 __all__ = ["normalized_adjacency", "GCNEncoder", "DirichletActor", "DirichletBetaActor", "EdgeGaussianActor", "GraphTwinQ",
-           "GraphValue", "GraphSpec", "graph_fields", "GraphNetworks", "GraphIQLConfig", "GraphIQL", "GraphCQLConfig",
+           "GraphValue", "GraphSpec", "graph_fields", "node_group_stats", "GraphNetworks", "GraphIQLConfig", "GraphIQL", "GraphCQLConfig",
            "GraphCQL", "GraphSACConfig", "GraphSAC", "GraphBCConfig", "GraphBC"]
 EdgeAttr = Optional[Sequence[Sequence[float]]]
 
@@ -292,79 +295,6 @@ class GraphValue(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- agents
-@dataclasses.dataclass
-class GraphSpec:
-    """The graph of a graph agent (mixed into its config; use :func:`graph_fields` to fill it).
-
-    Attributes:
-        n_nodes: ``n`` (observations are ``(n * F,)``).
-        graph_edges: ``(2, E_graph)`` GCN message-passing edges as two index tuples.
-        flow_edges: ``(2, E)`` action edges for per-edge flows (end-to-end); empty = Dirichlet
-            over the nodes (OHIO's high level).
-        gnn_layers: GCN layers per encoder.
-        min_concentration: Dirichlet ``alpha`` floor.
-        edge_attr: ``(E_graph, d_e)`` static edge features; non-empty = edge-conditioned encoder.
-        production_node: ``>= 0`` adds the Beta production head on that node (node actions
-            ``(n + 1,)``, the last scaled to ``[0, action_high[-1]]``); ``-1`` = none.
-    """
-
-    n_nodes: int = 0
-    graph_edges: Tuple[Tuple[int, ...], Tuple[int, ...]] = ((), ())
-    flow_edges: Tuple[Tuple[int, ...], Tuple[int, ...]] = ((), ())
-    gnn_layers: int = 1
-    min_concentration: float = 1e-3
-    edge_attr: Tuple[Tuple[float, ...], ...] = setting((), allow_empty=True)
-    production_node: int = -1
-
-    def __post_init__(self) -> None:
-        parent = getattr(super(), "__post_init__", None)
-        if parent is not None:
-            parent()
-        if int(self.n_nodes) < 2:
-            raise ValueError(f"n_nodes must be >= 2 (fill it with graph_fields(...)), got {self.n_nodes}")
-        self.n_nodes = int(self.n_nodes)
-        for name in ("graph_edges", "flow_edges"):
-            value = getattr(self, name)
-            rows = [tuple(int(i) for i in r) for r in value]
-            if len(rows) != 2 or len(rows[0]) != len(rows[1]):
-                raise ValueError(f"{name} must be two equally long index sequences (2, E), got {len(rows)} rows")
-            if any(not 0 <= i < self.n_nodes for r in rows for i in r):
-                raise ValueError(f"{name} has node indices outside [0, {self.n_nodes})")
-            setattr(self, name, (rows[0], rows[1]))
-        if int(self.gnn_layers) < 1:
-            raise ValueError(f"gnn_layers must be >= 1, got {self.gnn_layers}")
-        if self.min_concentration <= 0:
-            raise ValueError(f"min_concentration must be > 0, got {self.min_concentration}")
-        self.edge_attr = tuple(tuple(float(v) for v in row) for row in self.edge_attr)
-        if self.edge_attr and (len(self.edge_attr) != len(self.graph_edges[0]) or len({len(r) for r in self.edge_attr}) != 1):
-            raise ValueError(f"edge_attr must have one equally long row per graph edge ({len(self.graph_edges[0])}), "
-                             f"got {len(self.edge_attr)} rows")
-        self.production_node = int(self.production_node)
-        if not -1 <= self.production_node < self.n_nodes or (self.production_node >= 0 and self.per_edge):
-            raise ValueError(f"production_node must be -1 or a node index (node actions only), got {self.production_node}")
-
-    @property
-    def per_edge(self) -> bool:
-        """Whether the action is one flow per ``flow_edges`` entry (else a distribution over nodes)."""
-        return len(self.flow_edges[0]) > 0
-
-
-def graph_fields(n_nodes: int, graph_edges: EdgesLike, flow_edges: Optional[EdgesLike] = None,
-                 edge_attr: Optional[Any] = None, production_node: Optional[int] = None) -> Dict[str, Any]:
-    """Config entries of :class:`GraphSpec` from ``(2, E)`` arrays (``flow_edges=None``: Dirichlet;
-    ``edge_attr (E_graph, d_e)``: edge-conditioned encoder; ``production_node``: Beta production head)."""
-    g = _edge_tensor(graph_edges, n_nodes, "graph_edges")
-    out: Dict[str, Any] = {"n_nodes": int(n_nodes), "graph_edges": (tuple(g[0].tolist()), tuple(g[1].tolist()))}
-    if flow_edges is not None:
-        f = _edge_tensor(flow_edges, n_nodes, "flow_edges")
-        out["flow_edges"] = (tuple(f[0].tolist()), tuple(f[1].tolist()))
-    if edge_attr is not None:
-        out["edge_attr"] = tuple(tuple(float(v) for v in row) for row in np.asarray(edge_attr, dtype=np.float64).reshape(g.shape[1], -1))
-    if production_node is not None:
-        out["production_node"] = int(production_node)
-    return out
-
-
 class GraphNetworks:
     """Mixin overriding an agent's network factories with graph networks (put it first in the bases).
 
@@ -387,6 +317,15 @@ class GraphNetworks:
             raise ValueError(f"action_dim must be {da} for this graph ({'edges' if c.per_edge else 'nodes'}), got {self.action_dim}")
         if self.obs_dim % c.n_nodes != 0:
             raise ValueError(f"obs_dim ({self.obs_dim}) must be a multiple of n_nodes ({c.n_nodes})")
+
+    def set_obs_stats_from(self, dataset: Dataset) -> None:
+        """Observation mean/std per ``(node group, feature)`` of ``dataset["observations"]``.
+
+        The graph networks share weights over nodes, so nodes of one group (``config.norm_groups``,
+        default all nodes) share statistics; see :func:`~ohio_layers.rl.graph_spec.node_group_stats`.
+        """
+        mean, std = node_group_stats(np.asarray(dataset["observations"], dtype=np.float64), self.config.node_groups)
+        self.set_obs_stats(mean, std)  # type: ignore[attr-defined]
 
     def _make_actor(self) -> nn.Module:
         self._check_dims()
