@@ -116,6 +116,8 @@ class ReluMLPKernel:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.module, self.dtype = mlp, dtype
+        self.seq = mlp.net
+        self.mods = tuple(mlp.net._modules.values())  # the layers and activations the kernel stands for
         self.linears = linears
         self.params: List[Tuple[Tensor, Tensor]] = [(lin.weight, lin.bias) for lin in linears]
         self._acts: Dict[Tuple[int, bool], List[Tensor]] = {}
@@ -130,7 +132,14 @@ class ReluMLPKernel:
         return relu_mlp_layers(mlp, trainable) is not None
 
     def current(self) -> bool:
-        """Whether the layers still hold the parameters the kernel was built with (none was replaced)."""
+        """Whether the MLP still holds the modules (its ``Sequential``, every layer and activation) and the
+        layers the parameters the kernel was built with: none was replaced (e.g. a layer reset by assigning
+        a new ``nn.Linear``, which leaves the old layer's parameters in place and the kernel on them)."""
+        if self.module._modules.get("net") is not self.seq:
+            return False
+        mods = self.seq._modules
+        if len(mods) != len(self.mods) or any(m is not k for m, k in zip(mods.values(), self.mods)):
+            return False
         for lin, (w, b) in zip(self.linears, self.params):
             ps = lin._parameters
             if ps["weight"] is not w or ps["bias"] is not b:
