@@ -16,7 +16,7 @@ GEMMs besides the matrix products themselves. For networks that are plain
 
 The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
 and fall back to autograd otherwise (another device, layer norm, another activation or network
-class, frozen parameters). In float32 the arithmetic is autograd's (``tests/rl/test_fused.py``
+class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the arithmetic is autograd's (``tests/rl/test_fused.py``
 checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
 kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
 path's to bfloat16 rounding). :func:`set_fused` /
@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _module_hooks
 
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
            "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize",
-           "actor_nll_backward", "actor_supported"]
+           "actor_nll_backward", "actor_supported", "hooks_present"]
 
 _ENABLED = [True]
 _LOG_2PI = math.log(2 * math.pi)
@@ -85,6 +86,21 @@ def relu_mlp_layers(mlp: nn.Module, trainable: bool = True) -> Optional[List[nn.
             if p.device.type != "cpu" or p.dtype != torch.float32 or (trainable and not p.requires_grad):
                 return None
     return linears
+
+
+def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> bool:
+    """Whether a module hook (global, or on one of ``modules``) or a gradient hook on one of ``params`` is
+    registered: the kernels and closed-form gradients would bypass it, autograd runs it."""
+    g = _module_hooks
+    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks or g._global_backward_pre_hooks:
+        return True
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    for p in params:
+        if p._backward_hooks or p._post_accumulate_grad_hooks:
+            return True
+    return False
 
 
 def _grad_of(p: Tensor) -> Tensor:

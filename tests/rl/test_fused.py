@@ -315,3 +315,37 @@ def test_a_layer_replaced_inside_an_mlp_rebuilds_the_kernels(data, cls, mutate):
 
 def test_a_critic_layer_replaced_rebuilds_the_kernels(data):
     assert_fused_equals_autograd_after(_trained(IQL, data), _replace_critic_hidden_layer)
+
+
+def _grad_hook(agent):
+    for p in agent.actor.parameters():
+        p.register_hook(lambda g: g.clamp(-1e-3, 1e-3))  # per-element gradient clipping
+
+
+def _forward_hook(agent):
+    agent.actor.net.register_forward_hook(lambda m, i, o: o * 0.5)
+
+
+def _pre_hook_on_linear(agent):
+    agent.actor.net.net[0].register_forward_pre_hook(lambda m, i: (i[0] * 2.0,))
+
+
+def _normalizer_hook(agent):
+    agent.actor.normalizer.register_forward_hook(lambda m, i, o: o.clamp(-0.5, 0.5))
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_grad_hook, _forward_hook, _pre_hook_on_linear, _normalizer_hook])
+def test_hooks_send_the_update_to_autograd(data, cls, mutate):
+    # the kernels and closed-form gradients bypass module and tensor hooks, which autograd runs
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+def test_a_global_module_hook_sends_the_update_to_autograd(data):
+    agent = _trained(BC, data)
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: o * 0.5 if isinstance(m, nn.Linear) else None)
+    try:
+        assert_fused_equals_autograd_after(agent, lambda a: None)
+    finally:
+        handle.remove()
