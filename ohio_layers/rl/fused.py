@@ -243,16 +243,20 @@ def normalize(norm: ObsNormalizer, obs: Tensor) -> Tensor:
     return (obs - norm.mean) / norm.std
 
 
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+
+
 def _center_scale(scaler: ActionScaler) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(center, scale, log_abs_det)`` of ``scaler``, recomputed only when its bounds change (in place or
-    replaced); cached on the instance (a copy has new storage and recomputes)."""
+    """``(center, scale, log_abs_det)`` of ``scaler``, recomputed only when its bounds change; cached on the
+    instance with copies of the bounds they were computed from, compared by value at every call (a version
+    counter misses writes through ``.data`` or numpy, a storage address can be reused)."""
     low, high = scaler.low, scaler.high
-    key = (low.data_ptr(), low._version, high.data_ptr(), high._version)
     hit = scaler.__dict__.get("_fused_center_scale")
-    if hit is None or hit[0] != key:
-        hit = (key, scaler.center, scaler.scale, scaler.log_abs_det())
+    if hit is None or not (_same(hit[0], low) and _same(hit[1], high)):
+        hit = (low.clone(), high.clone(), scaler.center, scaler.scale, scaler.log_abs_det())
         scaler.__dict__["_fused_center_scale"] = hit
-    return hit[1], hit[2], hit[3]
+    return hit[2], hit[3], hit[4]
 
 
 def unit_action(scaler: ActionScaler, action: Tensor) -> Tensor:

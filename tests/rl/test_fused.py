@@ -349,3 +349,30 @@ def test_a_global_module_hook_sends_the_update_to_autograd(data):
         assert_fused_equals_autograd_after(agent, lambda a: None)
     finally:
         handle.remove()
+
+
+def _bounds_via_data(agent):
+    agent.actor.scaler.low.data.copy_(torch.full((ACT,), -2.0))  # .data: no version bump
+    if hasattr(agent, "q"):
+        agent.q.scaler.low.data.copy_(torch.full((ACT,), -2.0))
+        agent.target_q.scaler.low.data.copy_(torch.full((ACT,), -2.0))
+
+
+def _bounds_via_numpy(agent):
+    for m in agent.modules():
+        if type(m).__name__ == "ActionScaler":
+            m.high.numpy()[:] = 3.0  # numpy writes bump no version either
+
+
+def _bounds_via_copy(agent):
+    with torch.no_grad():
+        for m in agent.modules():
+            if type(m).__name__ == "ActionScaler":
+                m.high.copy_(torch.full((ACT,), 3.0))
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_bounds_via_data, _bounds_via_numpy, _bounds_via_copy])
+def test_action_bounds_changed_in_place_are_seen(data, cls, mutate):
+    # the center/scale cache was keyed by (data_ptr, _version), blind to writes that bump no version
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
