@@ -16,7 +16,8 @@ GEMMs besides the matrix products themselves. For networks that are plain
 
 The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
 and fall back to autograd otherwise (another device, layer norm, another activation or network
-class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the arithmetic is autograd's (``tests/rl/test_fused.py``
+class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the
+arithmetic is autograd's (``tests/rl/test_fused.py``
 checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
 kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
 path's to bfloat16 rounding). :func:`set_fused` /
@@ -92,7 +93,8 @@ def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> boo
     """Whether a module hook (global, or on one of ``modules``) or a gradient hook on one of ``params`` is
     registered: the kernels and closed-form gradients would bypass it, autograd runs it."""
     g = _module_hooks
-    if g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks or g._global_backward_pre_hooks:
+    if (g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
+            or g._global_backward_pre_hooks):
         return True
     for m in modules:
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
