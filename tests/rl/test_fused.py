@@ -376,3 +376,49 @@ def _bounds_via_copy(agent):
 def test_action_bounds_changed_in_place_are_seen(data, cls, mutate):
     # the center/scale cache was keyed by (data_ptr, _version), blind to writes that bump no version
     assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+def _noncontiguous(agent, n, seed):
+    return {k: (torch.stack([v, v], -1)[..., 0]) for k, v in _batch(agent, n, seed).items()}
+
+
+def _obs_stats(agent):
+    agent.set_obs_stats(torch.rand(OBS) - 0.5, torch.rand(OBS) + 0.5)
+
+
+def _run_time_config(agent):
+    c = agent.config
+    c.grad_clip, c.discount = 0.05, 0.5
+    if isinstance(agent, IQL):
+        c.expectile, c.temperature, c.max_weight = 0.9, 10.0, 2.0
+
+
+def _load_state_in_place(agent):
+    other = type(agent)(OBS, ACT, -2.0, 2.0, {"batch_size": 32, "hidden": (16, 16), "seed": 5})
+    other.set_obs_stats(torch.rand(OBS), torch.rand(OBS) + 0.5)
+    agent.load_state_dict(other.state_dict())
+
+
+def _double_round_trip(agent):
+    agent.double()
+    agent.float()
+
+
+def _freeze_first_layer(agent):
+    agent.actor.net.net[0].requires_grad_(False)
+
+
+def _new_target_critics(agent):
+    if isinstance(agent, IQL):
+        agent.target_q = copy.deepcopy(agent.q).requires_grad_(False)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate,sizes,batch_fn", [
+    (lambda a: None, (1, 1), None), (lambda a: None, (17, 64, 17), None), (lambda a: None, (32, 32), _noncontiguous),
+    (_obs_stats, (32,), None), (_run_time_config, (32,), None), (_load_state_in_place, (32,), None),
+    (_double_round_trip, (32,), None), (_freeze_first_layer, (32,), None), (_new_target_critics, (32,), None)])
+def test_fused_update_equals_autograd_after_run_time_changes(data, cls, mutate, sizes, batch_fn):
+    # guards the cached kernels and buffers: batch size 1 and changing, strided batches, statistics, bounds,
+    # config fields and weights set after the first update, a dtype round trip, frozen layers, new targets
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate, sizes, batch_fn)
