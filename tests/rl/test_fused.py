@@ -422,3 +422,46 @@ def test_fused_update_equals_autograd_after_run_time_changes(data, cls, mutate, 
     # guards the cached kernels and buffers: batch size 1 and changing, strided batches, statistics, bounds,
     # config fields and weights set after the first update, a dtype round trip, frozen layers, new targets
     assert_fused_equals_autograd_after(_trained(cls, data), mutate, sizes, batch_fn)
+
+
+def _new_optimizers(agent):
+    for name, opt in list(agent.optimizers.items()):
+        agent.optimizers[name] = type(opt)([p for g in opt.param_groups for p in g["params"]], lr=2e-3)
+
+
+def _unfreeze_after_a_frozen_update(agent):
+    layer = agent.actor.net.net[0]
+    layer.requires_grad_(False)
+    with fused_disabled():
+        agent.update_tensors(_batch(agent, 32, 50))
+    layer.requires_grad_(True)
+
+
+def _bf16_and_back(agent):
+    agent.config.mixed_precision = "bf16"
+    agent.update_tensors(_batch(agent, 32, 51))  # fused in bf16 on one, autograd under autocast on the other
+    agent.config.mixed_precision = None
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_new_optimizers, _unfreeze_after_a_frozen_update])
+def test_fused_update_equals_autograd_after_optimizer_and_freezing_changes(data, cls, mutate):
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_switching_bf16_off_again_rebuilds_float32_kernels(data, cls):
+    agent = _trained(cls, data)
+    assert_fused_equals_autograd_after(agent, _bf16_and_back)  # to 1e-6: not bf16 arithmetic
+    assert all(k.dtype == torch.float32 for k in agent.__dict__["_fused_cache"][1].values())
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_returned_metrics_are_not_overwritten_by_later_updates(data, cls):
+    agent = _trained(cls, data)
+    first = agent.update_tensors(_batch(agent, 32, 0))
+    kept = {k: v.clone() for k, v in first.items()}
+    for i, n in enumerate((32, 64, 32)):  # same and other row counts: the kernels' buffers are reused
+        agent.update_tensors(_batch(agent, n, i + 1))
+    for k in kept:
+        assert torch.equal(first[k], kept[k]), k
