@@ -41,7 +41,8 @@ from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
            "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize",
-           "actor_nll_backward", "actor_supported", "hooks_present"]
+           "actor_nll_backward", "actor_supported", "hooks_present",
+           "float32_inputs"]
 
 _ENABLED = [True]
 _LOG_2PI = math.log(2 * math.pi)
@@ -103,6 +104,12 @@ def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> boo
         if p._backward_hooks or p._post_accumulate_grad_hooks:
             return True
     return False
+
+
+def float32_inputs(*tensors: Tensor) -> bool:
+    """Whether every tensor is float32 on the CPU: the kernels would cast others silently, where the autograd
+    path raises (a float64 batch for a float32 network), so the update takes that path."""
+    return all(t.dtype is torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _grad_of(p: Tensor) -> Tensor:

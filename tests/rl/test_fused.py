@@ -465,3 +465,14 @@ def test_returned_metrics_are_not_overwritten_by_later_updates(data, cls):
         agent.update_tensors(_batch(agent, n, i + 1))
     for k in kept:
         assert torch.equal(first[k], kept[k]), k
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_a_float64_batch_fails_on_both_paths(data, cls):
+    # the kernels cast the inputs to float32 and returned a float64 loss where autograd raises
+    agent = _trained(cls, data)
+    batch = {k: v.double() for k, v in _batch(agent, 8, 0).items()}
+    with pytest.raises(RuntimeError, match="dtype"):
+        agent.update_tensors(batch)
+    with fused_disabled(), pytest.raises(RuntimeError, match="dtype"):
+        agent.update_tensors(batch)
