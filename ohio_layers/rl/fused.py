@@ -85,6 +85,8 @@ def relu_mlp_layers(mlp: nn.Module, trainable: bool = True) -> Optional[List[nn.
         return None
     for lin in linears:
         for p in (lin.weight, lin.bias):
+            if not isinstance(p, nn.Parameter):  # e.g. a weight computed by a hook (old-style spectral_norm)
+                return None
             if p.device.type != "cpu" or p.dtype != torch.float32 or (trainable and not p.requires_grad):
                 return None
     return linears
@@ -167,7 +169,7 @@ class ReluMLPKernel:
             return False
         for lin, (w, b) in zip(self.linears, self.params):
             ps = lin._parameters
-            if ps["weight"] is not w or ps["bias"] is not b:
+            if ps.get("weight") is not w or ps.get("bias") is not b:
                 return False
         return True
 

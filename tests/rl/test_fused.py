@@ -334,8 +334,13 @@ def _normalizer_hook(agent):
     agent.actor.normalizer.register_forward_hook(lambda m, i, o: o.clamp(-0.5, 0.5))
 
 
+def _spectral_norm(agent):
+    nn.utils.spectral_norm(agent.actor.net.net[0])  # old-style: a forward pre-hook recomputes .weight
+
+
 @pytest.mark.parametrize("cls", [BC, IQL])
-@pytest.mark.parametrize("mutate", [_grad_hook, _forward_hook, _pre_hook_on_linear, _normalizer_hook])
+@pytest.mark.parametrize("mutate", [_grad_hook, _forward_hook, _pre_hook_on_linear, _normalizer_hook,
+                                    _spectral_norm])
 def test_hooks_send_the_update_to_autograd(data, cls, mutate):
     # the kernels and closed-form gradients bypass module and tensor hooks, which autograd runs
     assert_fused_equals_autograd_after(_trained(cls, data), mutate)
@@ -476,3 +481,9 @@ def test_a_float64_batch_fails_on_both_paths(data, cls):
         agent.update_tensors(batch)
     with fused_disabled(), pytest.raises(RuntimeError, match="dtype"):
         agent.update_tensors(batch)
+
+
+def test_a_computed_weight_is_not_run_by_a_kernel():
+    mlp = MLP(3, 2, (4,))
+    nn.utils.spectral_norm(mlp.net[0])  # .weight: a plain tensor recomputed from weight_orig
+    assert not ReluMLPKernel.supports(mlp)
