@@ -487,3 +487,11 @@ def test_a_computed_weight_is_not_run_by_a_kernel():
     mlp = MLP(3, 2, (4,))
     nn.utils.spectral_norm(mlp.net[0])  # .weight: a plain tensor recomputed from weight_orig
     assert not ReluMLPKernel.supports(mlp)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_a_frozen_log_std_vector_sends_the_update_to_autograd(data, cls):
+    agent = _trained(cls, data, state_dependent_std=False)
+    before = agent.actor.log_std.detach().clone()
+    assert_fused_equals_autograd_after(agent, lambda a: a.actor.log_std.requires_grad_(False))
+    assert torch.equal(agent.actor.log_std.detach(), before)  # frozen: left alone
