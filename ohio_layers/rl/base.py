@@ -42,7 +42,7 @@ from ..data.dataset import Dataset
 from ..data.io import PathLike, atomic_write_bytes
 from ..logging import emit
 from .networks import BoundLike, ObsNormalizer, bound_tensor
-from .fused import ReluMLPKernel, fused_enabled, step_optimizer
+from .fused import ReluMLPKernel, fused_enabled, hooks_present, step_optimizer
 from .optim import adam
 from .rng import generator_scope, make_generator, restore_generator_state
 from .sampling import Batch, ReplayBuffer, TransitionSampler, concat_batches, row_discount_key
@@ -330,10 +330,11 @@ class Agent(nn.Module):
     def _fused_kernels(self, trained: Mapping[str, nn.Module], frozen: Mapping[str, nn.Module] = {}
                        ) -> Optional[Dict[str, "ReluMLPKernel"]]:
         """Kernels (:mod:`~ohio_layers.rl.fused`) for the MLPs ``trained`` (backward too) and ``frozen``
-        (forward only), or ``None`` when the fused path does not apply: switched off, not on the CPU, or a
-        network that is not a plain trainable float32 ReLU MLP. With ``mixed_precision="bf16"`` the kernels
-        compute in bfloat16. Cached while the same modules are in place; the parameters are re-checked
-        every call (cheap attribute reads)."""
+        (forward only), or ``None`` when the fused path does not apply: switched off, not on the CPU, a
+        network that is not a plain trainable float32 ReLU MLP, or a hook (module or gradient, on any of the
+        agent's modules and parameters, or global) that autograd would run. With ``mixed_precision="bf16"``
+        the kernels compute in bfloat16. Cached while the same modules are in place; the parameters and
+        hooks are re-checked every call (cheap attribute reads)."""
         if not fused_enabled() or self.action_low.device.type != "cpu":
             return None
         dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float32
@@ -349,10 +350,10 @@ class Agent(nn.Module):
                 allp = params + [p for m in frozen.values() for p in m.parameters()]
             else:
                 kernels, params, allp = None, [], []
-            cache = (key, kernels, params, allp)
+            cache = (key, kernels, params, allp, list(self.modules()), list(self.parameters()))
             self.__dict__["_fused_cache"] = cache
-        _, kernels, params, allp = cache
-        if kernels is None:
+        _, kernels, params, allp, modules, agent_params = cache
+        if kernels is None or hooks_present(modules, agent_params):
             return None
         for kernel in kernels.values():
             if not kernel.current():  # a parameter was replaced: rebuild at the next call

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..data.dataset import Dataset
 from .base import Agent, AgentConfig, Batch, TransitionSampler, adam
-from .fused import actor_nll_backward, actor_supported
+from .fused import actor_nll_backward, actor_supported, float32_inputs
 from .networks import TanhGaussianActor
 
 __all__ = ["BCConfig", "BC", "bc_loss"]
@@ -111,7 +111,7 @@ class BC(Agent):
         takes the autograd-free path of :mod:`~ohio_layers.rl.fused` (same gradients)."""
         if self.config.loss == "nll" and actor_supported(self.actor):
             kernels = self._fused_kernels({"actor": self.actor.net})
-            if kernels is not None:
+            if kernels is not None and float32_inputs(batch["observations"], batch["actions"]):
                 loss = actor_nll_backward(self.actor, kernels["actor"], batch["observations"], batch["actions"])
                 self._step_optimizers([("actor", self.actor)])
                 self.step += 1

@@ -16,7 +16,8 @@ GEMMs besides the matrix products themselves. For networks that are plain
 
 The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
 and fall back to autograd otherwise (another device, layer norm, another activation or network
-class, frozen parameters). In float32 the arithmetic is autograd's (``tests/rl/test_fused.py``
+class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the
+arithmetic is autograd's (``tests/rl/test_fused.py``
 checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
 kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
 path's to bfloat16 rounding). :func:`set_fused` /
@@ -29,17 +30,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as _module_hooks
 
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
            "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize",
-           "actor_nll_backward", "actor_supported"]
+           "actor_nll_backward", "actor_supported", "hooks_present",
+           "float32_inputs"]
 
 _ENABLED = [True]
 _LOG_2PI = math.log(2 * math.pi)
@@ -82,9 +85,33 @@ def relu_mlp_layers(mlp: nn.Module, trainable: bool = True) -> Optional[List[nn.
         return None
     for lin in linears:
         for p in (lin.weight, lin.bias):
+            if not isinstance(p, nn.Parameter):  # e.g. a weight computed by a hook (old-style spectral_norm)
+                return None
             if p.device.type != "cpu" or p.dtype != torch.float32 or (trainable and not p.requires_grad):
                 return None
     return linears
+
+
+def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> bool:
+    """Whether a module hook (global, or on one of ``modules``) or a gradient hook on one of ``params`` is
+    registered: the kernels and closed-form gradients would bypass it, autograd runs it."""
+    g = _module_hooks
+    if (g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
+            or g._global_backward_pre_hooks):
+        return True
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+    for p in params:
+        if p._backward_hooks or p._post_accumulate_grad_hooks:
+            return True
+    return False
+
+
+def float32_inputs(*tensors: Tensor) -> bool:
+    """Whether every tensor is float32 on the CPU: the kernels would cast others silently, where the autograd
+    path raises (a float64 batch for a float32 network), so the update takes that path."""
+    return all(t.dtype is torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _grad_of(p: Tensor) -> Tensor:
@@ -116,6 +143,8 @@ class ReluMLPKernel:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.module, self.dtype = mlp, dtype
+        self.seq = mlp.net
+        self.mods = tuple(mlp.net._modules.values())  # the layers and activations the kernel stands for
         self.linears = linears
         self.params: List[Tuple[Tensor, Tensor]] = [(lin.weight, lin.bias) for lin in linears]
         self._acts: Dict[Tuple[int, bool], List[Tensor]] = {}
@@ -130,10 +159,17 @@ class ReluMLPKernel:
         return relu_mlp_layers(mlp, trainable) is not None
 
     def current(self) -> bool:
-        """Whether the layers still hold the parameters the kernel was built with (none was replaced)."""
+        """Whether the MLP still holds the modules (its ``Sequential``, every layer and activation) and the
+        layers the parameters the kernel was built with: none was replaced (e.g. a layer reset by assigning
+        a new ``nn.Linear``, which leaves the old layer's parameters in place and the kernel on them)."""
+        if self.module._modules.get("net") is not self.seq:
+            return False
+        mods = self.seq._modules
+        if len(mods) != len(self.mods) or any(m is not k for m, k in zip(mods.values(), self.mods)):
+            return False
         for lin, (w, b) in zip(self.linears, self.params):
             ps = lin._parameters
-            if ps["weight"] is not w or ps["bias"] is not b:
+            if ps.get("weight") is not w or ps.get("bias") is not b:
                 return False
         return True
 
@@ -218,16 +254,20 @@ def normalize(norm: ObsNormalizer, obs: Tensor) -> Tensor:
     return (obs - norm.mean) / norm.std
 
 
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+
+
 def _center_scale(scaler: ActionScaler) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(center, scale, log_abs_det)`` of ``scaler``, recomputed only when its bounds change (in place or
-    replaced); cached on the instance (a copy has new storage and recomputes)."""
+    """``(center, scale, log_abs_det)`` of ``scaler``, recomputed only when its bounds change; cached on the
+    instance with copies of the bounds they were computed from, compared by value at every call (a version
+    counter misses writes through ``.data`` or numpy, a storage address can be reused)."""
     low, high = scaler.low, scaler.high
-    key = (low.data_ptr(), low._version, high.data_ptr(), high._version)
     hit = scaler.__dict__.get("_fused_center_scale")
-    if hit is None or hit[0] != key:
-        hit = (key, scaler.center, scaler.scale, scaler.log_abs_det())
+    if hit is None or not (_same(hit[0], low) and _same(hit[1], high)):
+        hit = (low.clone(), high.clone(), scaler.center, scaler.scale, scaler.log_abs_det())
         scaler.__dict__["_fused_center_scale"] = hit
-    return hit[1], hit[2], hit[3]
+    return hit[2], hit[3], hit[4]
 
 
 def unit_action(scaler: ActionScaler, action: Tensor) -> Tensor:

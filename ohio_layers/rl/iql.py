@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Agent, AgentConfig, Batch, adam, soft_update
-from .fused import (ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, normalize,
-                    squared_error_grad, unit_action)
+from .fused import (ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, float32_inputs,
+                    normalize, squared_error_grad, unit_action)
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
 
 __all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
@@ -178,7 +178,7 @@ class IQL(Agent):
         With the default networks (plain ReLU MLPs) on the CPU in float32 the same arithmetic runs
         without autograd (:meth:`_fused_update`, :mod:`~ohio_layers.rl.fused`)."""
         kernels = self._iql_kernels()
-        if kernels is not None:
+        if kernels is not None and float32_inputs(batch["observations"], batch["actions"], batch["next_observations"]):
             return self._fused_update(batch, kernels)
         c = self.config
         obs, b = batch["observations"], batch["observations"].shape[0]

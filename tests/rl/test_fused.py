@@ -246,3 +246,252 @@ def test_a_replaced_parameter_rebuilds_the_kernels(data):
     run_updates(agent, data, 1, True)
     new = agent.__dict__["_fused_cache"][1]["actor"]
     assert new is not old and new.params[0][0] is layer.weight and layer.weight.grad is not None
+
+
+# ------------------------------------------------------------------ the cache against run-time changes
+def _batch(agent, n, seed):
+    """``n`` rows of ``data`` drawn with ``seed`` (the same batch for both paths)."""
+    cols = agent.make_sampler(_batch.data).columns
+    idx = torch.randint(0, len(next(iter(cols.values()))), (n,), generator=torch.Generator().manual_seed(seed))
+    return {k: v[idx] for k, v in cols.items()}
+
+
+def assert_fused_equals_autograd_after(agent, mutate, sizes=(32, 32), batch_fn=None):
+    """Apply ``mutate`` to ``agent`` (which holds a fused cache) and to a copy of it, then update both on the
+    same batches, ``agent`` fused and the copy through autograd: metrics and parameters agree to ~1e-6."""
+    ref = copy.deepcopy(agent)
+    ref.__dict__.pop("_fused_cache", None)
+    for a in (agent, ref):
+        torch.manual_seed(7)
+        mutate(a)
+    for i, n in enumerate(sizes):
+        batch = _batch(agent, n, i) if batch_fn is None else batch_fn(agent, n, i)
+        ma = agent.update_tensors(batch)
+        with fused_disabled():
+            mb = ref.update_tensors(batch)
+        assert ma.keys() == mb.keys()
+        for k in mb:
+            assert abs(float(ma[k]) - float(mb[k])) <= 1e-6 * max(1.0, abs(float(mb[k]))), (k, i)
+    for (n, p), q in zip(agent.named_parameters(), ref.parameters()):
+        assert rel_err(p.detach(), q.detach()) < 1e-6, n
+
+
+def _trained(cls, data, **cfg):
+    """An agent after one fused update (its kernels cached)."""
+    _batch.data = data
+    agent = cls(OBS, ACT, -1.0, 1.0, {"batch_size": 32, "hidden": (16, 16), **cfg})
+    agent.update_tensors(_batch(agent, 32, 99))
+    assert agent.__dict__["_fused_cache"][1] is not None
+    return agent
+
+
+def _reset_last_actor_layer(agent):
+    seq = agent.actor.net.net
+    seq[-1] = nn.Linear(seq[-1].in_features, seq[-1].out_features)  # a "reset the head" intervention
+    agent.optimizers["actor"] = type(agent.optimizers["actor"])(agent.actor.parameters(), lr=1e-3)
+
+
+def _replace_critic_hidden_layer(agent):
+    agent.q.q1.net[2] = nn.Linear(16, 16)
+    agent.optimizers["q"] = type(agent.optimizers["q"])(agent.q.parameters(), lr=3e-4)
+
+
+def _tanh_activation(agent):
+    agent.actor.net.net[1] = nn.Tanh()
+
+
+def _new_sequential(agent):
+    agent.actor.net.net = copy.deepcopy(agent.actor.net.net)
+    agent.optimizers["actor"] = type(agent.optimizers["actor"])(agent.actor.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_reset_last_actor_layer, _tanh_activation, _new_sequential])
+def test_a_layer_replaced_inside_an_mlp_rebuilds_the_kernels(data, cls, mutate):
+    # the kernels held the old Linear modules: their parameters were never replaced, so the per-parameter
+    # check passed and the update silently trained the detached old layer
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+def test_a_critic_layer_replaced_rebuilds_the_kernels(data):
+    assert_fused_equals_autograd_after(_trained(IQL, data), _replace_critic_hidden_layer)
+
+
+def _grad_hook(agent):
+    for p in agent.actor.parameters():
+        p.register_hook(lambda g: g.clamp(-1e-3, 1e-3))  # per-element gradient clipping
+
+
+def _forward_hook(agent):
+    agent.actor.net.register_forward_hook(lambda m, i, o: o * 0.5)
+
+
+def _pre_hook_on_linear(agent):
+    agent.actor.net.net[0].register_forward_pre_hook(lambda m, i: (i[0] * 2.0,))
+
+
+def _normalizer_hook(agent):
+    agent.actor.normalizer.register_forward_hook(lambda m, i, o: o.clamp(-0.5, 0.5))
+
+
+def _spectral_norm(agent):
+    nn.utils.spectral_norm(agent.actor.net.net[0])  # old-style: a forward pre-hook recomputes .weight
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_grad_hook, _forward_hook, _pre_hook_on_linear, _normalizer_hook,
+                                    _spectral_norm])
+def test_hooks_send_the_update_to_autograd(data, cls, mutate):
+    # the kernels and closed-form gradients bypass module and tensor hooks, which autograd runs
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+def test_a_global_module_hook_sends_the_update_to_autograd(data):
+    agent = _trained(BC, data)
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: o * 0.5 if isinstance(m, nn.Linear) else None)
+    try:
+        assert_fused_equals_autograd_after(agent, lambda a: None)
+    finally:
+        handle.remove()
+
+
+def _bounds_via_data(agent):
+    agent.actor.scaler.low.data.copy_(torch.full((ACT,), -2.0))  # .data: no version bump
+    if hasattr(agent, "q"):
+        agent.q.scaler.low.data.copy_(torch.full((ACT,), -2.0))
+        agent.target_q.scaler.low.data.copy_(torch.full((ACT,), -2.0))
+
+
+def _bounds_via_numpy(agent):
+    for m in agent.modules():
+        if type(m).__name__ == "ActionScaler":
+            m.high.numpy()[:] = 3.0  # numpy writes bump no version either
+
+
+def _bounds_via_copy(agent):
+    with torch.no_grad():
+        for m in agent.modules():
+            if type(m).__name__ == "ActionScaler":
+                m.high.copy_(torch.full((ACT,), 3.0))
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_bounds_via_data, _bounds_via_numpy, _bounds_via_copy])
+def test_action_bounds_changed_in_place_are_seen(data, cls, mutate):
+    # the center/scale cache was keyed by (data_ptr, _version), blind to writes that bump no version
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+def _noncontiguous(agent, n, seed):
+    return {k: (torch.stack([v, v], -1)[..., 0]) for k, v in _batch(agent, n, seed).items()}
+
+
+def _obs_stats(agent):
+    agent.set_obs_stats(torch.rand(OBS) - 0.5, torch.rand(OBS) + 0.5)
+
+
+def _run_time_config(agent):
+    c = agent.config
+    c.grad_clip, c.discount = 0.05, 0.5
+    if isinstance(agent, IQL):
+        c.expectile, c.temperature, c.max_weight = 0.9, 10.0, 2.0
+
+
+def _load_state_in_place(agent):
+    other = type(agent)(OBS, ACT, -2.0, 2.0, {"batch_size": 32, "hidden": (16, 16), "seed": 5})
+    other.set_obs_stats(torch.rand(OBS), torch.rand(OBS) + 0.5)
+    agent.load_state_dict(other.state_dict())
+
+
+def _double_round_trip(agent):
+    agent.double()
+    agent.float()
+
+
+def _freeze_first_layer(agent):
+    agent.actor.net.net[0].requires_grad_(False)
+
+
+def _new_target_critics(agent):
+    if isinstance(agent, IQL):
+        agent.target_q = copy.deepcopy(agent.q).requires_grad_(False)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate,sizes,batch_fn", [
+    (lambda a: None, (1, 1), None), (lambda a: None, (17, 64, 17), None), (lambda a: None, (32, 32), _noncontiguous),
+    (_obs_stats, (32,), None), (_run_time_config, (32,), None), (_load_state_in_place, (32,), None),
+    (_double_round_trip, (32,), None), (_freeze_first_layer, (32,), None), (_new_target_critics, (32,), None)])
+def test_fused_update_equals_autograd_after_run_time_changes(data, cls, mutate, sizes, batch_fn):
+    # guards the cached kernels and buffers: batch size 1 and changing, strided batches, statistics, bounds,
+    # config fields and weights set after the first update, a dtype round trip, frozen layers, new targets
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate, sizes, batch_fn)
+
+
+def _new_optimizers(agent):
+    for name, opt in list(agent.optimizers.items()):
+        agent.optimizers[name] = type(opt)([p for g in opt.param_groups for p in g["params"]], lr=2e-3)
+
+
+def _unfreeze_after_a_frozen_update(agent):
+    layer = agent.actor.net.net[0]
+    layer.requires_grad_(False)
+    with fused_disabled():
+        agent.update_tensors(_batch(agent, 32, 50))
+    layer.requires_grad_(True)
+
+
+def _bf16_and_back(agent):
+    agent.config.mixed_precision = "bf16"
+    agent.update_tensors(_batch(agent, 32, 51))  # fused in bf16 on one, autograd under autocast on the other
+    agent.config.mixed_precision = None
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+@pytest.mark.parametrize("mutate", [_new_optimizers, _unfreeze_after_a_frozen_update])
+def test_fused_update_equals_autograd_after_optimizer_and_freezing_changes(data, cls, mutate):
+    assert_fused_equals_autograd_after(_trained(cls, data), mutate)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_switching_bf16_off_again_rebuilds_float32_kernels(data, cls):
+    agent = _trained(cls, data)
+    assert_fused_equals_autograd_after(agent, _bf16_and_back)  # to 1e-6: not bf16 arithmetic
+    assert all(k.dtype == torch.float32 for k in agent.__dict__["_fused_cache"][1].values())
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_returned_metrics_are_not_overwritten_by_later_updates(data, cls):
+    agent = _trained(cls, data)
+    first = agent.update_tensors(_batch(agent, 32, 0))
+    kept = {k: v.clone() for k, v in first.items()}
+    for i, n in enumerate((32, 64, 32)):  # same and other row counts: the kernels' buffers are reused
+        agent.update_tensors(_batch(agent, n, i + 1))
+    for k in kept:
+        assert torch.equal(first[k], kept[k]), k
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_a_float64_batch_fails_on_both_paths(data, cls):
+    # the kernels cast the inputs to float32 and returned a float64 loss where autograd raises
+    agent = _trained(cls, data)
+    batch = {k: v.double() for k, v in _batch(agent, 8, 0).items()}
+    with pytest.raises(RuntimeError, match="dtype"):
+        agent.update_tensors(batch)
+    with fused_disabled(), pytest.raises(RuntimeError, match="dtype"):
+        agent.update_tensors(batch)
+
+
+def test_a_computed_weight_is_not_run_by_a_kernel():
+    mlp = MLP(3, 2, (4,))
+    nn.utils.spectral_norm(mlp.net[0])  # .weight: a plain tensor recomputed from weight_orig
+    assert not ReluMLPKernel.supports(mlp)
+
+
+@pytest.mark.parametrize("cls", [BC, IQL])
+def test_a_frozen_log_std_vector_sends_the_update_to_autograd(data, cls):
+    agent = _trained(cls, data, state_dependent_std=False)
+    before = agent.actor.log_std.detach().clone()
+    assert_fused_equals_autograd_after(agent, lambda a: a.actor.log_std.requires_grad_(False))
+    assert torch.equal(agent.actor.log_std.detach(), before)  # frozen: left alone
