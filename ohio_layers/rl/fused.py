@@ -36,17 +36,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 
-from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor
+from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor, _log1m_tanh_sq
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
-           "squared_error_grad", "gaussian_nll_grad", "unit_action", "step_optimizer", "normalize",
+           "squared_error_grad", "gaussian_nll_grad", "step_optimizer",
            "actor_nll_backward", "actor_supported", "hooks_present",
            "float32_inputs"]
 
 _ENABLED = [True]
 _LOG_2PI = math.log(2 * math.pi)
-_LOG_2 = math.log(2.0)
 
 
 def set_fused(enabled: bool) -> None:
@@ -249,33 +248,6 @@ class ReluMLPKernel:
 
 
 # ------------------------------------------------------------------------------------ inputs
-def normalize(norm: ObsNormalizer, obs: Tensor) -> Tensor:
-    """``norm(obs)`` (the same arithmetic, without the module call)."""
-    return (obs - norm.mean) / norm.std
-
-
-def _same(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
-
-
-def _center_scale(scaler: ActionScaler) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(center, scale, log_abs_det)`` of ``scaler``, recomputed only when its bounds change; cached on the
-    instance with copies of the bounds they were computed from, compared by value at every call (a version
-    counter misses writes through ``.data`` or numpy, a storage address can be reused)."""
-    low, high = scaler.low, scaler.high
-    hit = scaler.__dict__.get("_fused_center_scale")
-    if hit is None or not (_same(hit[0], low) and _same(hit[1], high)):
-        hit = (low.clone(), high.clone(), scaler.center, scaler.scale, scaler.log_abs_det())
-        scaler.__dict__["_fused_center_scale"] = hit
-    return hit[2], hit[3], hit[4]
-
-
-def unit_action(scaler: ActionScaler, action: Tensor) -> Tensor:
-    """``scaler.to_unit(action)``: ``(B, da)`` env scale to ``[-1, 1]`` (center and scale cached)."""
-    center, scale, _ = _center_scale(scaler)
-    return (action - center) / scale
-
-
 # ------------------------------------------------------------------------------------ loss gradients
 def expectile_loss_grad(target: Tensor, pred: Tensor, expectile: float) -> Tuple[Tensor, Tensor]:
     """``(loss, d loss / d pred (B,))`` of ``mean |tau - 1(u < 0)| u^2`` with ``u = target - pred (B,)``."""
@@ -321,22 +293,16 @@ def gaussian_nll_grad(mean: Tensor, log_std_raw: Tensor, x: Tensor, log_std_min:
     return loss, g_mean, g_log_std
 
 
-def log1m_tanh_sq_sum(x: Tensor) -> Tensor:
-    """``sum_j log(1 - tanh(x_j)^2)`` ``(B,)`` of ``x (B, da)`` (the stable form of ``networks._log1m_tanh_sq``)."""
-    return (2.0 * (_LOG_2 - x - torch.nn.functional.softplus(-2.0 * x))).sum(-1)
-
-
 def actor_nll_backward(actor: TanhGaussianActor, kernel: ReluMLPKernel, obs: Tensor, action: Tensor,
                        weights: Optional[Tensor] = None) -> Tensor:
     """``-mean_b w_b log pi(a_b | s_b)`` of the actor at ``obs (B, do)``, ``action (B, da)`` (env scale),
     with its gradients written to the actor's ``.grad`` (the trunk through ``kernel``, the learned
     ``log_std`` vector directly). Returns the loss (0-dim). ``weights (B,)``: ``None`` for all ones."""
     with torch.no_grad():
-        out = kernel.forward(normalize(actor.normalizer, obs), keep=True)
-        _, _, log_det = _center_scale(actor.scaler)
+        out = kernel.forward(actor.normalizer.forward(obs), keep=True)
         eps = actor.atanh_eps
-        x = torch.atanh(unit_action(actor.scaler, action).clamp_(-1.0 + eps, 1.0 - eps))
-        const = log1m_tanh_sq_sum(x) + log_det
+        x = torch.atanh(actor.scaler.to_unit(action).clamp_(-1.0 + eps, 1.0 - eps))
+        const = _log1m_tanh_sq(x).sum(-1) + actor.scaler.log_abs_det()
         da = actor.action_dim
         if actor.state_dependent_std:
             mean, raw = out[:, :da], out[:, da:]

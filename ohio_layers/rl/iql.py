@@ -24,8 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Agent, AgentConfig, Batch, adam, soft_update
-from .fused import (ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, float32_inputs,
-                    normalize, squared_error_grad, unit_action)
+from .fused import ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, float32_inputs, squared_error_grad
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
 
 __all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
@@ -214,21 +213,21 @@ class IQL(Agent):
         c = self.config
         obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
         tq, q = self.target_q, self.q
-        x_t = torch.cat([normalize(tq.normalizer, obs), unit_action(tq.scaler, act)], 1)
+        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1)
         q_target = torch.minimum(k["tq1"].forward(x_t), k["tq2"].forward(x_t)).squeeze(1)
         # value step: expectile regression of V(s) towards min Qbar(s, a)
-        v = k["value"].forward(normalize(self.value.normalizer, obs), keep=True).squeeze(1)
+        v = k["value"].forward(self.value.normalizer.forward(obs), keep=True).squeeze(1)
         loss_v, grad_v = expectile_loss_grad(q_target, v, c.expectile)
         k["value"].backward(grad_v.unsqueeze(1))
         self._step_optimizers([("value", self.value)])
         # the updated V at s (advantage) and s' (TD target) in one pass
         both = torch.cat([obs, batch["next_observations"]])
-        values = k["value"].forward(normalize(self.value.normalizer, both)).squeeze(1)
+        values = k["value"].forward(self.value.normalizer.forward(both)).squeeze(1)
         adv = q_target - values[:b]
         weights = torch.exp(c.temperature * adv).clamp_(max=c.max_weight)
         target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]
         loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
-        x = torch.cat([normalize(q.normalizer, obs), unit_action(q.scaler, act)], 1)
+        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1)
         losses = []
         for name in ("q1", "q2"):
             loss_i, grad_i = squared_error_grad(k[name].forward(x, keep=True).squeeze(1), target)
