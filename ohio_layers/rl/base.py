@@ -334,7 +334,8 @@ class Agent(nn.Module):
         network that is not a plain trainable float32 ReLU MLP, or a hook (module or gradient, on any of the
         agent's modules and parameters, or global) that autograd would run. With ``mixed_precision="bf16"``
         the kernels compute in bfloat16. Cached while the same modules are in place; the parameters and
-        hooks are re-checked every call (cheap attribute reads)."""
+        every module's hooks are re-checked at every call (attribute reads); the module list is rebuilt when the
+        agent's networks or their direct parts change (deeper swaps inside an MLP rebuild its kernel)."""
         if not fused_enabled() or self.action_low.device.type != "cpu":
             return None
         dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float32
@@ -350,9 +351,12 @@ class Agent(nn.Module):
                 allp = params + [p for m in frozen.values() for p in m.parameters()]
             else:
                 kernels, params, allp = None, [], []
-            cache = (key, kernels, params, allp, list(self.modules()), list(self.parameters()))
-            self.__dict__["_fused_cache"] = cache
-        _, kernels, params, allp, modules, agent_params = cache
+            cache = (key, kernels, params, allp, None, [], [])
+        tree = tuple(id(c) for child in self.children() for c in (child, *child.children()))
+        if cache[4] != tree:  # a network or one of its parts (e.g. a normaliser) was swapped in: list them anew
+            cache = cache[:4] + (tree, list(self.modules()), list(self.parameters()))
+        self.__dict__["_fused_cache"] = cache
+        _, kernels, params, allp, _, modules, agent_params = cache
         if kernels is None or hooks_present(modules, agent_params):
             return None
         for kernel in kernels.values():

@@ -334,13 +334,20 @@ def _normalizer_hook(agent):
     agent.actor.normalizer.register_forward_hook(lambda m, i, o: o.clamp(-0.5, 0.5))
 
 
+def _hooked_normalizer_swapped_in(agent):
+    # a module assigned after the kernels were cached (not inside an MLP) must still have its hooks seen
+    fresh = copy.deepcopy(agent.actor.normalizer)
+    fresh.register_forward_hook(lambda m, i, o: o.clamp(-0.5, 0.5))
+    agent.actor.normalizer = fresh
+
+
 def _spectral_norm(agent):
     nn.utils.spectral_norm(agent.actor.net.net[0])  # old-style: a forward pre-hook recomputes .weight
 
 
 @pytest.mark.parametrize("cls", [BC, IQL])
 @pytest.mark.parametrize("mutate", [_grad_hook, _forward_hook, _pre_hook_on_linear, _normalizer_hook,
-                                    _spectral_norm])
+                                    _hooked_normalizer_swapped_in, _spectral_norm])
 def test_hooks_send_the_update_to_autograd(data, cls, mutate):
     # the kernels and closed-form gradients bypass module and tensor hooks, which autograd runs
     assert_fused_equals_autograd_after(_trained(cls, data), mutate)
