@@ -236,6 +236,24 @@ def test_bf16_kernel_gradients_are_close_to_float32():
         ReluMLPKernel(mlp, dtype=torch.float16)
 
 
+def test_bf16_fused_onednn_linear_equals_the_addmm_path(monkeypatch):
+    from ohio_layers.rl import fused
+    if not fused._dnn_linear_available():
+        pytest.skip("oneDNN's fused linear is not available in this torch build (the addmm path runs)")
+    torch.manual_seed(3)
+    mlp = MLP(5, 4, (64, 64))
+    x, g = torch.randn(128, 5), torch.randn(128, 4)
+    results = []
+    for dnn in (True, False):  # False: addmm + relu_, the path of builds without oneDNN
+        monkeypatch.setattr(fused, "_DNN_OK", [dnn])
+        kernel = ReluMLPKernel(mlp, dtype=torch.bfloat16)
+        out = kernel.forward(x, keep=True).clone()
+        dx = kernel.backward(g, input_grad=True)
+        results.append([out, dx] + [p.grad.clone() for p in mlp.parameters()])
+    for a, b in zip(*results):  # the same rounded values, not only close ones
+        assert torch.equal(a, b)
+
+
 def test_a_replaced_parameter_rebuilds_the_kernels(data):
     agent = BC(OBS, ACT, -1.0, 1.0, {"batch_size": 16, "hidden": (8,)})
     run_updates(agent, data, 1, True)
