@@ -11,7 +11,9 @@ GEMMs besides the matrix products themselves. For networks that are plain
   into the parameters' ``.grad`` (``dW = g^T h``, ``db = sum g``, ``g <- (g W) * 1(h > 0)``), so the
   agents' optimizers step as usual;
 * closed-form gradients of the losses with respect to the networks' outputs
-  (:func:`expectile_loss_grad`, :func:`squared_error_grad`, :func:`gaussian_nll_grad`);
+  (:func:`expectile_loss_grad`, :func:`squared_error_grad`, :func:`gaussian_nll_grad`); with numba
+  installed (extra ``fastqp``) the actor's likelihood runs as one compiled loop instead
+  (:mod:`~ohio_layers.rl.fused_kernels`: equal to float32 rounding, not bit for bit);
 * :func:`step_optimizer`: :class:`~ohio_layers.rl.optim.LeanAdam`'s step without the hook wrapper
   ``torch.optim`` puts around every ``step`` (taken only when no step hooks are registered).
 
@@ -38,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor, _log1m_tanh_sq
+from . import fused_kernels
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
@@ -335,6 +338,17 @@ def actor_nll_backward(actor: TanhGaussianActor, kernel: ReluMLPKernel, obs: Ten
     ``log_std`` vector directly). Returns the loss (0-dim). ``weights (B,)``: ``None`` for all ones."""
     with torch.no_grad():
         out = kernel.forward(actor.normalizer.forward(obs), keep=True)
+        if fused_kernels.compiled_enabled():  # one compiled loop for the element-wise part
+            sdep = actor.state_dependent_std
+            grad = torch.empty_like(out)
+            log_std = actor.log_std.detach() if not sdep else out.new_empty(0)
+            g_log_std = _grad_of(actor.log_std) if not sdep else log_std
+            loss = fused_kernels.tanh_gaussian_nll_grad(
+                out.numpy(), action.detach().numpy(), actor.scaler.low.numpy(), actor.scaler.high.numpy(),
+                (out.new_empty(0) if weights is None else weights.detach()).numpy(), log_std.numpy(), sdep,
+                actor.atanh_eps, actor.log_std_min, actor.log_std_max, grad.numpy(), g_log_std.numpy())
+            kernel.backward(grad)
+            return torch.tensor(loss, dtype=out.dtype)
         eps = actor.atanh_eps
         x = torch.atanh(actor.scaler.to_unit(action).clamp_(-1.0 + eps, 1.0 - eps))
         const = _log1m_tanh_sq(x).sum(-1) + actor.scaler.log_abs_det()

@@ -1,0 +1,110 @@
+"""Compiled (numba) element-wise kernels of the fused offline-RL updates (:mod:`~ohio_layers.rl.fused`).
+
+The losses between the networks' matrix products are a few dozen element-wise tensor ops on
+``(256, 7)`` arrays, each costing more in dispatch than in arithmetic; one compiled loop per loss
+replaces them. numba is the optional extra ``fastqp``: without it (or after
+``set_compiled(False)``) :mod:`~ohio_layers.rl.fused` runs its torch version, whose values are
+autograd's bit for bit; the compiled loops accumulate in float64 in another order, so they agree
+with it to float32 rounding (``tests/rl/test_fused.py`` compares both with autograd).
+"""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import numpy as np
+
+try:  # pragma: no cover - exercised when numba is installed (the fastqp extra)
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    _AVAILABLE = True
+except ImportError:  # pragma: no cover
+    _njit = None
+    _AVAILABLE = False
+
+__all__ = ["available", "set_compiled", "compiled_enabled", "tanh_gaussian_nll_grad"]
+
+_ENABLED: List[bool] = [True]
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def available() -> bool:
+    """numba is installed, so the compiled kernels can run."""
+    return _AVAILABLE
+
+
+def set_compiled(enabled: bool) -> None:
+    """Use (``True``, the default, when numba is installed) or never use the compiled kernels."""
+    _ENABLED[0] = bool(enabled)
+
+
+def compiled_enabled() -> bool:
+    """Whether the fused updates use the compiled kernels (numba installed and not switched off)."""
+    return _AVAILABLE and _ENABLED[0]
+
+
+def _tanh_gaussian_nll_grad(out: np.ndarray, act: np.ndarray, low: np.ndarray, high: np.ndarray,
+                            weights: np.ndarray, log_std: np.ndarray, state_dependent: bool, unit_lo: np.float32,
+                            unit_hi: np.float32, log_std_min: float, log_std_max: float, grad: np.ndarray,
+                            grad_log_std: np.ndarray) -> float:
+    b, da = act.shape
+    log_det = 0.0
+    for j in range(da):
+        log_det += math.log(np.float32(0.5) * (high[j] - low[j]))
+    if not state_dependent:
+        for j in range(da):
+            grad_log_std[j] = 0.0
+    total = 0.0
+    for i in range(b):
+        w = weights[i] if weights.shape[0] > 0 else 1.0
+        scale = -w / b
+        logp = -log_det
+        for j in range(da):
+            # the unit action and its clamp in float32, as ActionScaler.to_unit and the torch clamp round them
+            u = (act[i, j] - np.float32(0.5) * (high[j] + low[j])) / (np.float32(0.5) * (high[j] - low[j]))
+            u = min(max(u, unit_lo), unit_hi)
+            x = math.atanh(float(u))
+            raw = out[i, da + j] if state_dependent else log_std[j]
+            ls = min(max(float(raw), log_std_min), log_std_max)
+            inv_std = math.exp(-ls)
+            z = (x - out[i, j]) * inv_std
+            t = -2.0 * x  # log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x))
+            softplus = max(t, 0.0) + math.log1p(math.exp(-abs(t)))
+            logp += -0.5 * z * z - ls - _HALF_LOG_2PI - 2.0 * (_LOG_2 - x - softplus)
+            grad[i, j] = z * inv_std * scale
+            g_ls = (z * z - 1.0) * scale if log_std_min <= raw <= log_std_max else 0.0
+            if state_dependent:
+                grad[i, da + j] = g_ls
+            else:
+                grad_log_std[j] += g_ls
+        total += w * logp
+    return -total / b
+
+
+_tanh_gaussian_nll_grad_c = _njit(_tanh_gaussian_nll_grad) if _AVAILABLE else _tanh_gaussian_nll_grad
+
+
+def tanh_gaussian_nll_grad(out: np.ndarray, act: np.ndarray, low: np.ndarray, high: np.ndarray,
+                           weights: np.ndarray, log_std: np.ndarray, state_dependent: bool, atanh_eps: float,
+                           log_std_min: float, log_std_max: float, grad: np.ndarray,
+                           grad_log_std: np.ndarray) -> float:
+    """Weighted NLL of env-scale actions under the tanh-squashed Gaussian and its gradients, in one loop.
+
+    ``loss = -mean_b w_b log pi(a_b)`` with :meth:`~ohio_layers.rl.networks.TanhGaussianActor.log_prob`'s
+    density (actions to the unit box, clamped to ``[-1 + eps, 1 - eps]``, ``atanh``; ``log_std`` clamped).
+
+    Args:
+        out: the trunk's output ``(B, da)`` (means) or ``(B, 2 da)`` (means, raw log-stds) if ``state_dependent``.
+        act: actions ``(B, da)``; ``low, high``: the action bounds ``(da,)``.
+        weights: ``(B,)``, or ``(0,)`` for all ones.
+        log_std: the learned raw log-std ``(da,)`` (read when not ``state_dependent``).
+        grad: written, ``d loss / d out``, shaped like ``out`` (zero where the log-std clamp is active).
+        grad_log_std: written when not ``state_dependent``: ``d loss / d log_std (da,)``.
+    Returns:
+        the loss (float).
+    """
+    return _tanh_gaussian_nll_grad_c(out, act, low, high, weights, log_std, state_dependent,
+                                     np.float32(-1.0 + atanh_eps), np.float32(1.0 - atanh_eps),
+                                     float(log_std_min), float(log_std_max), grad, grad_log_std)
