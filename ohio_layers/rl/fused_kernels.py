@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover
     _njit = None
     _AVAILABLE = False
 
-__all__ = ["available", "set_compiled", "compiled_enabled", "tanh_gaussian_nll_grad"]
+__all__ = ["available", "set_compiled", "compiled_enabled", "tanh_gaussian_nll_grad", "expectile_value_grad",
+           "iql_weights_and_targets", "twin_squared_error_grad"]
 
 _ENABLED: List[bool] = [True]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -108,3 +109,91 @@ def tanh_gaussian_nll_grad(out: np.ndarray, act: np.ndarray, low: np.ndarray, hi
     return _tanh_gaussian_nll_grad_c(out, act, low, high, weights, log_std, state_dependent,
                                      np.float32(-1.0 + atanh_eps), np.float32(1.0 - atanh_eps),
                                      float(log_std_min), float(log_std_max), grad, grad_log_std)
+
+
+def _expectile_value_grad(q1: np.ndarray, q2: np.ndarray, v: np.ndarray, expectile: float, q_target: np.ndarray,
+                          grad: np.ndarray) -> float:
+    b = v.shape[0]
+    total = 0.0
+    for i in range(b):
+        qt = min(q1[i, 0], q2[i, 0])
+        q_target[i] = qt
+        diff = float(qt) - float(v[i, 0])
+        weight = 1.0 - expectile if diff < 0 else expectile
+        total += weight * diff * diff
+        grad[i, 0] = -2.0 * weight * diff / b
+    return total / b
+
+
+def _iql_weights_and_targets(q_target: np.ndarray, values: np.ndarray, rewards: np.ndarray, discounts: np.ndarray,
+                             terminals: np.ndarray, temperature: float, max_weight: float, weights: np.ndarray,
+                             target: np.ndarray) -> tuple:
+    b = q_target.shape[0]
+    adv_sum = 0.0
+    weight_sum = 0.0
+    for i in range(b):
+        adv = np.float32(q_target[i] - values[i, 0])  # float32, as the torch version rounds it before exp
+        w = min(math.exp(temperature * float(adv)), max_weight)
+        weights[i] = w
+        adv_sum += adv
+        weight_sum += weights[i]
+        target[i] = rewards[i] + discounts[i] * (1.0 - terminals[i]) * float(values[b + i, 0])
+    return adv_sum / b, weight_sum / b
+
+
+def _twin_squared_error_grad(p1: np.ndarray, p2: np.ndarray, target: np.ndarray, g1: np.ndarray,
+                             g2: np.ndarray) -> float:
+    b = target.shape[0]
+    total = 0.0
+    for i in range(b):
+        d1 = float(p1[i, 0]) - float(target[i])
+        d2 = float(p2[i, 0]) - float(target[i])
+        total += d1 * d1 + d2 * d2
+        g1[i, 0] = 2.0 * d1 / b
+        g2[i, 0] = 2.0 * d2 / b
+    return total / b
+
+
+if _AVAILABLE:
+    _expectile_value_grad_c = _njit(_expectile_value_grad)
+    _iql_weights_and_targets_c = _njit(_iql_weights_and_targets)
+    _twin_squared_error_grad_c = _njit(_twin_squared_error_grad)
+else:  # pragma: no cover
+    _expectile_value_grad_c, _iql_weights_and_targets_c, _twin_squared_error_grad_c = (
+        _expectile_value_grad, _iql_weights_and_targets, _twin_squared_error_grad)
+
+
+def expectile_value_grad(q1: np.ndarray, q2: np.ndarray, v: np.ndarray, expectile: float, q_target: np.ndarray,
+                         grad: np.ndarray) -> float:
+    """IQL's value loss ``mean |tau - 1(u < 0)| u^2``, ``u = min(q1, q2) - v``, and its gradient.
+
+    Args:
+        q1, q2: the target critics' outputs ``(B, 1)``; ``v``: the value network's ``(B, 1)``.
+        q_target: written, ``min(q1, q2) (B,)``; ``grad``: written, ``d loss / d v (B, 1)``.
+    Returns:
+        the loss (float).
+    """
+    return _expectile_value_grad_c(q1, q2, v, float(expectile), q_target, grad)
+
+
+def iql_weights_and_targets(q_target: np.ndarray, values: np.ndarray, rewards: np.ndarray, discounts: np.ndarray,
+                            terminals: np.ndarray, temperature: float, max_weight: float, weights: np.ndarray,
+                            target: np.ndarray) -> tuple:
+    """IQL's advantage weights ``min(exp(beta (q_target - V(s))), w_max)`` and TD targets ``r + gamma (1 - d) V(s')``.
+
+    Args:
+        q_target: ``min_i Qbar_i(s, a) (B,)``; ``values``: ``V(s)`` then ``V(s')``, ``(2 B, 1)``.
+        rewards, discounts, terminals: ``(B,)``.
+        weights, target: written, ``(B,)``.
+    Returns:
+        ``(mean advantage, mean weight)`` (floats).
+    """
+    return _iql_weights_and_targets_c(q_target, values, rewards, discounts, terminals, float(temperature),
+                                      float(max_weight), weights, target)
+
+
+def twin_squared_error_grad(p1: np.ndarray, p2: np.ndarray, target: np.ndarray, g1: np.ndarray,
+                            g2: np.ndarray) -> float:
+    """``mean (p1 - target)^2 + mean (p2 - target)^2`` of two critics' outputs ``(B, 1)`` towards ``target (B,)``;
+    writes the gradients ``g1, g2 (B, 1)``. Returns the loss (float)."""
+    return _twin_squared_error_grad_c(p1, p2, target, g1, g2)
