@@ -114,7 +114,7 @@ def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> boo
 def float32_inputs(*tensors: Tensor) -> bool:
     """Whether every tensor is float32 on the CPU: the kernels would cast others silently, where the autograd
     path raises (a float64 batch for a float32 network), so the update takes that path."""
-    return all(t.dtype is torch.float32 and t.device.type == "cpu" for t in tensors)
+    return all(t.dtype is torch.float32 and t.is_cpu for t in tensors)
 
 
 _NO_SCALARS: List[Optional[float]] = []
