@@ -10,7 +10,7 @@ with it to float32 rounding (``tests/rl/test_fused.py`` compares both with autog
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def _expectile_value_grad(q1: np.ndarray, q2: np.ndarray, v: np.ndarray, expecti
 
 def _iql_weights_and_targets(q_target: np.ndarray, values: np.ndarray, rewards: np.ndarray, discounts: np.ndarray,
                              terminals: np.ndarray, temperature: float, max_weight: float, weights: np.ndarray,
-                             target: np.ndarray) -> tuple:
+                             target: np.ndarray) -> Tuple[float, float]:
     b = q_target.shape[0]
     adv_sum = 0.0
     weight_sum = 0.0
@@ -178,7 +178,7 @@ def expectile_value_grad(q1: np.ndarray, q2: np.ndarray, v: np.ndarray, expectil
 
 def iql_weights_and_targets(q_target: np.ndarray, values: np.ndarray, rewards: np.ndarray, discounts: np.ndarray,
                             terminals: np.ndarray, temperature: float, max_weight: float, weights: np.ndarray,
-                            target: np.ndarray) -> tuple:
+                            target: np.ndarray) -> Tuple[float, float]:
     """IQL's advantage weights ``min(exp(beta (q_target - V(s))), w_max)`` and TD targets ``r + gamma (1 - d) V(s')``.
 
     Args:

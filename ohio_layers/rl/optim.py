@@ -19,16 +19,19 @@ from torch import Tensor
 
 __all__ = ["LeanAdam", "adam"]
 
+# (group, params, exp_avgs, exp_avg_sqs, step counters, the flat tensor the counters are views of)
+_LeanGroup = Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor], Tensor]
+
 
 class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a lean :meth:`step` (same kernels, same results, same state)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        self._lean: Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor], Tensor]]] = None
+        self._lean: Optional[List[_LeanGroup]] = None
         self._shape = (0, 0)
 
-    def _lean_groups(self) -> Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor], Tensor]]]:
+    def _lean_groups(self) -> Optional[List[_LeanGroup]]:
         """``[(group, params, exp_avgs, exp_avg_sqs, steps, flat steps)]`` once every parameter has its state, else
         ``None``; the parameters' step counters are made views of the flat tensor."""
         out = []
