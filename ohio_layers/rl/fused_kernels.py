@@ -5,7 +5,8 @@ The losses between the networks' matrix products are a few dozen element-wise te
 replaces them. numba is the optional extra ``fastqp``: without it (or after
 ``set_compiled(False)``) :mod:`~ohio_layers.rl.fused` runs its torch version, whose values are
 autograd's bit for bit; the compiled loops accumulate in float64 in another order, so they agree
-with it to float32 rounding (``tests/rl/test_fused.py`` compares both with autograd).
+with it to float32 rounding (``tests/rl/test_fused.py`` compares both with autograd). The first use
+compiles the loops (~1-2 s once; numba caches them on disk).
 """
 from __future__ import annotations
 
