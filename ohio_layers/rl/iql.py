@@ -216,7 +216,8 @@ class IQL(Agent):
         c = self.config
         obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
         tq, q = self.target_q, self.q
-        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1)
+        # cast once to the kernels' dtype for both twin networks (a no-op in float32)
+        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1).to(k["tq1"].dtype)
         q_target = torch.minimum(k["tq1"].forward(x_t), k["tq2"].forward(x_t)).squeeze(1)
         # value step: expectile regression of V(s) towards min Qbar(s, a)
         v = k["value"].forward(self.value.normalizer.forward(obs), keep=True).squeeze(1)
@@ -230,7 +231,7 @@ class IQL(Agent):
         weights = torch.exp(c.temperature * adv).clamp_(max=c.max_weight)
         target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]
         loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
-        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1)
+        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1).to(k["q1"].dtype)
         losses = []
         for name in ("q1", "q2"):
             loss_i, grad_i = squared_error_grad(k[name].forward(x, keep=True).squeeze(1), target)
@@ -249,7 +250,8 @@ class IQL(Agent):
         c = self.config
         obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
         tq, q = self.target_q, self.q
-        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1)
+        # cast once to the kernels' dtype for both twin networks (a no-op in float32)
+        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1).to(k["tq1"].dtype)
         q1_t, q2_t = k["tq1"].forward(x_t), k["tq2"].forward(x_t)  # distinct kernels: distinct buffers
         # value step: expectile regression of V(s) towards min Qbar(s, a)
         v = k["value"].forward(self.value.normalizer.forward(obs), keep=True)
@@ -266,7 +268,7 @@ class IQL(Agent):
             q_target.numpy(), values.numpy(), batch["rewards"].detach().numpy(), batch["discounts"].detach().numpy(),
             batch["terminals"].detach().numpy(), c.temperature, c.max_weight, weights.numpy(), target.numpy())
         loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
-        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1)
+        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1).to(k["q1"].dtype)
         p1, p2 = k["q1"].forward(x, keep=True), k["q2"].forward(x, keep=True)
         g1, g2 = obs.new_empty(b, 1), obs.new_empty(b, 1)
         loss_q = fused_kernels.twin_squared_error_grad(p1.numpy(), p2.numpy(), target.numpy(), g1.numpy(), g2.numpy())
