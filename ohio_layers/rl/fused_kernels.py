@@ -29,7 +29,6 @@ __all__ = ["available", "set_compiled", "compiled_enabled", "tanh_gaussian_nll_g
 
 _ENABLED: List[bool] = [True]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
 
 
 def available() -> bool:
@@ -55,9 +54,16 @@ def _tanh_gaussian_nll_grad(out: np.ndarray, act: np.ndarray, low: np.ndarray, h
     log_det = 0.0
     for j in range(da):
         log_det += math.log(np.float32(0.5) * (high[j] - low[j]))
+    # a learned log-std vector: its clamp and exp once per dimension, not per row
+    ls_vec = np.empty(da)
+    inv_vec = np.empty(da)
+    inside_vec = np.empty(da, dtype=np.bool_)
     if not state_dependent:
         for j in range(da):
             grad_log_std[j] = 0.0
+            ls_vec[j] = min(max(float(log_std[j]), log_std_min), log_std_max)
+            inv_vec[j] = math.exp(-ls_vec[j])
+            inside_vec[j] = log_std_min <= log_std[j] <= log_std_max
     total = 0.0
     for i in range(b):
         w = weights[i] if weights.shape[0] > 0 else 1.0
@@ -66,17 +72,21 @@ def _tanh_gaussian_nll_grad(out: np.ndarray, act: np.ndarray, low: np.ndarray, h
         for j in range(da):
             # the unit action and its clamp in float32, as ActionScaler.to_unit and the torch clamp round them
             u = (act[i, j] - np.float32(0.5) * (high[j] + low[j])) / (np.float32(0.5) * (high[j] - low[j]))
-            u = min(max(u, unit_lo), unit_hi)
-            x = math.atanh(float(u))
-            raw = out[i, da + j] if state_dependent else log_std[j]
-            ls = min(max(float(raw), log_std_min), log_std_max)
-            inv_std = math.exp(-ls)
+            u = float(min(max(u, unit_lo), unit_hi))
+            lp, lm = math.log1p(u), math.log1p(-u)
+            x = 0.5 * (lp - lm)  # atanh(u)
+            if state_dependent:
+                raw = out[i, da + j]
+                ls = min(max(float(raw), log_std_min), log_std_max)
+                inv_std = math.exp(-ls)
+                inside = log_std_min <= raw <= log_std_max
+            else:
+                ls, inv_std, inside = ls_vec[j], inv_vec[j], inside_vec[j]
             z = (x - out[i, j]) * inv_std
-            t = -2.0 * x  # log(1 - tanh(x)^2) = 2 (log 2 - x - softplus(-2x))
-            softplus = max(t, 0.0) + math.log1p(math.exp(-abs(t)))
-            logp += -0.5 * z * z - ls - _HALF_LOG_2PI - 2.0 * (_LOG_2 - x - softplus)
+            # log(1 - tanh(x)^2) = log(1 - u^2) = log(1 + u) + log(1 - u)
+            logp += -0.5 * z * z - ls - _HALF_LOG_2PI - (lp + lm)
             grad[i, j] = z * inv_std * scale
-            g_ls = (z * z - 1.0) * scale if log_std_min <= raw <= log_std_max else 0.0
+            g_ls = (z * z - 1.0) * scale if inside else 0.0
             if state_dependent:
                 grad[i, da + j] = g_ls
             else:
