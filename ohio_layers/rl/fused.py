@@ -12,22 +12,23 @@ GEMMs besides the matrix products themselves. For networks that are plain
   agents' optimizers step as usual;
 * closed-form gradients of the losses with respect to the networks' outputs
   (:func:`expectile_loss_grad`, :func:`squared_error_grad`, :func:`gaussian_nll_grad`); with numba
-  installed (extra ``fastqp``) the actor's likelihood runs as one compiled loop instead
-  (:mod:`~ohio_layers.rl.fused_kernels`: equal to float32 rounding, not bit for bit);
+  installed (extra ``fastqp``) the actor's likelihood and IQL's value, weight/target and critic
+  terms run as compiled loops instead (:mod:`~ohio_layers.rl.fused_kernels`: equal to float32
+  rounding, not bit for bit; ``fused_kernels.set_compiled(False)`` or no numba: the torch ops);
 * :func:`step_optimizer`: :class:`~ohio_layers.rl.optim.LeanAdam`'s step without the hook wrapper
   ``torch.optim`` puts around every ``step`` (taken only when no step hooks are registered).
 
 The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
 and fall back to autograd otherwise (another device, layer norm, another activation or network
 class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the
-arithmetic is autograd's (``tests/rl/test_fused.py``
+arithmetic is autograd's, the compiled loss loops' to float32 rounding (``tests/rl/test_fused.py``
 checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
 kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
 path's to bfloat16 rounding). :func:`set_fused` /
 :func:`fused_disabled` switch the fused path off (e.g. to compare).
 
-Buffers are reused: a kernel's forward output is valid until its next forward with the same row
-count and ``keep`` flag; callers inside this package consume it before that.
+Buffers are reused (float32): a kernel's forward output is valid until its next forward with the
+same row count and ``keep`` flag; callers inside this package consume it before that.
 """
 from __future__ import annotations
 
