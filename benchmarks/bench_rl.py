@@ -1,7 +1,7 @@
 """Offline-RL training throughput: ohio IQL / CQL / BC against d3rlpy's, and against the GEMM floor.
 
     python benchmarks/bench_rl.py [--blocks 9] [--steps 10] [--algos iql,cql,bc] [--no-amp] [--profile] [--shapes]
-                                   [--clock wall|thread] [--autograd]
+                                   [--clock wall|thread] [--autograd] [--torch-losses]
 
 Shapes: obs 42, action 7, batch 256, 2x256 ReLU MLPs, float32, one torch thread; CQL with 10
 sampled actions per proposal (uniform, pi(s), pi(s')) and a fixed conservative weight 5 (d3rlpy:
@@ -13,8 +13,10 @@ step includes drawing its batch from a ``TransitionSampler``; d3rlpy's gets preb
 minibatches (its own ``fit`` samples batches in Python and would be slower).
 
 ohio's BC and IQL take the autograd-free path of ``ohio_layers.rl.fused`` (their default networks on
-CPU); ``--autograd`` switches it off to compare. ``bf16``: the same ohio agent with
-``mixed_precision="bf16"`` (autocast on the forward passes; bf16 kernels on the fused path).
+CPU; with numba installed, the extra ``fastqp``, the element-wise parts of their losses run as
+compiled loops, ``--torch-losses`` uses the torch ops instead); ``--autograd`` switches the fused
+path off to compare. ``bf16``: the same ohio agent with ``mixed_precision="bf16"`` (autocast on
+the forward passes; bf16 kernels on the fused path).
 ``floor``: the time of the GEMMs a minimal implementation of the algorithm needs at these shapes
 (forward, weight and input gradients of every linear layer), run back to back with ``torch.mm``
 in float32 (``bf16 floor``: bfloat16) as one more interleaved contender, so machine load hits it
@@ -50,6 +52,7 @@ from helpers import random_transitions  # noqa: E402
 from ohio_layers.data import Dataset  # noqa: E402
 from ohio_layers.rl import BC, CQL, IQL  # noqa: E402
 from ohio_layers.rl.fused import set_fused  # noqa: E402
+from ohio_layers.rl.fused_kernels import compiled_enabled, set_compiled  # noqa: E402
 
 OBS, ACT, BATCH, HIDDEN, SAMPLES = 42, 7, 256, (256, 256), 10
 Gemm = Tuple[int, int, int]  # (M, N, K): (M, K) @ (K, N)
@@ -254,10 +257,14 @@ def main() -> None:
                     help="wall time, or the thread's CPU time (robust to other processes on a loaded machine)")
     ap.add_argument("--autograd", action="store_true",
                     help="ohio's BC and IQL take the autograd path (ohio_layers.rl.fused switched off), to compare")
+    ap.add_argument("--torch-losses", action="store_true",
+                    help="the fused path computes its losses with torch ops, not the numba loops, to compare")
     args = ap.parse_args()
     CLOCK[0] = CLOCKS[args.clock]
     if args.autograd:
         set_fused(False)
+    if args.torch_losses:
+        set_compiled(False)
     torch.set_num_threads(1)
     data = make_data()
     rows = []
@@ -287,7 +294,9 @@ def main() -> None:
     def fmt(v: Optional[float], spec: str = ".2f") -> str:
         return "-" if v is None else format(v, spec)
 
-    print(f"clock={args.clock}  path={'autograd' if args.autograd else 'default (fused where it applies)'}  "
+    path = ("autograd" if args.autograd else "default (fused where it applies, losses "
+            + ("in numba loops)" if compiled_enabled() else "in torch ops)"))
+    print(f"clock={args.clock}  path={path}  "
           f"threads={torch.get_num_threads()}  obs={OBS} act={ACT} batch={BATCH} hidden={HIDDEN} cql samples={SAMPLES}")
     print("| algo | ohio fp32 ms | ohio bf16 ms | d3rlpy ms | fp32 x d3rlpy | bf16 x d3rlpy "
           "| GEMM floor fp32 ms (GFLOP, GFLOPS) "

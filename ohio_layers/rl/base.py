@@ -336,7 +336,7 @@ class Agent(nn.Module):
         the kernels compute in bfloat16. Cached while the same modules are in place; the parameters and
         every module's hooks are re-checked at every call (attribute reads); the module list is rebuilt when the
         agent's networks or their direct parts change (deeper swaps inside an MLP rebuild its kernel)."""
-        if not fused_enabled() or self.action_low.device.type != "cpu":
+        if not fused_enabled() or not self.action_low.is_cpu:
             return None
         dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float32
         key = (dtype,) + tuple((k, id(m)) for k, m in trained.items()) + tuple((k, id(m)) for k, m in frozen.items())
@@ -367,7 +367,7 @@ class Agent(nn.Module):
             if not p.requires_grad:
                 return None
         for p in allp:
-            if p.dtype is not torch.float32 or p.device.type != "cpu":
+            if p.dtype is not torch.float32 or not p.is_cpu:
                 return None
         return kernels
 

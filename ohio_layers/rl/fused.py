@@ -6,25 +6,29 @@ accumulation, the elementwise ops of the losses and their backward) costs about 
 GEMMs besides the matrix products themselves. For networks that are plain
 ``Linear -> ReLU -> ... -> Linear`` MLPs this module does the same arithmetic directly:
 
-* :class:`ReluMLPKernel`: forward with ``torch.addmm`` into preallocated buffers (ReLU in place)
-  and backward with ``torch.mm`` into the parameters' ``.grad`` (``dW = g^T h``, ``db = sum g``,
-  ``g <- (g W) * 1(h > 0)``), so the agents' optimizers step as usual;
+* :class:`ReluMLPKernel`: forward with ``torch.addmm`` into preallocated buffers (ReLU in place; in
+  bfloat16 oneDNN's linear with the bias and ReLU fused, same values) and backward with ``torch.mm``
+  into the parameters' ``.grad`` (``dW = g^T h``, ``db = sum g``, ``g <- (g W) * 1(h > 0)``), so the
+  agents' optimizers step as usual;
 * closed-form gradients of the losses with respect to the networks' outputs
-  (:func:`expectile_loss_grad`, :func:`squared_error_grad`, :func:`gaussian_nll_grad`);
+  (:func:`expectile_loss_grad`, :func:`squared_error_grad`, :func:`gaussian_nll_grad`); with numba
+  installed (extra ``fastqp``) the actor's likelihood and IQL's value, weight/target and critic
+  terms run as compiled loops instead (:mod:`~ohio_layers.rl.fused_kernels`: equal to float32
+  rounding, not bit for bit; ``fused_kernels.set_compiled(False)`` or no numba: the torch ops);
 * :func:`step_optimizer`: :class:`~ohio_layers.rl.optim.LeanAdam`'s step without the hook wrapper
   ``torch.optim`` puts around every ``step`` (taken only when no step hooks are registered).
 
 The BC and IQL updates use it on CPU when every network is a plain ReLU MLP (the default ones)
 and fall back to autograd otherwise (another device, layer norm, another activation or network
 class, frozen parameters, a module or gradient hook: :func:`hooks_present`). In float32 the
-arithmetic is autograd's (``tests/rl/test_fused.py``
+arithmetic is autograd's, the compiled loss loops' to float32 rounding (``tests/rl/test_fused.py``
 checks that both paths give the same gradients and updates); with ``mixed_precision="bf16"`` the
 kernels compute in bfloat16, rounding where ``torch.autocast`` does (the gradients match the autocast
 path's to bfloat16 rounding). :func:`set_fused` /
 :func:`fused_disabled` switch the fused path off (e.g. to compare).
 
-Buffers are reused: a kernel's forward output is valid until its next forward with the same row
-count and ``keep`` flag; callers inside this package consume it before that.
+Buffers are reused (float32): a kernel's forward output is valid until its next forward with the
+same row count and ``keep`` flag; callers inside this package consume it before that.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_hooks
 
 from .networks import MLP, ActionScaler, ObsNormalizer, TanhGaussianActor, _log1m_tanh_sq
+from . import fused_kernels
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
@@ -110,7 +115,29 @@ def hooks_present(modules: Sequence[nn.Module], params: Sequence[Tensor]) -> boo
 def float32_inputs(*tensors: Tensor) -> bool:
     """Whether every tensor is float32 on the CPU: the kernels would cast others silently, where the autograd
     path raises (a float64 batch for a float32 network), so the update takes that path."""
-    return all(t.dtype is torch.float32 and t.device.type == "cpu" for t in tensors)
+    return all(t.dtype is torch.float32 and t.is_cpu for t in tensors)
+
+
+_NO_SCALARS: List[Optional[float]] = []
+_DNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_DNN_OK: List[Optional[bool]] = [None]
+
+
+def _dnn_linear_available() -> bool:
+    """Whether oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``, the op ``torch.compile`` emits for
+    CPU linear layers) runs here in bfloat16 and gives addmm's values (checked once; else addmm + relu_)."""
+    if _DNN_OK[0] is None:
+        ok = False
+        if _DNN_LINEAR is not None and torch.backends.mkldnn.is_available():
+            try:
+                gen = torch.Generator().manual_seed(0)
+                x, w, b = (torch.randn(s, generator=gen).to(torch.bfloat16) for s in ((5, 9), (3, 9), (3,)))
+                ref = torch.addmm(b, x, w.t()).relu_()
+                ok = bool(torch.equal(_DNN_LINEAR(x, w, b, "relu", _NO_SCALARS, ""), ref))
+            except (RuntimeError, NotImplementedError):
+                ok = False
+        _DNN_OK[0] = ok
+    return bool(_DNN_OK[0])
 
 
 def _grad_of(p: Tensor) -> Tensor:
@@ -150,7 +177,8 @@ class ReluMLPKernel:
         self._grads: Dict[int, List[Tensor]] = {}
         self._kept: Optional[Tuple[Tensor, List[Tensor], List[Tuple[Tensor, Tensor]]]] = None
         self._cast: Optional[List[Tuple[Tensor, Tensor]]] = None  # bf16 copies of the parameters
-        self._wgrad: Optional[List[Tensor]] = None  # bf16 weight gradients before their float32 copy
+        self._cast_flat: Tuple[List[Tensor], List[Tensor]] = ([], [])  # (the copies, the parameters), flattened
+        self._wgrad: Optional[List[Tensor]] = None  # bf16 gradients [dW0, db0, dW1, ...] before their float32 copy
 
     @staticmethod
     def supports(mlp: nn.Module, trainable: bool = True) -> bool:
@@ -187,27 +215,35 @@ class ReluMLPKernel:
         if self._cast is None:
             self._cast = [(torch.empty_like(w, dtype=self.dtype), torch.empty_like(b, dtype=self.dtype))
                           for w, b in self.params]
-        for (w, b), (wc, bc) in zip(self.params, self._cast):
-            wc.copy_(w)
-            bc.copy_(b)
+            self._cast_flat = ([t for pair in self._cast for t in pair], [t for pair in self.params for t in pair])
+        torch._foreach_copy_(*self._cast_flat)  # one call for every layer's weight and bias
         return self._cast
 
     @torch.no_grad()
     def forward(self, x: Tensor, keep: bool = False) -> Tensor:
         """Output ``(B, out)`` float32 of ``x (B, in)`` (a reused buffer in float32 mode); ``keep`` saves the
         activations for :meth:`backward`."""
-        bufs = self._buffers(x.shape[0], keep)
         weights = self._weights()
         x = x.to(self.dtype)
-        h = x
         last = len(weights) - 1
-        for i, (w, b) in enumerate(weights):
-            out = torch.addmm(b, h, w.t(), out=bufs[i])
-            if i < last:
-                out.relu_()
-            h = out
+        if self.dtype != torch.float32 and _dnn_linear_available():
+            # bfloat16: oneDNN's linear with the bias and the ReLU fused into the matrix product (one call
+            # per layer instead of addmm + relu_, the same rounded values: tests/rl/test_fused.py)
+            acts = []
+            h = x
+            for i, (w, b) in enumerate(weights):
+                h = _DNN_LINEAR(h, w, b, "relu" if i < last else "none", _NO_SCALARS, "")
+                acts.append(h)
+        else:
+            acts = self._buffers(x.shape[0], keep)
+            h = x
+            for i, (w, b) in enumerate(weights):
+                out = torch.addmm(b, h, w.t(), out=acts[i])
+                if i < last:
+                    out.relu_()
+                h = out
         if keep:
-            self._kept = (x, bufs, weights)
+            self._kept = (x, acts, weights)
         return h.float()
 
     @torch.no_grad()
@@ -228,6 +264,9 @@ class ReluMLPKernel:
         exact = self.dtype == torch.float32
         g = grad_out.to(self.dtype)
         out: Optional[Tensor] = None
+        if not exact and self._wgrad is None:  # bf16 gradients, copied to the float32 .grad in one call at the end
+            self._wgrad = [t for w, b in self.params for t in (torch.empty_like(w, dtype=self.dtype),
+                                                                  torch.empty_like(b, dtype=self.dtype))]
         for i in range(len(self.params) - 1, -1, -1):
             (w, b), w_c = self.params[i], weights[i][0]
             inp = x if i == 0 else acts[i - 1]
@@ -235,15 +274,15 @@ class ReluMLPKernel:
                 torch.mm(g.t(), inp, out=_grad_of(w))
                 torch.sum(g, 0, out=_grad_of(b))
             else:
-                if self._wgrad is None:
-                    self._wgrad = [torch.empty_like(p, dtype=self.dtype) for p, _ in self.params]
-                _grad_of(w).copy_(torch.mm(g.t(), inp, out=self._wgrad[i]))
-                _grad_of(b).copy_(torch.sum(g, 0))
+                torch.mm(g.t(), inp, out=self._wgrad[2 * i])
+                torch.sum(g, 0, out=self._wgrad[2 * i + 1])
             if i > 0:
                 gi = torch.mm(g, w_c, out=gbufs[i])
                 g = torch.ops.aten.threshold_backward.grad_input(gi, inp, 0, grad_input=gi)
             elif input_grad:
                 out = torch.mm(g, w_c).float()
+        if not exact:
+            torch._foreach_copy_([_grad_of(p) for pair in self.params for p in pair], self._wgrad)
         return out
 
 
@@ -300,6 +339,17 @@ def actor_nll_backward(actor: TanhGaussianActor, kernel: ReluMLPKernel, obs: Ten
     ``log_std`` vector directly). Returns the loss (0-dim). ``weights (B,)``: ``None`` for all ones."""
     with torch.no_grad():
         out = kernel.forward(actor.normalizer.forward(obs), keep=True)
+        if fused_kernels.compiled_enabled():  # one compiled loop for the element-wise part
+            sdep = actor.state_dependent_std
+            grad = torch.empty_like(out)
+            log_std = actor.log_std.detach() if not sdep else out.new_empty(0)
+            g_log_std = _grad_of(actor.log_std) if not sdep else log_std
+            loss = fused_kernels.tanh_gaussian_nll_grad(
+                out.numpy(), action.detach().numpy(), actor.scaler.low.numpy(), actor.scaler.high.numpy(),
+                (out.new_empty(0) if weights is None else weights.detach()).numpy(), log_std.numpy(), sdep,
+                actor.atanh_eps, actor.log_std_min, actor.log_std_max, grad.numpy(), g_log_std.numpy())
+            kernel.backward(grad)
+            return torch.tensor(loss, dtype=out.dtype)
         eps = actor.atanh_eps
         x = torch.atanh(actor.scaler.to_unit(action).clamp_(-1.0 + eps, 1.0 - eps))
         const = _log1m_tanh_sq(x).sum(-1) + actor.scaler.log_abs_det()

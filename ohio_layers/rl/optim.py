@@ -4,8 +4,8 @@ The networks of the offline-RL agents are small (2x256 MLPs at batch 256), so an
 ms and ``torch.optim.Adam.step`` spends about as long in Python (hooks, profiler labels, regrouping
 the tensors by device and dtype, per-parameter state look-ups) as in its one fused kernel.
 :class:`LeanAdam` is ``torch.optim.Adam(fused=True)``; its :meth:`LeanAdam.step` makes the same
-two kernel calls as the library (``_foreach_add_`` on the step counters, ``_fused_adam_`` per
-parameter group) on tensor lists cached at the first step, so the result is bit-for-bit the
+two kernel calls as the library (an add on the step counters, which it keeps as views of one tensor, and
+``_fused_adam_`` per parameter group) on tensor lists cached at the first step, so the result is bit-for-bit the
 library's, and it falls back to the library's step whenever the cached fast path does not apply
 (a missing gradient, amsgrad, a closure, state not yet created); step hooks run as usual
 (``torch.optim`` runs them in the wrapper it puts around every optimizer's ``step``).
@@ -19,17 +19,21 @@ from torch import Tensor
 
 __all__ = ["LeanAdam", "adam"]
 
+# (group, params, exp_avgs, exp_avg_sqs, step counters, the flat tensor the counters are views of)
+_LeanGroup = Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor], Tensor]
+
 
 class LeanAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` with a lean :meth:`step` (same kernels, same results, same state)."""
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
-        self._lean: Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor]]]] = None
+        self._lean: Optional[List[_LeanGroup]] = None
         self._shape = (0, 0)
 
-    def _lean_groups(self) -> Optional[List[Tuple[dict, List[Tensor], List[Tensor], List[Tensor], List[Tensor]]]]:
-        """``[(group, params, exp_avgs, exp_avg_sqs, steps)]`` once every parameter has its state, else ``None``."""
+    def _lean_groups(self) -> Optional[List[_LeanGroup]]:
+        """``[(group, params, exp_avgs, exp_avg_sqs, steps, flat steps)]`` once every parameter has its state, else
+        ``None``; the parameters' step counters are made views of the flat tensor."""
         out = []
         for g in self.param_groups:
             if g["amsgrad"] or g["maximize"] or g["differentiable"] or g.get("decoupled_weight_decay", False):
@@ -40,8 +44,16 @@ class LeanAdam(torch.optim.Adam):
                 return None
             if len({(p.device, p.dtype) for p in ps}) > 1:  # the fused kernel takes one device and dtype per call
                 return None
+            steps = [s["step"] for s in states]
+            if any(t.dim() != 0 or t.dtype != steps[0].dtype or t.device != steps[0].device for t in steps):
+                return None
+            # the step counters become views of one tensor, so one add_ counts them all (a _foreach_add_ over
+            # 0-dim CPU tensors costs ~1.4 us per tensor); the state keeps a counter per parameter as before
+            flat = torch.stack(steps)
+            for i, st in enumerate(states):
+                st["step"] = flat[i]
             out.append((g, ps, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                        [s["step"] for s in states]))
+                        [s["step"] for s in states], flat))
         return out
 
     def _current_shape(self) -> Tuple[int, int]:
@@ -77,14 +89,14 @@ class LeanAdam(torch.optim.Adam):
                 self._lean, self._shape = self._lean_groups(), self._current_shape()
                 return loss
         groups = self._lean
-        grads = [[p.grad for p in ps] for _, ps, _, _, _ in groups]
+        grads = [[p.grad for p in ps] for _, ps, _, _, _, _ in groups]
         if (any(gr is None for gs in grads for gr in gs) or self._shape != self._current_shape()
-                or any(len(g["params"]) != len(ps) for g, ps, _, _, _ in groups)):
+                or any(len(g["params"]) != len(ps) for g, ps, _, _, _, _ in groups)):
             self._lean = None  # frozen parameters, an edited group or cleared state: the library handles it
             return self._library_step()
-        for (g, ps, exp_avgs, exp_avg_sqs, steps), gs in zip(groups, grads):
+        for (g, ps, exp_avgs, exp_avg_sqs, steps, flat), gs in zip(groups, grads):
             beta1, beta2 = g["betas"]
-            torch._foreach_add_(steps, 1)
+            flat.add_(1)  # every parameter's step counter (views of flat)
             torch._fused_adam_(ps, gs, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
                                beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"], eps=g["eps"],
                                maximize=False, grad_scale=None, found_inf=None)

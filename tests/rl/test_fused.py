@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from helpers import random_transitions
-from ohio_layers.rl import BC, IQL, MLP
+from ohio_layers.rl import BC, IQL, MLP, fused_kernels
 from ohio_layers.rl.fused import (ReluMLPKernel, actor_nll_backward, expectile_loss_grad, fused_disabled,
                                   fused_enabled, set_fused, squared_error_grad)
 
@@ -16,6 +16,17 @@ OBS, ACT = 6, 3
 @pytest.fixture(scope="module")
 def data():
     return random_transitions(600, OBS, ACT, 0, episodes=6, terminal_rate=0.02, action_bound=0.99)
+
+
+@pytest.fixture(params=[False, True], ids=["torch-losses", "compiled-losses"])
+def compiled(request, monkeypatch):
+    """Both versions of the losses' element-wise part: torch ops (autograd's values bit for bit) and the
+    numba loops of rl.fused_kernels (float64 accumulation: equal to float32 rounding)."""
+    if request.param and not fused_kernels.available():
+        pytest.skip("numba is not installed (extra fastqp)")
+    monkeypatch.setattr(fused_kernels, "_ENABLED", [request.param])
+    assert fused_kernels.compiled_enabled() == request.param
+    return request.param
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -91,14 +102,16 @@ def test_closed_form_loss_gradients_equal_autograd():
 
 @pytest.mark.parametrize("state_dependent_std", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_actor_nll_gradients_equal_autograd_including_the_clamped_log_std(data, state_dependent_std, weighted):
+def test_actor_nll_gradients_equal_autograd_including_the_clamped_log_std(data, state_dependent_std, weighted,
+                                                                         compiled):
     agent = BC(OBS, ACT, -1.0, 1.0, {"state_dependent_std": state_dependent_std, "hidden": (32, 32),
                                      "log_std_min": -0.05, "log_std_max": 0.05})  # the clamp is active in places
     actor = agent.actor
     if not state_dependent_std:
         with torch.no_grad():
             actor.log_std.copy_(torch.tensor([-1.0, 0.0, 1.0]))  # below, inside, above the clamp
-    obs, act = torch.as_tensor(data["observations"][:64]), torch.as_tensor(data["actions"][:64])
+    obs, act = torch.as_tensor(data["observations"][:64]), torch.as_tensor(data["actions"][:64]).clone()
+    act[:3, 0], act[3:6, 1] = 1.0, -1.0  # on the bounds: the atanh clamp is active there
     weights = torch.rand(64) * 3 if weighted else None
     loss = actor_nll_backward(actor, ReluMLPKernel(actor.net), obs, act, weights)
     fused = [p.grad.clone() for p in actor.parameters()]
@@ -132,7 +145,7 @@ def grads_after_one_update(agent, data, fused):
 @pytest.mark.parametrize("cls,cfg", [(BC, {}), (BC, {"state_dependent_std": False}), (BC, {"grad_clip": 0.1}),
                                      (IQL, {}), (IQL, {"state_dependent_std": True}), (IQL, {"grad_clip": 0.1}),
                                      (IQL, {"obs_norm": True, "discount": 0.9, "max_weight": 1.5})])
-def test_update_takes_the_fused_path_and_equals_the_autograd_update(data, cls, cfg):
+def test_update_takes_the_fused_path_and_equals_the_autograd_update(data, cls, cfg, compiled):
     base = cls(OBS, ACT, -1.0, 1.0, {"batch_size": 32, "hidden": (32, 32), **cfg})
     if base.config.obs_norm:
         base.set_obs_stats_from(data)
@@ -168,6 +181,15 @@ def test_fallback_for_unsupported_settings(data):
     assert torch.equal(frozen.actor.net.net[0].weight, w)
 
 
+def test_set_compiled_switches_the_compiled_losses_off_and_on():
+    fused_kernels.set_compiled(False)
+    try:
+        assert not fused_kernels.compiled_enabled()
+    finally:
+        fused_kernels.set_compiled(True)
+    assert fused_kernels.compiled_enabled() == fused_kernels.available()
+
+
 def test_set_fused_switches_the_path_off_and_on(data):
     assert fused_enabled()
     set_fused(False)
@@ -183,7 +205,7 @@ def test_set_fused_switches_the_path_off_and_on(data):
 
 
 @pytest.mark.parametrize("cls", [BC, IQL])
-def test_fused_training_is_seeded_and_resumes_bit_for_bit(data, cls, tmp_path):
+def test_fused_training_is_seeded_and_resumes_bit_for_bit(data, cls, tmp_path, compiled):
     cfg = {"batch_size": 32, "hidden": (16, 16), "seed": 3}
     a, b = cls(OBS, ACT, -1.0, 1.0, cfg), cls(OBS, ACT, -1.0, 1.0, cfg)
     a.fit(data, 6, show_progress=False, log_every=2)
@@ -207,7 +229,7 @@ def test_iql_fallback_for_layer_norm_critics_and_a_replaced_network(data):
 
 
 @pytest.mark.parametrize("cls", [BC, IQL])
-def test_bf16_kernels_round_like_autocast(data, cls):
+def test_bf16_kernels_round_like_autocast(data, cls, compiled):
     base = cls(OBS, ACT, -1.0, 1.0, {"batch_size": 32, "hidden": (32, 32), "mixed_precision": "bf16"})
     a, b = copy.deepcopy(base), copy.deepcopy(base)
     ga, gb = grads_after_one_update(a, data, True), grads_after_one_update(b, data, False)
@@ -234,6 +256,24 @@ def test_bf16_kernel_gradients_are_close_to_float32():
         assert float((p.grad - ref).norm() / ref.norm()) < 1e-1
     with pytest.raises(ValueError, match="dtype"):
         ReluMLPKernel(mlp, dtype=torch.float16)
+
+
+def test_bf16_fused_onednn_linear_equals_the_addmm_path(monkeypatch):
+    from ohio_layers.rl import fused
+    if not fused._dnn_linear_available():
+        pytest.skip("oneDNN's fused linear is not available in this torch build (the addmm path runs)")
+    torch.manual_seed(3)
+    mlp = MLP(5, 4, (64, 64))
+    x, g = torch.randn(128, 5), torch.randn(128, 4)
+    results = []
+    for dnn in (True, False):  # False: addmm + relu_, the path of builds without oneDNN
+        monkeypatch.setattr(fused, "_DNN_OK", [dnn])
+        kernel = ReluMLPKernel(mlp, dtype=torch.bfloat16)
+        out = kernel.forward(x, keep=True).clone()
+        dx = kernel.backward(g, input_grad=True)
+        results.append([out, dx] + [p.grad.clone() for p in mlp.parameters()])
+    for a, b in zip(*results):  # the same rounded values, not only close ones
+        assert torch.equal(a, b)
 
 
 def test_a_replaced_parameter_rebuilds_the_kernels(data):
@@ -502,3 +542,32 @@ def test_a_frozen_log_std_vector_sends_the_update_to_autograd(data, cls):
     before = agent.actor.log_std.detach().clone()
     assert_fused_equals_autograd_after(agent, lambda a: a.actor.log_std.requires_grad_(False))
     assert torch.equal(agent.actor.log_std.detach(), before)  # frozen: left alone
+
+
+def test_without_numba_the_fused_updates_run_the_torch_losses_bit_for_bit(data, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys
+sys.modules["numba"] = None  # as if the fastqp extra were not installed
+import torch
+from helpers import random_transitions
+from ohio_layers.rl import IQL, fused_kernels
+assert not fused_kernels.available() and not fused_kernels.compiled_enabled()
+agent = IQL({OBS}, {ACT}, -1.0, 1.0, {{"batch_size": 32, "hidden": (16, 16), "seed": 5}})
+agent.fit(random_transitions(600, {OBS}, {ACT}, 0, episodes=6, terminal_rate=0.02, action_bound=0.99), 4,
+          show_progress=False)
+assert agent.__dict__["_fused_cache"][1] is not None
+torch.save(agent.state_dict(), sys.argv[1])
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "PYTHONPATH": f"{root}:{root / 'tests'}"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "sd.pt")], check=True, env=env, cwd=root)
+    monkeypatch.setattr(fused_kernels, "_ENABLED", [False])
+    agent = IQL(OBS, ACT, -1.0, 1.0, {"batch_size": 32, "hidden": (16, 16), "seed": 5})
+    agent.fit(data, 4, show_progress=False)
+    ref = torch.load(tmp_path / "sd.pt")
+    for k, v in agent.state_dict().items():
+        assert torch.equal(v, ref[k]), k

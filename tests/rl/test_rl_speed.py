@@ -213,3 +213,37 @@ def test_metrics_missing_from_some_steps_are_averaged_over_the_steps_that_report
     accumulate(sums, {"loss_q": torch.tensor(1.0)}, counts)  # a critic warm-up step: no actor metrics
     accumulate(sums, {"loss_q": torch.tensor(3.0), "alpha": torch.tensor(0.2)}, counts)
     assert metric_floats(sums, counts) == pytest.approx({"loss_q": 2.0, "alpha": 0.2})
+
+
+def test_lean_adam_counts_steps_in_one_tensor_and_resumes_from_a_weights_only_checkpoint(tmp_path):
+    from ohio_layers.rl.optim import LeanAdam
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    ref_net = copy.deepcopy(net)
+    lean, ref = LeanAdam(net.parameters(), lr=1e-2), torch.optim.Adam(ref_net.parameters(), lr=1e-2, fused=True)
+
+    def step(n, opt, i):
+        opt.zero_grad(set_to_none=True)
+        n(torch.randn(8, 4, generator=torch.Generator().manual_seed(i))).pow(2).mean().backward()
+        opt.step()
+
+    for i in range(3):
+        step(net, lean, i)
+        step(ref_net, ref, i)
+    steps = [lean.state[p]["step"] for p in net.parameters()]
+    assert len({s.untyped_storage().data_ptr() for s in steps}) == 1  # views of one tensor
+    torch.save({"net": net.state_dict(), "opt": lean.state_dict()}, tmp_path / "ckpt.pt")
+    payload = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    resumed_net = copy.deepcopy(net)
+    resumed_net.load_state_dict(payload["net"])
+    resumed = LeanAdam(resumed_net.parameters(), lr=1e-2)
+    resumed.load_state_dict(payload["opt"])
+    for i in range(3, 6):
+        step(resumed_net, resumed, i)
+        step(ref_net, ref, i)
+    for a, b in zip(resumed_net.parameters(), ref_net.parameters()):
+        assert torch.equal(a, b)
+    for p, q in zip(resumed_net.parameters(), ref_net.parameters()):
+        assert all(torch.equal(resumed.state[p][k], ref.state[q][k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+        assert float(resumed.state[p]["step"]) == 6.0
