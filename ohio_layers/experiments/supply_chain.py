@@ -120,7 +120,10 @@ class SupplyChainExperimentConfig(ExperimentConfig):
         online_steps, offline_ratio, online_lr, eval_every, finetune_eval_episodes: SAC fine-tuning
             (``online_lr``: the critics'); online_actor_lr: the actor's (the reference's 3e-5, below the critics');
             critic_warmup: online steps that train only the critics (reference: critic-only first; see
-            :attr:`~ohio_layers.rl.sac.SACConfig.critic_warmup`).
+            :attr:`~ohio_layers.rl.sac.SACConfig.critic_warmup`). ``finetune_eval_episodes`` (<= ``eval_episodes``;
+            the first ones) is 10, the table's episodes. The agents track their behaviour to 0.1-0.3 points, so which
+            side of it an evaluation reads depends on the episodes: the same 1w10s seed-0 evaluation read 0.10
+            below the behaviour on 5 episodes and 0.01 above on 10.
         eval_episodes, eval_seed: evaluation episodes ``reset(seed=eval_seed + i)``; data_seed: datasets.
         workers: parallel training processes (one torch thread each).
     """
@@ -154,7 +157,7 @@ class SupplyChainExperimentConfig(ExperimentConfig):
     online_actor_lr: float = setting(3e-5, gt=0.0)
     critic_warmup: int = setting(150, ge=0)
     eval_every: int = setting(150, ge=1)
-    finetune_eval_episodes: int = setting(5, ge=1)
+    finetune_eval_episodes: int = setting(10, ge=1)
     eval_episodes: int = setting(10, ge=1)
     eval_seed: int = 10_000
     data_seed: int = 1_000
@@ -163,6 +166,9 @@ class SupplyChainExperimentConfig(ExperimentConfig):
         super().check()
         if set(self.finetune_datasets) - set(self.datasets):
             raise ValueError(f"finetune_datasets must be a subset of datasets {list(self.datasets)}, got {list(self.finetune_datasets)}")
+        if self.finetune_eval_episodes > self.eval_episodes:  # the curves use the first evaluation episodes
+            raise ValueError(f"finetune_eval_episodes must be <= eval_episodes ({self.eval_episodes}), "
+                             f"got {self.finetune_eval_episodes}")
 
 
 def reference(cfg: SupplyChainExperimentConfig, stages: Stages, scenario: str) -> Dict[str, Any]:
@@ -335,14 +341,48 @@ def finetune(job: Dict[str, Any]) -> Dict[str, Any]:
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
 
 
+#: the settings a job reads besides its data and evaluation episodes, per algorithm (``calql``: the fine-tuning
+#: job). A job's cache key holds only these, so changing one algorithm's setting reruns only its jobs.
+JOB_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "common": ("device", "hidden", "batch_size", "reward_scale", "discount"),
+    "iql": ("iql_steps", "expectile", "temperature"),
+    "cql": ("cql_steps", "cql_alpha", "cql_samples", "alpha"),
+    "bc": ("bc_steps",),
+    "calql": ("calql_steps", "calql_alpha", "calql_bc_weight", "cql_samples", "alpha", "online_steps", "offline_ratio",
+              "online_lr", "online_actor_lr", "critic_warmup", "eval_every", "finetune_eval_episodes")}
+
+
 def _job(cfg: SupplyChainExperimentConfig, out: Path, dataset: str, kind: str, algo: str, seed: int) -> Dict[str, Any]:
+    """One training job (``algo`` ``calql``: Cal-QL pre-training + SAC fine-tuning); its dict is its cache key."""
     data = out / "data" / (f"{dataset}_ohio.npz" if kind == "ohio" else f"{dataset}.npz")
     return {"name": f"{dataset}_{kind}_{algo}_seed{seed}", "dataset": dataset, "kind": kind, "algo": algo, "seed": seed,
             "data_path": str(data), "data_sha256": file_hash(data), "scenario": cfg.scenario, "transfer": TRANSFER.get(cfg.scenario),
             "eval_seeds": [cfg.eval_seed + i for i in range(cfg.eval_episodes)],
             "obs_stats": "per_role",  # stores / factory pooled (agent_setup); results cached with per-node stats are stale
-            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-               if f.name not in ("out_dir", "workers", "engine", "scenario", "datasets", "algos", "seeds", "finetune_datasets")}}
+            **{name: getattr(cfg, name) for name in JOB_FIELDS["common"] + JOB_FIELDS[algo]}}
+
+
+def capacity_binding(data: Dataset, store_capacity: Any) -> Dict[str, float]:
+    """How often a dataset's shipments exceed the stores' room under ``store_capacity`` ``(S,)``.
+
+    The room is the env's: ``max(Cap - I + D_hat - A, 0)`` from the recorded controller states. Under the
+    transfer capacities it says how much the change can matter on the data's state distribution: a
+    behaviour that never ships beyond the new room gives an end-to-end agent that copies it nothing to
+    lose.
+
+    Returns:
+        ``share``: fraction of (row, store) pairs shipping beyond the room; ``units_per_episode``: the
+        excess units per episode (the env's ``capacity_violations`` had these shipments been made there).
+    """
+    cap = np.asarray(store_capacity, dtype=np.float64)
+    states, ship = np.asarray(data["states"], np.float64), np.asarray(data["actions"], np.float64)[:, :-1]
+    S = ship.shape[1]
+    if cap.shape != (S,):
+        raise ValueError(f"store_capacity must have shape ({S},), got {cap.shape}")
+    stock, demand_hat, arrivals = states[:, :S], states[:, S:2 * S], states[:, 2 * S:3 * S]
+    excess = np.maximum(ship - np.maximum(cap - stock + demand_hat - arrivals, 0.0), 0.0)
+    episodes = max(len(np.unique(np.asarray(data["episode_ids"]))), 1)
+    return {"share": float((excess > 0).mean()), "units_per_episode": float(excess.sum() / episodes)}
 
 
 # ------------------------------------------------------------------------------ the experiment
@@ -370,6 +410,13 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     for name in cfg.datasets:
         print(f"[2/5] {name} data ({cfg.episodes} episodes) and relabelling")
         relabel_stats[name] = prepare_data(cfg, stages, name)
+    binding: Dict[str, Dict[str, Dict[str, float]]] = {}
+    if cfg.scenario in TRANSFER:
+        from ..envs.supply_chain.scenario import get_scenario
+
+        for name in cfg.datasets:
+            low = Dataset.load(out / "data" / f"{name}.npz")
+            binding[name] = {sc: capacity_binding(low, get_scenario(sc).store_capacity) for sc in scenarios}
     jobs = [_job(cfg, out, d, k, a, s) for d in cfg.datasets for k in KINDS for a in cfg.algos for s in cfg.seeds]
     jobs.sort(key=lambda j: {"cql": 3, "iql": 2, "bc": 1}[j["algo"]] * (2 if j["kind"] == "end_to_end" else 1), reverse=True)
     print(f"[3/5] train and evaluate {len(jobs)} offline agents ({workers} processes)")
@@ -407,6 +454,10 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     for key, cv in curves.items():
         text += (f"\nfine-tuning {key}: lowest evaluation {cv['min_score']:.1f} % of MPC (behaviour on the same "
                  f"{cfg.finetune_eval_episodes} episodes: {cv['behaviour_score']:.1f})")
+    for name, b in binding.items():
+        text += (f"\n{name} data: shipments beyond the room in {100 * b[scenarios[1]]['share']:.2f} % of store-periods "
+                 f"({b[scenarios[1]]['units_per_episode']:.2f} units/episode) under {scenarios[1]}'s capacities, "
+                 f"{100 * b[scenarios[0]]['share']:.2f} % under {scenarios[0]}'s")
     head = (f"supply chain {cfg.scenario}: score = return as % of the MPC's on the same {cfg.eval_episodes} episodes, "
             f"mean over {len(cfg.seeds)} seeds; {cfg.episodes} episodes per dataset; cap. viol. = units shipped beyond "
             f"the room per episode")
@@ -415,6 +466,7 @@ def run(cfg: Optional[SupplyChainExperimentConfig] = None) -> Dict[str, Any]:
     print(text)
     print(f"wall time {wall / 60:.1f} min")
     results = {"config": cfg.to_dict(), "rows": rows, "relabel": relabel_stats, "finetune_curves": curves,
+               "transfer_binding": binding,
                "reference": {s: {k: {kk: v for kk, v in r.items() if kk.startswith("mean_")} for k, r in refs[s].items()}
                              for s in scenarios},
                "table": text, "header": head, "wall_seconds": wall,

@@ -41,3 +41,37 @@ def test_transfer_view_hides_the_capacity_change_and_cli_parses():
     assert args.scenario == "1w10s" and args.quick and args.set == ["episodes=3"]
     with pytest.raises(ValueError, match="scenario must be"):
         SupplyChainExperimentConfig.from_dict({"scenario": "1w10s-cap"})
+
+
+def test_capacity_binding_counts_what_the_env_counts():
+    from ohio_layers.envs.supply_chain import collect
+    from ohio_layers.envs.supply_chain.policies import STypePolicy
+    from ohio_layers.envs.supply_chain.scenario import get_scenario
+    from ohio_layers.experiments.supply_chain import capacity_binding
+
+    # order-up-to levels far above the stores' capacity 15: the behaviour ships beyond the room
+    data = collect(STypePolicy(levels=np.array([40.0, 40.0, 40.0, 60.0])), 3, seed=5, scenario="1w3s", progress=False)
+    cap = np.asarray(get_scenario("1w3s").store_capacity)
+    b = capacity_binding(data, cap)
+    assert b["share"] > 0.0
+    assert b["units_per_episode"] * 3 == pytest.approx(float(np.sum(data["capacity_violations"])), abs=1e-9)
+    tighter = capacity_binding(data, cap - 5.0)
+    assert tighter["units_per_episode"] > b["units_per_episode"] and tighter["share"] >= b["share"]
+    assert capacity_binding(data, cap + 1e6) == {"share": 0.0, "units_per_episode": 0.0}
+    with pytest.raises(ValueError, match="store_capacity must have shape \\(3,\\)"):
+        capacity_binding(data, cap[:2])
+
+
+def test_job_keys_hold_only_their_algorithm_settings(tmp_path):
+    from ohio_layers.experiments.supply_chain import _job
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mpc.npz").write_bytes(b"x")
+    base = SupplyChainExperimentConfig.from_dict({**TINY, "out_dir": str(tmp_path)})
+    other = SupplyChainExperimentConfig.from_dict({**TINY, "out_dir": str(tmp_path), "online_steps": 31, "iql_steps": 11})
+    job = lambda cfg, algo: _job(cfg, tmp_path, "mpc", "end_to_end", algo, 0)  # noqa: E731
+    assert job(base, "bc") == job(other, "bc")  # neither change is a BC setting: its cached result stays current
+    assert job(base, "iql") != job(other, "iql") and job(base, "calql") != job(other, "calql")
+    assert "online_steps" not in job(base, "iql") and "iql_steps" not in job(base, "calql")
+    with pytest.raises(ValueError, match="finetune_eval_episodes must be <= eval_episodes"):
+        SupplyChainExperimentConfig.from_dict({**TINY, "finetune_eval_episodes": 3})
