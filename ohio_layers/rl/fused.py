@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,8 @@ from . import fused_kernels
 from .optim import LeanAdam
 
 __all__ = ["ReluMLPKernel", "set_fused", "fused_enabled", "fused_disabled", "expectile_loss_grad",
-           "squared_error_grad", "gaussian_nll_grad", "step_optimizer",
+           "squared_error_grad", "gaussian_nll_grad", "iql_value_grad", "iql_weights_and_targets",
+           "twin_squared_error_grad", "step_optimizer",
            "actor_nll_backward", "actor_supported", "hooks_present",
            "float32_inputs"]
 
@@ -301,6 +302,52 @@ def squared_error_grad(pred: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
     """``(loss, d loss / d pred (B,))`` of ``mean (pred - target)^2`` over ``pred, target (B,)``."""
     diff = pred - target
     return diff.pow(2).mean(), diff.mul_(2.0 / diff.shape[0])
+
+
+def iql_value_grad(q1: Tensor, q2: Tensor, v: Tensor, expectile: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """IQL's value step: ``(loss, q_target (B,), d loss / d v (B, 1))`` of :func:`expectile_loss_grad` towards
+    ``min(q1, q2)``; ``q1, q2, v`` are ``(B, 1)`` network outputs. One compiled loop when
+    :func:`~ohio_layers.rl.fused_kernels.compiled_enabled`, else torch ops."""
+    if fused_kernels.compiled_enabled():
+        b = v.shape[0]
+        q_target, grad = v.new_empty(b), v.new_empty(b, 1)
+        loss = fused_kernels.expectile_value_grad(q1.numpy(), q2.numpy(), v.numpy(), expectile, q_target.numpy(),
+                                                  grad.numpy())
+        return torch.tensor(loss), q_target, grad
+    q_target = torch.minimum(q1, q2).squeeze(1)
+    loss, grad = expectile_loss_grad(q_target, v.squeeze(1), expectile)
+    return loss, q_target, grad.unsqueeze(1)
+
+
+def iql_weights_and_targets(q_target: Tensor, values: Tensor, batch: Mapping[str, Tensor], temperature: float,
+                            max_weight: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(weights (B,), td_target (B,), mean advantage, mean weight)``: the advantage weights
+    ``min(exp(beta (q_target - V(s))), w_max)`` and ``r + gamma (1 - d) V(s')`` from ``values (2B, 1)`` =
+    ``[V(s); V(s')]`` and the batch's ``rewards, discounts, terminals (B,)``."""
+    b = q_target.shape[0]
+    if fused_kernels.compiled_enabled():
+        weights, target = q_target.new_empty(b), q_target.new_empty(b)
+        adv, weight = fused_kernels.iql_weights_and_targets(
+            q_target.numpy(), values.numpy(), batch["rewards"].detach().numpy(), batch["discounts"].detach().numpy(),
+            batch["terminals"].detach().numpy(), temperature, max_weight, weights.numpy(), target.numpy())
+        return weights, target, torch.tensor(adv), torch.tensor(weight)
+    values = values.squeeze(1)
+    adv = q_target - values[:b]
+    weights = torch.exp(temperature * adv).clamp_(max=max_weight)
+    target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]
+    return weights, target, adv.mean(), weights.mean()
+
+
+def twin_squared_error_grad(p1: Tensor, p2: Tensor, target: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(loss, g1, g2)``: the sum of both critics' :func:`squared_error_grad` losses and their gradients
+    ``(B, 1)``, for outputs ``p1, p2 (B, 1)`` towards ``target (B,)`` (compiled loop or torch ops)."""
+    if fused_kernels.compiled_enabled():
+        g1, g2 = p1.new_empty(p1.shape), p2.new_empty(p2.shape)
+        loss = fused_kernels.twin_squared_error_grad(p1.numpy(), p2.numpy(), target.numpy(), g1.numpy(), g2.numpy())
+        return torch.tensor(loss), g1, g2
+    l1, g1 = squared_error_grad(p1.squeeze(1), target)
+    l2, g2 = squared_error_grad(p2.squeeze(1), target)
+    return l1 + l2, g1.unsqueeze(1), g2.unsqueeze(1)
 
 
 def gaussian_nll_grad(mean: Tensor, log_std_raw: Tensor, x: Tensor, log_std_min: float, log_std_max: float,

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Agent, AgentConfig, Batch, adam, soft_update
-from . import fused_kernels
-from .fused import ReluMLPKernel, actor_nll_backward, actor_supported, expectile_loss_grad, float32_inputs, squared_error_grad
+from .fused import (ReluMLPKernel, actor_nll_backward, actor_supported, float32_inputs, iql_value_grad,
+                    iql_weights_and_targets, twin_squared_error_grad)
 from .networks import TanhGaussianActor, TwinQ, ValueNetwork
 
 __all__ = ["IQLConfig", "IQL", "expectile_loss", "iql_value_loss", "iql_critic_loss", "iql_actor_loss"]
@@ -210,75 +210,32 @@ class IQL(Agent):
 
     @torch.no_grad()
     def _fused_update(self, batch: Batch, k: Dict[str, ReluMLPKernel]) -> Dict[str, Tensor]:
-        """:meth:`update_tensors` without autograd: the same losses, their gradients in closed form."""
-        if fused_kernels.compiled_enabled():
-            return self._fused_update_compiled(batch, k)
+        """:meth:`update_tensors` without autograd: the same losses, their gradients in closed form (their
+        element-wise parts as compiled loops when :func:`~ohio_layers.rl.fused_kernels.compiled_enabled`)."""
         c = self.config
-        obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
-        tq, q = self.target_q, self.q
-        # cast once to the kernels' dtype for both twin networks (a no-op in float32)
-        x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1).to(k["tq1"].dtype)
-        q_target = torch.minimum(k["tq1"].forward(x_t), k["tq2"].forward(x_t)).squeeze(1)
-        # value step: expectile regression of V(s) towards min Qbar(s, a)
-        v = k["value"].forward(self.value.normalizer.forward(obs), keep=True).squeeze(1)
-        loss_v, grad_v = expectile_loss_grad(q_target, v, c.expectile)
-        k["value"].backward(grad_v.unsqueeze(1))
-        self._step_optimizers([("value", self.value)])
-        # the updated V at s (advantage) and s' (TD target) in one pass
-        both = torch.cat([obs, batch["next_observations"]])
-        values = k["value"].forward(self.value.normalizer.forward(both)).squeeze(1)
-        adv = q_target - values[:b]
-        weights = torch.exp(c.temperature * adv).clamp_(max=c.max_weight)
-        target = batch["rewards"] + batch["discounts"] * (1.0 - batch["terminals"]) * values[b:]
-        loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
-        x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1).to(k["q1"].dtype)
-        losses = []
-        for name in ("q1", "q2"):
-            loss_i, grad_i = squared_error_grad(k[name].forward(x, keep=True).squeeze(1), target)
-            k[name].backward(grad_i.unsqueeze(1))
-            losses.append(loss_i)
-        self._step_optimizers([("actor", self.actor), ("q", self.q)])
-        soft_update(self.target_q, self.q, c.tau)
-        self.step += 1
-        return {"loss_value": loss_v, "loss_q": losses[0] + losses[1], "loss_actor": loss_a,
-                "advantage": adv.mean(), "weight": weights.mean()}
-
-    @torch.no_grad()
-    def _fused_update_compiled(self, batch: Batch, k: Dict[str, ReluMLPKernel]) -> Dict[str, Tensor]:
-        """:meth:`_fused_update` with the element-wise parts of the losses as compiled loops
-        (:mod:`~ohio_layers.rl.fused_kernels`; the same matrix products in the same order)."""
-        c = self.config
-        obs, act, b = batch["observations"], batch["actions"], batch["observations"].shape[0]
+        obs, act = batch["observations"], batch["actions"]
         tq, q = self.target_q, self.q
         # cast once to the kernels' dtype for both twin networks (a no-op in float32)
         x_t = torch.cat([tq.normalizer.forward(obs), tq.scaler.to_unit(act)], 1).to(k["tq1"].dtype)
         q1_t, q2_t = k["tq1"].forward(x_t), k["tq2"].forward(x_t)  # distinct kernels: distinct buffers
         # value step: expectile regression of V(s) towards min Qbar(s, a)
         v = k["value"].forward(self.value.normalizer.forward(obs), keep=True)
-        q_target, grad_v = obs.new_empty(b), obs.new_empty(b, 1)
-        loss_v = fused_kernels.expectile_value_grad(q1_t.numpy(), q2_t.numpy(), v.numpy(), c.expectile,
-                                                    q_target.numpy(), grad_v.numpy())
+        loss_v, q_target, grad_v = iql_value_grad(q1_t, q2_t, v, c.expectile)
         k["value"].backward(grad_v)
         self._step_optimizers([("value", self.value)])
         # the updated V at s (advantage) and s' (TD target) in one pass
         both = torch.cat([obs, batch["next_observations"]])
         values = k["value"].forward(self.value.normalizer.forward(both))
-        weights, target = obs.new_empty(b), obs.new_empty(b)
-        adv, weight = fused_kernels.iql_weights_and_targets(
-            q_target.numpy(), values.numpy(), batch["rewards"].detach().numpy(), batch["discounts"].detach().numpy(),
-            batch["terminals"].detach().numpy(), c.temperature, c.max_weight, weights.numpy(), target.numpy())
+        weights, target, adv, weight = iql_weights_and_targets(q_target, values, batch, c.temperature, c.max_weight)
         loss_a = actor_nll_backward(self.actor, k["actor"], obs, act, weights)
         x = torch.cat([q.normalizer.forward(obs), q.scaler.to_unit(act)], 1).to(k["q1"].dtype)
-        p1, p2 = k["q1"].forward(x, keep=True), k["q2"].forward(x, keep=True)
-        g1, g2 = obs.new_empty(b, 1), obs.new_empty(b, 1)
-        loss_q = fused_kernels.twin_squared_error_grad(p1.numpy(), p2.numpy(), target.numpy(), g1.numpy(), g2.numpy())
+        loss_q, g1, g2 = twin_squared_error_grad(k["q1"].forward(x, keep=True), k["q2"].forward(x, keep=True), target)
         k["q1"].backward(g1)
         k["q2"].backward(g2)
         self._step_optimizers([("actor", self.actor), ("q", self.q)])
         soft_update(self.target_q, self.q, c.tau)
         self.step += 1
-        return {"loss_value": torch.tensor(loss_v), "loss_q": torch.tensor(loss_q), "loss_actor": loss_a,
-                "advantage": torch.tensor(adv), "weight": torch.tensor(weight)}
+        return {"loss_value": loss_v, "loss_q": loss_q, "loss_actor": loss_a, "advantage": adv, "weight": weight}
 
     @torch.no_grad()
     def q_value(self, obs: Tensor, action: Tensor) -> Tensor:
