@@ -333,6 +333,29 @@ def solve_batch(Q: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray, G:
 
 
 @_compiled
+def _add_rows(out: np.ndarray, b: int, gd: np.ndarray, start: int, count: int, sign: float) -> None:
+    """``out[b % len(out)][i] += sign * gd[start + i]`` for ``i < count``; skipped when ``out`` is empty (not
+    wanted). ``sign`` is +-1, so the products are exact."""
+    if out.shape[0]:
+        o = out[b % out.shape[0]]
+        for i in range(count):
+            o[i] += sign * gd[start + i]
+
+
+@_compiled
+def _add_outer_rows(out: np.ndarray, b: int, lam: np.ndarray, gd: np.ndarray, start: int, count: int, wx: np.ndarray,
+                    x: np.ndarray) -> None:
+    """``out[b % len(out)][i, c] += -(lam[start + i] wx[c] + gd[start + i] x[c])`` (a constraint matrix's gradient);
+    skipped when ``out`` is empty."""
+    if out.shape[0]:
+        o2 = out[b % out.shape[0]]
+        for i in range(count):
+            li, di = lam[start + i], gd[start + i]
+            for c in range(len(x)):
+                o2[i, c] += -(li * wx[c] + di * x[c])
+
+
+@_compiled
 def adjoint_into(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: np.ndarray, X: np.ndarray,
                  LAM: np.ndarray, g: np.ndarray, me: int, m: int, gQ: np.ndarray, gp: np.ndarray, glo: np.ndarray,
                  ghi: np.ndarray, gG: np.ndarray, gh: np.ndarray, gA: np.ndarray, gb: np.ndarray) -> None:
@@ -387,31 +410,9 @@ def adjoint_into(L: np.ndarray, F: np.ndarray, S: np.ndarray, K: np.ndarray, C: 
             o = gp[b % gp.shape[0]]
             for i in range(n):
                 o[i] += -wx[i]
-        if ghi.shape[0]:
-            o = ghi[b % ghi.shape[0]]
-            for c in range(n):
-                o[c] += gd[k_rows + c]
-        if glo.shape[0]:
-            o = glo[b % glo.shape[0]]
-            for c in range(n):
-                o[c] += -gd[k_rows + n + c]
-        if gh.shape[0]:
-            o = gh[b % gh.shape[0]]
-            for i in range(m):
-                o[i] += gd[me + i]
-        if gb.shape[0]:
-            o = gb[b % gb.shape[0]]
-            for i in range(me):
-                o[i] += gd[i]
-        if gG.shape[0]:
-            o2 = gG[b % gG.shape[0]]
-            for i in range(m):
-                li, di = LAM[b, me + i], gd[me + i]
-                for c in range(n):
-                    o2[i, c] += -(li * wx[c] + di * x[c])
-        if gA.shape[0]:
-            o2 = gA[b % gA.shape[0]]
-            for i in range(me):
-                li, di = LAM[b, i], gd[i]
-                for c in range(n):
-                    o2[i, c] += -(li * wx[c] + di * x[c])
+        _add_rows(ghi, b, gd, k_rows, n, 1.0)
+        _add_rows(glo, b, gd, k_rows + n, n, -1.0)
+        _add_rows(gh, b, gd, me, m, 1.0)
+        _add_rows(gb, b, gd, 0, me, 1.0)
+        _add_outer_rows(gG, b, LAM[b], gd, me, m, wx, x)
+        _add_outer_rows(gA, b, LAM[b], gd, 0, me, wx, x)
