@@ -258,13 +258,17 @@ def capacity_binding(data: Dataset, store_capacity: Any) -> Dict[str, float]:
         ``share``: fraction of (row, store) pairs shipping beyond the room; ``units_per_episode``: the
         excess units per episode (the env's ``capacity_violations`` had these shipments been made there).
     """
+    import torch
+
+    from ..lowlevel.supply_chain import store_room
+
     cap = np.asarray(store_capacity, dtype=np.float64)
-    states, ship = np.asarray(data["states"], np.float64), np.asarray(data["actions"], np.float64)[:, :-1]
+    ship = np.asarray(data["actions"], np.float64)[:, :-1]
     S = ship.shape[1]
     if cap.shape != (S,):
         raise ValueError(f"store_capacity must have shape ({S},), got {cap.shape}")
-    stock, demand_hat, arrivals = states[:, :S], states[:, S:2 * S], states[:, 2 * S:3 * S]
-    excess = np.maximum(ship - np.maximum(cap - stock + demand_hat - arrivals, 0.0), 0.0)
+    room = store_room(torch.as_tensor(np.asarray(data["states"], np.float64)), torch.as_tensor(cap)).numpy()
+    excess = np.maximum(ship - np.maximum(room, 0.0), 0.0)
     episodes = max(len(np.unique(np.asarray(data["episode_ids"]))), 1)
     return {"share": float((excess > 0).mean()), "units_per_episode": float(excess.sum() / episodes)}
 

@@ -62,7 +62,7 @@ from .._validate import check_same_batch, check_tensor
 from .base import Context, LowLevelController
 from .min_cost_flow import largest_remainder
 
-__all__ = ["SupplyStatus", "SupplySolution", "SupplyChainInputError", "SupplyChainController"]
+__all__ = ["SupplyStatus", "SupplySolution", "SupplyChainInputError", "SupplyChainController", "store_room"]
 
 
 class SupplyStatus(IntEnum):
@@ -107,6 +107,15 @@ class SupplySolution:
         return torch.cat([self.shipments, self.production[:, None]], 1)
 
 
+def store_room(state: Tensor, store_capacity: Tensor, integer: bool = False) -> Tensor:
+    """The stores' room ``Cap - I + D - A`` ``(B, S)`` of controller states ``(B, 3S + 2)`` =
+    ``[I, D, A, I_f, A_f]`` under ``store_capacity (S,)`` (``D`` floored when ``integer``); negative when
+    the stock on hand and on the way already exceeds the capacity."""
+    S = store_capacity.shape[0]
+    I, D, A = state[:, :S], state[:, S:2 * S], state[:, 2 * S:3 * S]
+    return store_capacity.to(state) - I + (torch.floor(D) if integer else D) - A
+
+
 class SupplyChainController(LowLevelController):
     """Lexicographic-LP shipment/production controller of a one-factory, ``S``-store star.
 
@@ -145,8 +154,7 @@ class SupplyChainController(LowLevelController):
 
     def room(self, state: Tensor, integer: bool = False) -> Tensor:
         """``Cap - I + D - A`` ``(B, S)`` (``D`` floored when ``integer``)."""
-        I, D, A, _, _ = self.split_state(state)
-        return self.store_capacity.to(state) - I + (torch.floor(D) if integer else D) - A
+        return store_room(state, self.store_capacity, integer)
 
     def status(self, state: Tensor, z: Tensor, integer: Optional[bool] = None) -> Tensor:
         """``(B,)`` int64 :class:`SupplyStatus` of each sample (no solve)."""
