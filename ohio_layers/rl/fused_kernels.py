@@ -127,7 +127,8 @@ def _expectile_value_grad(q1: np.ndarray, q2: np.ndarray, v: np.ndarray, expecti
     b = v.shape[0]
     total = 0.0
     for i in range(b):
-        qt = min(q1[i, 0], q2[i, 0])
+        a, c = q1[i, 0], q2[i, 0]
+        qt = a if (a != a or a < c) else c  # torch.minimum: a NaN in either wins (the builtin min drops a second one)
         q_target[i] = qt
         diff = float(qt) - float(v[i, 0])
         weight = 1.0 - expectile if diff < 0 else expectile

@@ -571,3 +571,18 @@ torch.save(agent.state_dict(), sys.argv[1])
     ref = torch.load(tmp_path / "sd.pt")
     for k, v in agent.state_dict().items():
         assert torch.equal(v, ref[k]), k
+
+
+def test_compiled_value_loss_propagates_a_nan_of_either_target_critic_like_torch_minimum():
+    if not fused_kernels.available():
+        pytest.skip("numba is not installed (extra fastqp)")
+    import numpy as np
+
+    q1 = np.array([[1.0], [np.nan], [3.0]], dtype=np.float32)
+    q2 = np.array([[np.nan], [2.0], [0.5]], dtype=np.float32)
+    v = np.zeros((3, 1), dtype=np.float32)
+    q_target, grad = np.empty(3, dtype=np.float32), np.empty((3, 1), dtype=np.float32)
+    loss = fused_kernels.expectile_value_grad(q1, q2, v, 0.7, q_target, grad)
+    expected = torch.minimum(torch.from_numpy(q1), torch.from_numpy(q2)).squeeze(1).numpy()
+    np.testing.assert_array_equal(q_target, expected)  # [nan, nan, 0.5]: a diverged critic is not hidden
+    assert np.isnan(loss) and np.isnan(grad[:2]).all() and np.isfinite(grad[2]).all()
